@@ -1,0 +1,356 @@
+"""Typed experiment configuration: frozen dataclasses at the core, YAML and ``--set`` at the edge.
+
+Every section validates itself in ``__post_init__``; unknown keys are rejected with a
+did-you-mean. Cross-section checks that need the data or the model (a site index in range,
+the number of weights) happen when those are built, still before any training step.
+
+Example::
+
+    cfg = load_config("search_spaces/digits.yaml", ["selection.method=adalase", "train.epochs=5"])
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the field, the value and the fix."""
+
+
+def _fail(key: str, value: Any, fix: str) -> None:
+    raise ConfigError(f"{key} = {value!r}: {fix}")
+
+
+def _did_you_mean(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _check_choice(key: str, value: Any, choices) -> None:
+    if value not in choices:
+        _fail(key, value, f"choose one of {', '.join(map(str, choices))}{_did_you_mean(str(value), choices)}")
+
+
+def _check_range(key: str, value, lo=None, hi=None, lo_open=False, hi_open=False) -> None:
+    bad_lo = lo is not None and (value <= lo if lo_open else value < lo)
+    bad_hi = hi is not None and (value >= hi if hi_open else value > hi)
+    if bad_lo or bad_hi:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        span = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+        _fail(key, value, f"must lie in {span}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, which subset, which split. ``n_train`` is the paper's sample-size axis."""
+
+    name: str = "digits"
+    path: Optional[str] = None  # npz file or ImageFolder root
+    root: str = "./data"  # torchvision download folder
+    download: bool = False
+    n_train: Optional[int] = None  # class-stratified fixed subset of the training split
+    subset_seed: int = 0  # the subset is fixed across run seeds unless this changes
+    val_fraction: float = 0.2  # held out of the training data when the dataset has no val split
+    test_fraction: float = 0.3  # only for datasets without a test split (digits)
+    classes: Optional[tuple[int, ...]] = None  # keep these labels, relabelled 0..k-1 in this order
+    input_augment: Optional[bool] = None  # None: the dataset's usual one (crop+flip for CIFAR/SVHN)
+    image_size: int = 32  # ImageFolder images are resized to this side
+    num_workers: int = 0  # DataLoader workers (ImageFolder only)
+
+    def __post_init__(self):
+        _check_range("data.val_fraction", self.val_fraction, 0.0, 1.0, hi_open=True)
+        _check_range("data.test_fraction", self.test_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
+        if self.n_train is not None:
+            _check_range("data.n_train", self.n_train, 1)
+        _check_range("data.image_size", self.image_size, 1)
+        _check_range("data.num_workers", self.num_workers, 0)
+        if self.name in ("npz", "imagefolder") and not self.path:
+            _fail("data.path", self.path, f"data.name={self.name} needs data.path (the {self.name} location)")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network. Sites are published by the model itself (``model.da_sites``)."""
+
+    name: str = "cnn"
+    hidden: tuple[int, ...] = (1000,)  # mlp widths
+    width: int = 32  # cnn base width
+    stem: str = "cifar"  # resnet: cifar (3x3, no max-pool) or imagenet (7x7 + max-pool)
+    pretrained: Optional[str] = None  # torchvision weights name, e.g. IMAGENET1K_V1
+    checkpoint: Optional[str] = None  # a state dict written by adalase_tune (--save-model)
+
+    def __post_init__(self):
+        _check_choice("model.stem", self.stem, ("cifar", "imagenet"))
+        _check_range("model.width", self.width, 1)
+        for w in self.hidden:
+            _check_range("model.hidden", w, 1)
+        if self.checkpoint and not Path(self.checkpoint).is_file():
+            _fail("model.checkpoint", self.checkpoint, "no such file; write one with `adalase-tune train ... --save-model PATH`")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The latent DA op and its strength (None: the op's default, see ``adalase_tune.ops``)."""
+
+    op: str = "mixup"
+    strength: Optional[float] = None
+
+    def __post_init__(self):
+        if self.strength is not None:
+            _check_range("augment.strength", self.strength, 0.0, lo_open=True)
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """The layer-selection policy: none, fixed, uniform, probs or adalase."""
+
+    method: str = "uniform"
+    site: Optional[Union[int, str]] = None  # fixed: index or name
+    weights: Optional[tuple[float, ...]] = None  # probs: one per site, normalised
+
+    def __post_init__(self):
+        if self.weights is not None:
+            for w in self.weights:
+                _check_range("selection.weights", w, 0.0)
+
+
+@dataclass(frozen=True)
+class AdalaseConfig:
+    """AdaLASE settings; the defaults are the faithful ones of ALGORITHM.md section 3."""
+
+    eta: float = 0.01
+    min_rate_sum: float = 0.1
+    interval: int = 1  # apply pending q updates every `interval` hypergradients
+    every: int = 1  # compute a hypergradient every `every` training steps (1 = faithful)
+    val_batch_size: Optional[int] = None  # None: 8x train.batch_size, capped at the source size
+    val_source: str = "train"  # train: the run's training subset; holdout: its val split
+    val_rotate: float = 10.0  # degrees of random rotation on image pseudo-val batches
+
+    def __post_init__(self):
+        _check_range("adalase.eta", self.eta, 0.0)
+        _check_range("adalase.min_rate_sum", self.min_rate_sum, 0.0, 1.0, hi_open=True)
+        _check_range("adalase.interval", self.interval, 1)
+        _check_range("adalase.every", self.every, 1)
+        if self.val_batch_size is not None:
+            _check_range("adalase.val_batch_size", self.val_batch_size, 1)
+        _check_choice("adalase.val_source", self.val_source, ("train", "holdout"))
+        _check_range("adalase.val_rotate", self.val_rotate, 0.0, 180.0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser, schedule, seed and device. SGD + Nesterov, cosine to 0 stepped per iteration."""
+
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.02
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    seed: int = 0
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True  # on CUDA, for 4-d inputs
+
+    def __post_init__(self):
+        _check_range("train.epochs", self.epochs, 1)
+        _check_range("train.batch_size", self.batch_size, 1)
+        _check_range("train.lr", self.lr, 0.0, lo_open=True)
+        _check_range("train.momentum", self.momentum, 0.0, 1.0, hi_open=True)
+        _check_range("train.weight_decay", self.weight_decay, 0.0)
+        if self.nesterov and self.momentum == 0:
+            _fail("train.nesterov", True, "Nesterov needs train.momentum > 0; set train.nesterov=false")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One training run: data, model, augment, selection, adalase and train sections."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    adalase: AdalaseConfig = field(default_factory=AdalaseConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+    def replace(self, **overrides: Any) -> "ExperimentConfig":
+        """A copy with dotted-key overrides, e.g. ``cfg.replace(**{"train.seed": 3})``."""
+        tree = self.to_dict()
+        for key, value in overrides.items():
+            _set_dotted(tree, key, value)
+        return from_dict(tree)
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """Nested dict to ``{"a.b": v}``: the key scheme of ``--set``, MLflow params and Tune configs."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+# --- building from plain data ------------------------------------------------------------------
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp``, converting the harmless cases (int->float)."""
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError as err:
+                errors.append(err)
+        _fail(key, value, f"expected {_type_name(tp)}")
+    if origin is tuple:
+        (item, _) = typing.get_args(tp)
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            _fail(key, value, f"expected a list of {_type_name(item)}")
+        return tuple(_coerce(key, v, item) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        _fail(key, value, "expected true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        _fail(key, value, "expected a whole number")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if value != value:
+                _fail(key, value, "expected a number, not NaN")
+            return float(value)
+        _fail(key, value, "expected a number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        _fail(key, value, "expected a string")
+    raise AssertionError(f"unhandled annotation {tp}")
+
+
+def _type_name(tp) -> str:
+    if typing.get_origin(tp) is Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None)) + " or null"
+    if typing.get_origin(tp) is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    return {int: "a whole number", float: "a number", str: "a string", bool: "true/false"}.get(tp, str(tp))
+
+
+def _build_section(name: str, cls, values: Any):
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        _fail(name, values, f"expected a mapping of {name}.* keys")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(
+                f"unknown config key '{name}.{key}'{_did_you_mean(key, hints)}; "
+                f"valid {name}.* keys: {', '.join(hints)}"
+            )
+        kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])
+    return cls(**kwargs)
+
+
+def from_dict(tree: dict) -> ExperimentConfig:
+    """Build and validate an :class:`ExperimentConfig` from a nested dict (e.g. parsed YAML)."""
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config = {tree!r}: expected a mapping with sections {', '.join(_SECTIONS)}")
+    sections = {}
+    hints = typing.get_type_hints(ExperimentConfig)
+    for key, values in tree.items():
+        if key not in hints:
+            raise ConfigError(
+                f"unknown config section '{key}'{_did_you_mean(key, hints)}; valid sections: {', '.join(hints)}"
+            )
+        sections[key] = _build_section(key, hints[key], values)
+    return ExperimentConfig(**sections)
+
+
+def _set_dotted(tree: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"--set {key}: keys have the form section.name, e.g. train.epochs")
+    tree.setdefault(parts[0], {})
+    if not isinstance(tree[parts[0]], dict):
+        raise ConfigError(f"--set {key}: '{parts[0]}' is not a section")
+    tree[parts[0]][parts[1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"a.b=1e-3"`` -> ``("a.b", 0.001)``; the value is read as YAML (numbers, lists, null)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. --set train.epochs=5")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping with ``yaml.safe_load``; errors name the file and the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist; pass a YAML file such as search_spaces/digits.yaml")
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"config file {str(path)!r}{where}: YAML syntax error: {problem}; fix the YAML") from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file {str(path)!r}: expected a mapping of sections, got {type(tree).__name__}")
+    return tree
+
+
+def load_config(path: str | Path | None = None, overrides=(), extra_sections=()) -> ExperimentConfig:
+    """Load YAML (optional), apply ``key=value`` overrides, validate.
+
+    ``extra_sections`` names top-level YAML keys owned by other layers (``sweep``) that are
+    ignored here rather than rejected.
+    """
+    tree = read_yaml(path) if path is not None else {}
+    tree = {k: v for k, v in tree.items() if k not in extra_sections}
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    return from_dict(tree)

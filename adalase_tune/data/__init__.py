@@ -1,0 +1,147 @@
+"""Data: a fixed test split, a held-out val split, and a stratified training subset.
+
+``build_data(cfg)`` returns a :class:`DataBundle` of three :class:`Split` s of normalised float
+tensors (they sit on the training device), plus the dataset's usual input augmentation.
+Every split keeps ``ids``, the sample's index in its source, so provenance can be checked.
+
+Example::
+
+    data = build_data(DataConfig(name="digits", n_train=100))
+    data.train.x.shape  # (100, 1, 8, 8)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..config import ConfigError, DataConfig
+from ..ops._translate import shift
+from ._sources import SOURCES, Raw
+from ._splits import stratified_split, stratified_subset
+
+SPLIT_SEED = 0  # test and val splits are the same for every run
+
+
+@dataclass
+class Split:
+    """Samples of one split: ``x`` (N, ...) float, ``y`` (N,) int64, ``ids`` their source indices."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def to(self, device) -> "Split":
+        return Split(self.x.to(device), self.y.to(device), self.ids)
+
+    def batches(self, order, batch_size: int):
+        """Yield ``(x, y)`` for consecutive chunks of ``order`` (an index array)."""
+        order = torch.as_tensor(order, device=self.y.device)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+@dataclass
+class DataBundle:
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    input_shape: tuple[int, ...]
+    input_augment: bool  # crop (translate by up to 4 px) + horizontal flip on training batches
+
+    def to(self, device) -> "DataBundle":
+        return DataBundle(self.train.to(device), self.val.to(device), self.test.to(device),
+                          self.num_classes, self.input_shape, self.input_augment)
+
+
+def augment_inputs(x: torch.Tensor, rng: np.random.Generator, pad: int = 4) -> torch.Tensor:
+    """The usual CIFAR/SVHN augmentation: random crop with zero padding ``pad`` and flip."""
+    n = x.shape[0]
+    x = shift(x, 2, rng.integers(-pad, pad + 1, n))
+    x = shift(x, 3, rng.integers(-pad, pad + 1, n))
+    flip = torch.as_tensor(rng.random(n) < 0.5, device=x.device).view(-1, 1, 1, 1)
+    return torch.where(flip, x.flip(3), x)
+
+
+def _select_classes(raw: Raw, classes) -> Raw:
+    known = set(np.unique(raw.y_train).tolist())
+    unknown = [c for c in classes if c not in known]
+    if unknown:
+        raise ConfigError(f"data.classes = {list(classes)}: labels {unknown} do not occur in the training data "
+                          f"(labels present: {sorted(known)})")
+    if len(set(classes)) != len(classes):
+        raise ConfigError(f"data.classes = {list(classes)}: labels repeat; list each class once")
+    remap = {c: i for i, c in enumerate(classes)}
+    for part in ("train", "val", "test"):
+        x, y = getattr(raw, f"x_{part}"), getattr(raw, f"y_{part}")
+        if x is None:
+            continue
+        keep = np.isin(y, classes)
+        setattr(raw, f"x_{part}", x[keep])
+        setattr(raw, f"y_{part}", np.array([remap[v] for v in y[keep]], dtype=np.int64))
+    return raw
+
+
+def build_data(cfg: DataConfig) -> DataBundle:
+    """Load, split, subset and normalise ``cfg.name``; every error comes before training."""
+    if cfg.name not in SOURCES:
+        from ..registry import Registry
+
+        reg = Registry("data.name")
+        for name in SOURCES:
+            reg.register(name)(name)
+        reg.get(cfg.name)  # raises with the valid names and a did-you-mean
+    raw = SOURCES[cfg.name](cfg)
+    if cfg.classes is not None:
+        raw = _select_classes(raw, cfg.classes)
+    ids = np.arange(len(raw.y_train))
+    x_tr, y_tr = raw.x_train, raw.y_train
+    if raw.x_test is None:
+        kept, held = stratified_split(y_tr, cfg.test_fraction, SPLIT_SEED)
+        test = (x_tr[held], y_tr[held], ids[held])
+        x_tr, y_tr, ids = x_tr[kept], y_tr[kept], ids[kept]
+    else:
+        test = (raw.x_test, raw.y_test, np.arange(len(raw.y_test)))
+    if raw.x_val is None:
+        if cfg.val_fraction == 0:
+            raise ConfigError(f"data.val_fraction = 0, but {cfg.name} has no val split; "
+                              "hold some training data out (e.g. 0.2): selection needs validation data")
+        kept, held = stratified_split(y_tr, cfg.val_fraction, SPLIT_SEED + 1)
+        val = (x_tr[held], y_tr[held], ids[held])
+        x_tr, y_tr, ids = x_tr[kept], y_tr[kept], ids[kept]
+    else:
+        val = (raw.x_val, raw.y_val, np.arange(len(raw.y_val)))
+    num_classes = int(max(y_tr.max(), test[1].max(), val[1].max())) + 1
+    mean, std = _stats(x_tr)  # from the whole training split: the same for every n_train
+    if cfg.n_train is not None:
+        if cfg.n_train > len(y_tr):
+            raise ConfigError(f"data.n_train = {cfg.n_train}, but the training split of {cfg.name} has "
+                              f"{len(y_tr)} samples after holding out val/test; use at most {len(y_tr)} or null")
+        pick = stratified_subset(y_tr, cfg.n_train, cfg.subset_seed)
+        x_tr, y_tr, ids = x_tr[pick], y_tr[pick], ids[pick]
+    augment = raw.usual_augment if cfg.input_augment is None else cfg.input_augment
+    if augment and x_tr.ndim != 4:
+        raise ConfigError(f"data.input_augment = true, but {cfg.name} holds vectors {x_tr.shape[1:]}; set it to false")
+
+    def split(x, y, i):
+        return Split(torch.from_numpy((x - mean) / std), torch.from_numpy(np.asarray(y, dtype=np.int64)), i)
+
+    return DataBundle(split(x_tr, y_tr, ids), split(*val), split(*test), num_classes,
+                      tuple(x_tr.shape[1:]), bool(augment))
+
+
+def _stats(x: np.ndarray):
+    axes = (0, 2, 3) if x.ndim == 4 else (0,)
+    mean = x.mean(axis=axes, keepdims=True)[0:1]
+    std = x.std(axis=axes, keepdims=True)[0:1] + 1e-6
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+__all__ = ["DataBundle", "Split", "build_data", "augment_inputs", "stratified_subset", "stratified_split"]

@@ -1,0 +1,175 @@
+"""Raw data sources: each returns numpy arrays, images as (N, C, H, W) floats in [0, 1].
+
+``digits`` is scikit-learn's bundled 8x8 digits (offline). ``npz`` is the user's own file.
+The torchvision datasets go through torchvision's real loaders; concurrent downloads on one
+node are serialised by a file lock in ``data.root``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..config import ConfigError, DataConfig
+
+
+@dataclass
+class Raw:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: Optional[np.ndarray] = None
+    y_test: Optional[np.ndarray] = None
+    x_val: Optional[np.ndarray] = None
+    y_val: Optional[np.ndarray] = None
+    usual_augment: bool = False  # crop+flip is the usual input augmentation
+
+
+def load_digits(cfg: DataConfig) -> Raw:
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    return Raw(d.images[:, None].astype(np.float32) / 16.0, d.target.astype(np.int64))
+
+
+_NPZ_REQUIRED = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _npz_images(key: str, x: np.ndarray, path: str) -> np.ndarray:
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim not in (2, 4):
+        raise ConfigError(f"data.path = {path!r}: {key} has shape {x.shape}; expected (N,C,H,W), (N,H,W) or (N,D)")
+    if not np.issubdtype(x.dtype, np.number):
+        raise ConfigError(f"data.path = {path!r}: {key} has dtype {x.dtype}; expected numbers")
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise ConfigError(f"data.path = {path!r}: {key} contains NaN or infinite values; clean the data first")
+    return x
+
+
+def _npz_labels(key: str, y: np.ndarray, n: int, path: str) -> np.ndarray:
+    if y.ndim != 1 or len(y) != n:
+        raise ConfigError(f"data.path = {path!r}: {key} has shape {y.shape}, but its x has {n} rows; "
+                          f"give one integer label per sample")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not (np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all()):
+            raise ConfigError(f"data.path = {path!r}: {key} must hold integer class labels, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    if (y < 0).any():
+        raise ConfigError(f"data.path = {path!r}: {key} has negative labels (min {y.min()}); labels are 0..K-1")
+    return y
+
+
+def load_npz(cfg: DataConfig) -> Raw:
+    path = cfg.path
+    if not Path(path).is_file():
+        raise ConfigError(f"data.path = {path!r}: no such file; give an .npz with keys {', '.join(_NPZ_REQUIRED)}")
+    try:
+        blob = np.load(path, allow_pickle=False)
+        keys = set(blob.files)
+    except Exception as err:
+        raise ConfigError(f"data.path = {path!r}: not a readable .npz ({err})") from None
+    missing = [k for k in _NPZ_REQUIRED if k not in keys]
+    if missing:
+        raise ConfigError(f"data.path = {path!r}: missing keys {missing}; an npz needs {', '.join(_NPZ_REQUIRED)} "
+                          f"(and optionally x_val, y_val); it has {sorted(keys)}")
+    if ("x_val" in keys) != ("y_val" in keys):
+        raise ConfigError(f"data.path = {path!r}: give both x_val and y_val, or neither")
+    arrays = {}
+    for part in ("train", "test", "val"):
+        if f"x_{part}" in keys:
+            x = _npz_images(f"x_{part}", blob[f"x_{part}"], path)
+            arrays[f"x_{part}"] = x
+            arrays[f"y_{part}"] = _npz_labels(f"y_{part}", blob[f"y_{part}"], len(x), path)
+    shapes = {arrays[k].shape[1:] for k in arrays if k.startswith("x_")}
+    if len(shapes) > 1:
+        raise ConfigError(f"data.path = {path!r}: x_train, x_test (and x_val) have different sample shapes {shapes}")
+    return Raw(**arrays)
+
+
+def _locked(cfg: DataConfig, build):
+    """Build a torchvision dataset; downloads by concurrent workers on one node take turns."""
+    from filelock import FileLock
+
+    root = Path(cfg.root)
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / ".adalase_tune.download.lock")):
+        try:
+            return build(str(root), cfg.download)
+        except RuntimeError as err:
+            if "not found" in str(err).lower() or "corrupted" in str(err).lower():
+                raise ConfigError(f"data.root = {cfg.root!r}: {cfg.name} not found there ({err}); "
+                                  f"set data.download=true to fetch it") from None
+            raise
+
+
+def _hwc(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+
+
+def _chw(x) -> np.ndarray:
+    x = np.asarray(x)
+    return (x[:, None] if x.ndim == 3 else x).astype(np.float32) / 255.0
+
+
+def load_torchvision(cfg: DataConfig) -> Raw:
+    import torchvision.datasets as tvd
+
+    name = cfg.name
+    if name in ("cifar10", "cifar100"):
+        cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+        tr = _locked(cfg, lambda r, d: cls(r, train=True, download=d))
+        te = _locked(cfg, lambda r, d: cls(r, train=False, download=d))
+        return Raw(_hwc(tr.data), np.asarray(tr.targets), _hwc(te.data), np.asarray(te.targets), usual_augment=True)
+    if name == "svhn":
+        tr = _locked(cfg, lambda r, d: tvd.SVHN(r, split="train", download=d))
+        te = _locked(cfg, lambda r, d: tvd.SVHN(r, split="test", download=d))
+        return Raw(_chw(tr.data), np.asarray(tr.labels), _chw(te.data), np.asarray(te.labels), usual_augment=True)
+    cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST}[name]
+    tr = _locked(cfg, lambda r, d: cls(r, train=True, download=d))
+    te = _locked(cfg, lambda r, d: cls(r, train=False, download=d))
+    return Raw(_chw(tr.data.numpy()), tr.targets.numpy(), _chw(te.data.numpy()), te.targets.numpy())
+
+
+def _read_folder(folder: Path, size: int, workers: int, classes=None):
+    import torch
+    import torchvision.datasets as tvd
+    from torchvision import transforms
+
+    tf = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor()])
+    ds = tvd.ImageFolder(str(folder), transform=tf)
+    if classes is not None and ds.classes != classes:
+        raise ConfigError(f"data.path: {folder} has classes {ds.classes}, but train/ has {classes}; "
+                          "every split needs the same class folders")
+    loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=workers)
+    xs, ys = zip(*loader)
+    return torch.cat(xs).numpy(), torch.cat(ys).numpy(), ds.classes
+
+
+def load_imagefolder(cfg: DataConfig) -> Raw:
+    root = Path(cfg.path)
+    if not (root / "train").is_dir():
+        raise ConfigError(f"data.path = {cfg.path!r}: expected an ImageFolder root with train/<class>/*.png "
+                          "(and test/, optionally val/)")
+    x_tr, y_tr, classes = _read_folder(root / "train", cfg.image_size, cfg.num_workers)
+    raw = Raw(x_tr, y_tr, usual_augment=True)
+    for part in ("test", "val"):
+        if (root / part).is_dir():
+            x, y, _ = _read_folder(root / part, cfg.image_size, cfg.num_workers, classes)
+            setattr(raw, f"x_{part}", x)
+            setattr(raw, f"y_{part}", y)
+    return raw
+
+
+SOURCES = {
+    "digits": load_digits,
+    "npz": load_npz,
+    "cifar10": load_torchvision,
+    "cifar100": load_torchvision,
+    "svhn": load_torchvision,
+    "mnist": load_torchvision,
+    "fashion_mnist": load_torchvision,
+    "imagefolder": load_imagefolder,
+}

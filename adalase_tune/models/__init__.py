@@ -1,0 +1,70 @@
+"""Models, looked up by name (``model.name``); each publishes ``model.da_sites``."""
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import ConfigError, ModelConfig
+from ..registry import Registry
+from ..sites import describe_sites
+from ._cnn import SmallCNN
+from ._mlp import MLP
+from ._resnet import ResNetSites
+
+MODELS: Registry = Registry("model.name")
+MODELS.register("mlp")(lambda cfg, shape, k: MLP(shape, cfg.hidden, k))
+MODELS.register("cnn")(lambda cfg, shape, k: SmallCNN(shape, cfg.width, k))
+for _arch in ("resnet18", "resnet34", "resnet50"):
+    MODELS.register(_arch)(partial(lambda arch, cfg, shape, k: ResNetSites(arch, shape, k, cfg.stem, cfg.pretrained), _arch))
+
+MODEL_FORMAT = "adalase_tune.model/1"
+
+
+def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Build ``cfg.name`` for inputs of ``input_shape`` (per sample) and ``num_classes`` outputs.
+
+    With ``cfg.checkpoint`` the weights of a model saved by :func:`save_model` are loaded, all
+    but a head whose shape differs (transfer learning with a new head).
+    """
+    model = MODELS.get(cfg.name)(cfg, tuple(input_shape), num_classes)
+    if cfg.checkpoint:
+        load_backbone(model, cfg.checkpoint)
+    model.da_sites = describe_sites(model, torch.zeros(2, *input_shape))
+    return model
+
+
+def save_model(model: nn.Module, path: str | Path, config: dict) -> None:
+    """Write the weights and the resolved config for later ``model.checkpoint`` use (atomic)."""
+    from ..checkpoint import atomic_save
+
+    atomic_save({"format": MODEL_FORMAT, "config": config, "model": model.state_dict()}, path)
+
+
+def load_backbone(model: nn.Module, path: str | Path) -> list[str]:
+    """Load every weight of ``path`` that fits; a head of another shape stays fresh. Returns skipped keys."""
+    from ..checkpoint import safe_load
+
+    blob = safe_load(path)
+    state = blob.get("model", blob) if isinstance(blob, dict) else None
+    if not isinstance(state, dict):
+        raise ConfigError(f"model.checkpoint = {str(path)!r}: not a state dict; write one with --save-model")
+    own = model.state_dict()
+    skipped = [k for k in state if k.startswith("head.") and k in own and own[k].shape != state[k].shape]
+    for k in skipped:
+        del state[k]
+    mismatched = [k for k in state if k in own and own[k].shape != state[k].shape]
+    missing = [k for k in own if k not in state and not k.startswith("head.")]
+    unexpected = [k for k in state if k not in own]
+    if mismatched or missing or unexpected:
+        detail = "; ".join(f"{label}: {keys[:3]}" for label, keys in
+                           (("shape differs", mismatched), ("missing", missing), ("unexpected", unexpected)) if keys)
+        raise ConfigError(f"model.checkpoint = {str(path)!r} does not fit model.name (the same model, input "
+                          f"shape and width are needed): {detail}")
+    model.load_state_dict(state, strict=False)
+    return skipped
+
+
+__all__ = ["MODELS", "build_model", "save_model", "load_backbone"]

@@ -1,0 +1,23 @@
+"""A multilayer perceptron: sites are the flattened input and each hidden layer's output."""
+from math import prod
+
+from torch import nn
+
+from ..sites import Site
+
+
+class MLP(nn.Module):
+    """``MLP((1, 8, 8), hidden=(1000,), num_classes=10)``: the paper's MLP has one hidden layer of 1000."""
+
+    def __init__(self, input_shape, hidden=(1000,), num_classes=10):
+        super().__init__()
+        layers = [nn.Flatten(), Site(0, "input")]
+        width = prod(input_shape)
+        for i, w in enumerate(hidden):
+            layers += [nn.Linear(width, w), nn.ReLU(inplace=True), Site(i + 1, f"hidden{i + 1}")]
+            width = w
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x))

@@ -1,0 +1,61 @@
+"""The selection-policy contract (ALGORITHM.md section 2).
+
+A policy picks the site of each training step: ``sample(rng)`` returns a site index or
+``None`` (no latent DA). ``probs()`` is the current categorical distribution over sites.
+Learning policies also take hypergradient observations; static ones ignore them.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..config import ConfigError, ExperimentConfig
+from ..sites import SiteInfo
+
+
+class Policy:
+    """Base class: a fixed categorical ``q`` over sites. Subclasses set ``q`` in ``__init__``."""
+
+    name = ""
+    learns = False  # True: the engine computes hypergradients for it
+
+    def __init__(self, sites: Sequence[SiteInfo], cfg: ExperimentConfig):
+        self.sites = list(sites)
+        self.q: Optional[np.ndarray] = np.full(len(sites), 1.0 / len(sites))
+
+    def probs(self) -> Optional[np.ndarray]:
+        return None if self.q is None else self.q.copy()
+
+    def sample(self, rng: np.random.Generator) -> Optional[int]:
+        if self.q is None:
+            return None
+        return int(rng.choice(len(self.q), p=self.q))
+
+    def wants_hypergradient(self, step: int) -> bool:
+        return False
+
+    def observe(self, site: int, dot: float) -> None:
+        """Take one hypergradient ``<g_val(theta_{t+1}), g_site(theta_t)>`` (learning policies)."""
+
+    def state_dict(self) -> dict:
+        return {"q": None if self.q is None else self.q.tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.q = None if state["q"] is None else np.asarray(state["q"], dtype=np.float64)
+
+
+def site_index(site, sites: Sequence[SiteInfo], model_name: str, key: str = "selection.site") -> int:
+    """Resolve a site given by index or name, with an error that lists the valid sites."""
+    names = [s.name for s in sites]
+    listing = f"{model_name} has sites 0..{len(sites) - 1} ({', '.join(names)})"
+    if isinstance(site, str) and not site.lstrip("-").isdigit():
+        if site not in names:
+            raise ConfigError(f"{key} = {site!r}, but {listing}")
+        return names.index(site)
+    if site is None:
+        raise ConfigError(f"{key} = None: selection.method=fixed needs a site; {listing}")
+    index = int(site)
+    if not 0 <= index < len(sites):
+        raise ConfigError(f"{key} = {index}, but {listing}")
+    return index

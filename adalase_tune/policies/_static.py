@@ -1,0 +1,55 @@
+"""The static policies: none, fixed(i), uniform and probs(q)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import ConfigError
+from ._base import Policy, site_index
+
+
+class NoDA(Policy):
+    """``none``: no latent DA at all (the input pipeline is unchanged)."""
+
+    name = "none"
+
+    def __init__(self, sites, cfg):
+        super().__init__(sites, cfg)
+        self.q = None
+
+
+class Fixed(Policy):
+    """``fixed``: always ``selection.site`` (index or name)."""
+
+    name = "fixed"
+
+    def __init__(self, sites, cfg):
+        super().__init__(sites, cfg)
+        self.q = np.zeros(len(sites))
+        self.q[site_index(cfg.selection.site, sites, cfg.model.name)] = 1.0
+
+
+class Uniform(Policy):
+    """``uniform``: a site drawn uniformly each step (Manifold Mixup's rule over all sites)."""
+
+    name = "uniform"
+
+
+def normalise_weights(weights, n_sites: int, model_name: str, key: str = "selection.weights") -> np.ndarray:
+    """Per-site weights ``w`` in [0, inf) to ``q = w / sum(w)``; all-zero gives uniform."""
+    if weights is None or len(weights) != n_sites:
+        got = "none" if weights is None else f"{len(weights)}"
+        raise ConfigError(f"{key} has {got} values, but {model_name} has {n_sites} sites; give one weight per site")
+    w = np.asarray(weights, dtype=np.float64)
+    if (w < 0).any() or not np.isfinite(w).all():
+        raise ConfigError(f"{key} = {list(weights)}: weights must be finite and >= 0")
+    return np.full(n_sites, 1.0 / n_sites) if w.sum() == 0 else w / w.sum()
+
+
+class Probs(Policy):
+    """``probs``: ``q = w / sum(w)`` from ``selection.weights``, fixed for the run."""
+
+    name = "probs"
+
+    def __init__(self, sites, cfg):
+        super().__init__(sites, cfg)
+        self.q = normalise_weights(cfg.selection.weights, len(sites), cfg.model.name)

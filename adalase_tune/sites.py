@@ -1,0 +1,151 @@
+"""DA sites as data, and the per-step context that decides which one augments.
+
+A model publishes its sites (``model.da_sites``: name and per-sample shape, input first). A
+:class:`Site` module is an exact identity unless the step's :class:`DAContext` selected it;
+the model's ``forward`` knows nothing about training. The loss reads the same context to mix
+the targets (ALGORITHM.md section 1).
+
+Example::
+
+    ctx = DAContext(site=2, op=get_op("mixup"), rng=np.random.default_rng(0))
+    with ctx:
+        logits = model(x)
+    loss = soft_cross_entropy(logits, ctx.mix_targets(one_hot(y)))
+"""
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+_CURRENT: contextvars.ContextVar[Optional["DAContext"]] = contextvars.ContextVar("da_context", default=None)
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    """One DA site: its name (``input``, ``layer1``...) and per-sample feature shape."""
+
+    name: str
+    shape: tuple[int, ...]
+
+
+class DAContext:
+    """The choice made for one forward pass: which site, which op, and the random source."""
+
+    def __init__(self, site: Optional[int], op=None, rng: Optional[np.random.Generator] = None,
+                 torch_generator: Optional[torch.Generator] = None):
+        self.site = site
+        self.op = op
+        self.rng = rng
+        self.torch_generator = torch_generator
+        self.mix = None  # (partner index, per-sample weight) once a mixing op ran
+        self.applied = False
+        self._token = None
+
+    def visit(self, index: int, name: str, h: torch.Tensor) -> torch.Tensor:
+        if index != self.site:
+            return h
+        assert not self.applied, "a DA context applies its op once per forward pass"
+        self.applied = True
+        h, self.mix = self.op(h, self.rng, self.torch_generator)
+        return h
+
+    def mix_targets(self, y: torch.Tensor) -> torch.Tensor:
+        """Soft targets mixed exactly as the features were (identity for non-mixing ops)."""
+        if self.mix is None:
+            return y
+        partner, lam = self.mix
+        lam = lam.to(y.dtype).view(-1, 1)
+        return lam * y + (1 - lam) * y[partner]
+
+    def __enter__(self):
+        self._token = _CURRENT.set(self)
+        return self
+
+    def __exit__(self, *exc):
+        _CURRENT.reset(self._token)
+        self._token = None
+
+
+class _Recorder(DAContext):
+    def __init__(self):
+        super().__init__(site=None)
+        self.seen: list[SiteInfo] = []
+
+    def visit(self, index, name, h):
+        assert index == len(self.seen), f"site {name} visited out of order (index {index})"
+        self.seen.append(SiteInfo(name, tuple(h.shape[1:])))
+        return h
+
+
+def current_context() -> Optional[DAContext]:
+    return _CURRENT.get()
+
+
+class Site(nn.Module):
+    """An identity module that lets the current :class:`DAContext` augment its input."""
+
+    def __init__(self, index: int, name: str):
+        super().__init__()
+        self.index = index
+        self.name = name
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        ctx = _CURRENT.get()
+        return h if ctx is None else ctx.visit(self.index, self.name, h)
+
+    def extra_repr(self) -> str:
+        return f"{self.index}, {self.name!r}"
+
+
+@torch.no_grad()
+def describe_sites(model: nn.Module, example: torch.Tensor) -> list[SiteInfo]:
+    """Run ``example`` through ``model`` once and return the sites it visits, in order."""
+    was_training = model.training
+    model.eval()
+    try:
+        with _Recorder() as rec:
+            model(example)
+    finally:
+        model.train(was_training)
+    return rec.seen
+
+
+def attach_sites(model: nn.Module, module_names: Sequence[str], example: torch.Tensor,
+                 include_input: bool = True) -> list[SiteInfo]:
+    """Give any torch model DA sites at the outputs of the named submodules (forward hooks).
+
+    Sets and returns ``model.da_sites``. Example, on a torchvision ViT::
+
+        vit = torchvision.models.vit_b_16(image_size=32)
+        blocks = [f"encoder.layers.encoder_layer_{i}" for i in range(12)]
+        attach_sites(vit, blocks, torch.zeros(1, 3, 32, 32))
+    """
+    modules = dict(model.named_modules())
+    missing = [n for n in module_names if n not in modules]
+    if missing:
+        from .config import ConfigError
+
+        raise ConfigError(f"sites {missing}: no such submodules in {type(model).__name__}; "
+                          f"names look like {list(modules)[1:6]}")
+    offset = 1 if include_input else 0
+    if include_input:
+        def input_hook(module, args):
+            ctx = _CURRENT.get()
+            if ctx is None:
+                return None
+            return (ctx.visit(0, "input", args[0]),) + tuple(args[1:])
+
+        model.register_forward_pre_hook(input_hook)
+    for i, name in enumerate(module_names):
+        def output_hook(module, args, out, index=i + offset, site_name=name):
+            ctx = _CURRENT.get()
+            return None if ctx is None else ctx.visit(index, site_name, out)
+
+        modules[name].register_forward_hook(output_hook)
+    model.da_sites = describe_sites(model, example)
+    return model.da_sites
