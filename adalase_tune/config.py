@@ -249,6 +249,11 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return int(value)
         _fail(key, value, "expected a whole number")
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                _fail(key, value, "expected a number")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if value != value:
                 _fail(key, value, "expected a number, not NaN")

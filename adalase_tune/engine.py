@@ -58,7 +58,9 @@ def pick_device(name: str) -> torch.device:
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy against soft (mixed) targets, averaged over the batch."""
-    return -(targets * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    return -(targets.to(logits.dtype) * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
 def _cosine(total_steps: int):

@@ -20,8 +20,9 @@ class ResNetSites(nn.Module):
         super().__init__()
         try:
             net = getattr(torchvision.models, arch)(weights=pretrained)
-        except ValueError as err:
-            raise ConfigError(f"model.pretrained = {pretrained!r}: {err}") from None
+        except (ValueError, KeyError) as err:
+            raise ConfigError(f"model.pretrained = {pretrained!r}: not a torchvision weights name for {arch} "
+                              f"(e.g. IMAGENET1K_V1) ({err})") from None
         except OSError as err:  # no network, no cached file
             raise ConfigError(f"model.pretrained = {pretrained!r}: could not fetch the weights ({err}); "
                               f"download them once with network access, or use model.checkpoint") from None

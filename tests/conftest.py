@@ -1,0 +1,40 @@
+"""Shared fixtures: tiny configs on the embedded digits data, so the default run is fast."""
+import numpy as np
+import pytest
+import torch
+
+from adalase_tune.config import from_dict
+
+
+def tiny_config(**overrides):
+    """A digits config that trains in well under a second per epoch on CPU."""
+    tree = {
+        "data": {"name": "digits", "n_train": 100},
+        "model": {"name": "cnn", "width": 4},
+        "selection": {"method": "uniform"},
+        "train": {"epochs": 2, "batch_size": 32, "lr": 0.05, "seed": 0, "device": "cpu"},
+    }
+    for key, value in overrides.items():
+        section, name = key.split(".")
+        tree.setdefault(section, {})[name] = value
+    return from_dict(tree)
+
+
+@pytest.fixture
+def tiny():
+    return tiny_config
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(1)  # stable timings on 2 cores, and the same results every time
+    yield
+
+
+def onehot(y, k):
+    return torch.nn.functional.one_hot(torch.as_tensor(y), k).float()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

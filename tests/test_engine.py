@@ -1,0 +1,129 @@
+"""The engine: determinism, exact resume, cost accounting, summary, pseudo-val provenance."""
+import numpy as np
+import pytest
+import torch
+
+from adalase_tune.checkpoint import atomic_save, safe_load
+from adalase_tune.engine import NonFiniteLossError, Trainer
+
+from conftest import tiny_config
+
+TIMING = {"cost/train_s", "cost/eval_s", "cost/adalase_s", "cost/device_s"}
+
+
+def _untimed(history):
+    return [{k: v for k, v in m.items() if k not in TIMING} for m in history]
+
+
+SETTINGS = [
+    {"selection.method": "adalase"},
+    {"selection.method": "uniform", "augment.op": "noise", "data.input_augment": True},
+    {"selection.method": "probs", "selection.weights": [1, 0, 2, 0, 1], "augment.op": "cutmix"},
+]
+
+
+@pytest.mark.parametrize("extra", SETTINGS)
+def test_same_config_and_seed_replay_the_same_metrics(extra):
+    a = Trainer(tiny_config(**extra)).run()
+    b = Trainer(tiny_config(**extra)).run()
+    assert _untimed(a["history"]) == _untimed(b["history"])
+    c = Trainer(tiny_config(**{**extra, "train.seed": 1})).run()
+    assert _untimed(c["history"]) != _untimed(a["history"])
+
+
+@pytest.mark.parametrize("extra", SETTINGS)
+def test_resume_after_epoch_k_equals_an_uninterrupted_run(tmp_path, extra):
+    cfg = tiny_config(**{**extra, "train.epochs": 3})
+    full = Trainer(cfg).run()
+    first = Trainer(cfg)
+    first.run_epoch()
+    atomic_save(first.state_dict(), tmp_path / "last.pt")
+    del first
+    resumed = Trainer(cfg)
+    resumed.load_state_dict(safe_load(tmp_path / "last.pt"))
+    out = resumed.run()
+    assert _untimed(out["history"]) == _untimed(full["history"])
+    assert out["q_history"] == full["q_history"]
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
+    t = Trainer(tiny_config())
+    t.run_epoch()
+    other = Trainer(tiny_config(**{"train.lr": 0.01}))
+    with pytest.raises(ValueError, match=r"another config \(differs in train.lr\)"):
+        other.load_state_dict(t.state_dict(), source="last.pt")
+
+
+def test_cost_accounting_counts_every_sample_pass():
+    cfg = tiny_config(**{"selection.method": "uniform", "train.epochs": 2})
+    s = Trainer(cfg).run()
+    assert s["cost"]["sample_passes"] == 2 * 100
+    assert s["cost"]["adalase_s"] == 0 and s["cost"]["train_s"] > 0 and s["cost"]["eval_s"] > 0
+    cfg = tiny_config(**{"selection.method": "adalase", "train.epochs": 2, "adalase.val_batch_size": 40,
+                         "adalase.every": 2})
+    s = Trainer(cfg).run()
+    steps = 2 * 4  # ceil(100 / 32) steps per epoch; a hypergradient on steps 0, 2, 4, 6
+    assert s["cost"]["sample_passes"] == 2 * 100 + (steps // 2) * 40
+    assert s["cost"]["adalase_s"] > 0
+    assert s["history"][-1]["cost/sample_passes"] == s["cost"]["sample_passes"]
+
+
+def test_summary_selects_on_val_and_reports_test_there():
+    s = Trainer(tiny_config(**{"selection.method": "adalase", "train.epochs": 4})).run()
+    h = s["history"]
+    best = max(range(4), key=lambda i: (h[i]["val/acc"], -i))
+    assert s["best_val_acc"] == h[best]["val/acc"]
+    assert s["test_acc_at_best_val"] == h[best]["test/acc"]
+    assert s["final_test_acc"] == h[-1]["test/acc"]
+    assert s["sites"] == ["input", "stage1", "stage2", "stage3", "stage4"]
+    assert len(s["q_history"]) == 4 and len(s["q_final"]) == 5
+    assert sum(s["q_final"]) == pytest.approx(1.0)
+    assert s["cost"]["device"] == "cpu"
+    assert s["config"]["selection"]["method"] == "adalase"
+    for key in ("train/loss", "val/loss", "val/acc", "test/acc", "adalase/q/stage2", "cost/sample_passes"):
+        assert key in h[0]
+
+
+def test_adalase_learns_on_digits_and_beats_chance():
+    s = Trainer(tiny_config(**{"selection.method": "adalase", "train.epochs": 5, "adalase.eta": 0.05,
+                               "data.n_train": 300, "model.width": 8, "train.lr": 0.1})).run()
+    assert s["best_val_acc"] > 0.8
+    assert s["q_final"] != [0.2] * 5
+
+
+@pytest.mark.parametrize("source", ["train", "holdout"])
+def test_pseudo_validation_never_leaves_its_source(source):
+    tr = Trainer(tiny_config(**{"selection.method": "adalase", "data.n_train": 30, "adalase.val_source": source}))
+    allowed = set(tr.data.train.ids if source == "train" else tr.data.val.ids)
+    forbidden = set(tr.data.test.ids) | (set(tr.data.val.ids) if source == "train" else set(tr.data.train.ids))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        tr.pseudo_val.new_epoch(rng)
+        ids = set(tr.pseudo_val.ids.tolist())
+        assert ids <= allowed and not ids & forbidden
+    if source == "train":
+        assert tr.pseudo_val.batch_size == 30  # 8 x 32 capped at the 30-sample subset
+
+
+def test_pseudo_val_batch_is_8x_train_batch_capped_at_the_subset():
+    tr = Trainer(tiny_config(**{"selection.method": "adalase", "data.n_train": None, "train.batch_size": 16}))
+    assert tr.pseudo_val.batch_size == 128
+    tr = Trainer(tiny_config(**{"selection.method": "adalase", "data.n_train": 50}))
+    assert tr.pseudo_val.batch_size == 50
+
+
+def test_a_diverging_run_stops_with_a_clear_error():
+    tr = Trainer(tiny_config(**{"train.lr": 1e30, "train.epochs": 3}))
+    with pytest.raises(NonFiniteLossError, match=r"train/loss = (nan|inf).*lower train.lr"):
+        tr.run()
+
+
+def test_report_gets_metrics_and_a_loadable_state_every_epoch(tmp_path):
+    seen = []
+
+    def report(metrics, state):
+        atomic_save(state, tmp_path / "s.pt")
+        seen.append((metrics["epoch"], safe_load(tmp_path / "s.pt")["epoch"]))
+
+    Trainer(tiny_config(**{"train.epochs": 3}), report=report).run()
+    assert seen == [(1, 1), (2, 2), (3, 3)]
