@@ -258,24 +258,28 @@ class Trainer:
             "cost": dict(self.cost),
         }
 
-    def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
-        if state.get("format") != STATE_FORMAT:
-            raise ConfigError(f"{source}: not an adalase_tune trainer checkpoint (format {state.get('format')!r})")
-        if state["config"] != self.cfg.to_dict():
-            from .config import flatten
+    def load_state_dict(self, state: dict, source: str = "checkpoint", adopt_search_params: bool = False) -> None:
+        """Restore a run. ``adopt_search_params``: the checkpoint may come from another trial whose
+        ``selection.*`` and ``train.seed`` differ (PBT's exploit); this run keeps its own policy."""
+        from .config import flatten
 
-            old, new = flatten(state["config"]), flatten(self.cfg.to_dict())
-            diff = [k for k in new if old.get(k) != new[k]]
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ConfigError(f"{source}: not an adalase_tune trainer checkpoint")
+        old, new = flatten(state["config"]), flatten(self.cfg.to_dict())
+        diff = [k for k in new if old.get(k) != new[k]]
+        searched = [k for k in diff if k.startswith("selection.") or k == "train.seed"]
+        if diff and not (adopt_search_params and diff == searched):
             raise ConfigError(f"{source} was written with another config (differs in {', '.join(diff[:5])}); "
                               "resume with the same config or start a new run")
         self.epoch, self.step = state["epoch"], state["step"]
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.policy.load_state_dict(state["policy"])
+        if not searched:
+            self.policy.load_state_dict(state["policy"])
         for k, r in self.rngs.items():
             r.bit_generator.state = state["rngs"][k]
-        self.torch_gen.set_state(state["torch_gen"].to("cpu") if hasattr(state["torch_gen"], "to") else state["torch_gen"])
+        self.torch_gen.set_state(state["torch_gen"])
         self.history = list(state["history"])
         self.cost = dict(state["cost"])
 

@@ -1,0 +1,25 @@
+"""``optuna``: TPE (seeded) over ``da_prob/<site>``, through Ray Tune's OptunaSearch.
+
+Every Optuna call of adalase_tune lives here.
+"""
+from ._base import SearchMethod, SearchPlan, weight_space
+
+
+def tpe_sampler(seed: int, n_startup_trials: int):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
+
+
+class OptunaTPE(SearchMethod):
+    name = "optuna"
+    defaults = {"num_samples": 8, "n_startup_trials": 4}
+    per_seed = True
+
+    def plan(self, sites, seeds, budget):
+        (seed,) = seeds
+        space = {"selection/method": "probs", "train/seed": seed, **weight_space(sites)}
+        sampler = tpe_sampler(seed, min(budget["n_startup_trials"], budget["num_samples"]))
+        n = budget["num_samples"]
+        return SearchPlan(space, num_samples=n, searcher=("optuna", sampler), per_seed=True, expected_trials=n)
