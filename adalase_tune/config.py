@@ -184,6 +184,15 @@ class ExperimentConfig:
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))
 
+    def with_absolute_paths(self) -> "ExperimentConfig":
+        """Relative file paths made absolute: trials run in their own working folders."""
+        fix = {}
+        for key, value in (("data.path", self.data.path), ("data.root", self.data.root),
+                           ("model.checkpoint", self.model.checkpoint)):
+            if value and "://" not in value:
+                fix[key] = str(Path(value).expanduser().resolve())
+        return self.replace(**fix)
+
     def replace(self, **overrides: Any) -> "ExperimentConfig":
         """A copy with dotted-key overrides, e.g. ``cfg.replace(**{"train.seed": 3})``."""
         tree = self.to_dict()

@@ -6,6 +6,7 @@ with a checkpoint.
 """
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -25,17 +26,21 @@ def make_trainable(base: dict, sites: Sequence[str], threads: int = 1,
                    tracker_factory: Optional[Callable] = None) -> Callable[[dict], None]:
     """A function trainable for ``base`` (the resolved experiment dict) over ``sites``.
 
-    ``tracker_factory(cfg, params, trial_id)`` may return an object with ``log_epoch(metrics)``,
+    ``tracker_factory(cfg, sites, trial_id)`` may return an object with ``log_epoch(metrics)``,
     ``finish(summary)`` and ``fail(error)`` (the MLflow tracker), created inside the trial.
     """
     sites = list(sites)
 
     def adalase_trial(params: dict) -> None:
+        logging.getLogger("ray.train").setLevel(logging.WARNING)  # no line per saved checkpoint
+        logging.getLogger("ray.tune").setLevel(logging.WARNING)
         torch.set_num_threads(max(1, int(threads)))
         cfg = trial_config(base, params, sites)
         context = tune.get_context()
         node = ray.get_runtime_context().get_node_id()
-        tracker = tracker_factory(cfg, params, context.get_trial_id()) if tracker_factory else None
+        tracker = tracker_factory(cfg, sites, context.get_trial_id()) if tracker_factory else None
+        if tracker is not None:
+            tracker.tag("node_id", node)
 
         def report(metrics: dict, state: dict) -> None:
             if tracker is not None:

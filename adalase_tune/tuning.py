@@ -193,7 +193,8 @@ def _tuner(cfg: ExperimentConfig, job: _Job, options: SweepOptions, root: str, s
     run_config = tune.RunConfig(
         name=job.name, storage_path=root, callbacks=callbacks or None, verbose=options.verbose,
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        # PBT exploits other trials' checkpoints at any time: keep them all for pbt
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None if _is_pbt(job.plan) else 2),
     )
     tune_config = tune.TuneConfig(
         metric=METRIC, mode=MODE, num_samples=job.plan.num_samples,
@@ -206,6 +207,36 @@ def _tuner(cfg: ExperimentConfig, job: _Job, options: SweepOptions, root: str, s
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
 
 
+def _progress_callback(job: _Job):
+    """One line per finished trial: the progress display of sweeps and benchmarks."""
+    import sys
+
+    from ray import tune
+
+    class TrialProgress(tune.Callback):
+        def __init__(self):
+            self.done = 0
+
+        def _line(self, trial, what):
+            self.done += 1
+            r = trial.last_result or {}
+            acc = f"val/acc {r['val/acc']:.4f}" if "val/acc" in r else "no result"
+            print(f"  {job.name}: trial {self.done}/{job.plan.expected_trials} {what} "
+                  f"({acc}, epoch {r.get('epoch', 0)})", file=sys.stderr, flush=True)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._line(trial, "done")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._line(trial, "FAILED")
+
+    return TrialProgress()
+
+
+def _is_pbt(plan: SearchPlan) -> bool:
+    return plan.scheduler is not None and plan.scheduler[0] == "pbt"
+
+
 def _existing(root: str, name: str) -> bool:
     return not _is_uri(root) and (Path(root) / name).is_dir() and any((Path(root) / name).iterdir())
 
@@ -214,6 +245,7 @@ def sweep(cfg: ExperimentConfig, method: str, options: SweepOptions = SweepOptio
           tracker_factory=None, sites: Optional[Sequence[str]] = None) -> list:
     """Run ``method`` and return its Ray ``ResultGrid`` s (one, or one per seed for the stateful
     methods optuna, asha and pbt). Finished trials are never rerun with ``resume=True``."""
+    cfg = cfg.with_absolute_paths()
     if sites is None:
         sites = describe_sites(cfg)
     jobs = plan_jobs(cfg, method, options, sites)
@@ -224,7 +256,8 @@ def sweep(cfg: ExperimentConfig, method: str, options: SweepOptions = SweepOptio
                               "continue it, or choose another --name")
     connect(options.address)
     check_resources(options)
-    return [_tuner(cfg, job, options, root, sites, list(callbacks), tracker_factory).fit() for job in jobs]
+    return [_tuner(cfg, job, options, root, sites, [*callbacks, _progress_callback(job)], tracker_factory).fit()
+            for job in jobs]
 
 
 def trial_rows(grid, method: str) -> list[dict]:

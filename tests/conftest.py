@@ -38,3 +38,19 @@ def onehot(y, k):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real local Ray for the whole test session (ray.init costs seconds)."""
+    import ray
+
+    from adalase_tune.tuning import connect
+
+    connect(num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+def tiny_tree(**overrides):
+    return tiny_config(**overrides).to_dict()

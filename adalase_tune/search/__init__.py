@@ -44,4 +44,40 @@ def nest(flat: dict) -> dict:
     return out
 
 
-__all__ = ["METHODS", "SearchMethod", "SearchPlan", "Grid", "Uniform", "trial_config", "nest"]
+SWEEP_KEYS = ("seeds", "max_concurrent", "cpus_per_trial", "gpus_per_trial", "methods")
+
+
+def sweep_settings(section) -> dict:
+    """Check the YAML ``sweep:`` section: seeds (a count or a list), resources, and
+    ``methods: {name: budget}`` (the benchmark runs these methods, in this order)."""
+    from ..config import ConfigError, _did_you_mean
+
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"sweep = {section!r}: expected a mapping with keys {', '.join(SWEEP_KEYS)}")
+    for key in section:
+        if key not in SWEEP_KEYS:
+            raise ConfigError(f"unknown config key 'sweep.{key}'{_did_you_mean(key, SWEEP_KEYS)}; "
+                              f"valid sweep.* keys: {', '.join(SWEEP_KEYS)}")
+    out = dict(section)
+    seeds = out.get("seeds")
+    if seeds is not None:
+        if isinstance(seeds, int) and not isinstance(seeds, bool):
+            if seeds < 1:
+                raise ConfigError(f"sweep.seeds = {seeds}: give a count >= 1 or a list of seeds")
+            out["seeds"] = list(range(seeds))
+        elif not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
+            raise ConfigError(f"sweep.seeds = {seeds!r}: give a count >= 1 or a list of whole numbers")
+    methods = out.get("methods") or {}
+    if not isinstance(methods, dict):
+        raise ConfigError(f"sweep.methods = {methods!r}: expected a mapping of method name to its budget")
+    for name, budget in methods.items():
+        if budget is not None and not isinstance(budget, dict):
+            raise ConfigError(f"sweep.methods.{name} = {budget!r}: expected a mapping of budget keys (or nothing)")
+        METHODS.get(name).budget(budget)
+    out["methods"] = {k: dict(v or {}) for k, v in methods.items()}
+    return out
+
+
+__all__ = ["sweep_settings", "METHODS", "SearchMethod", "SearchPlan", "Grid", "Uniform", "trial_config", "nest"]

@@ -1,0 +1,43 @@
+"""Shared bits of the benchmark scripts: machine description and result files."""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("results")
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {gpu}, {platform.system()} {platform.release()}"
+
+
+def versions() -> str:
+    import mlflow
+    import optuna
+    import ray
+    import torch
+    import torchvision
+
+    return (f"Python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
+            f"ray {ray.__version__}, optuna {optuna.__version__}, mlflow {mlflow.__version__}")
+
+
+def write_result(name: str, title: str, body: str, smoke: bool) -> Path:
+    """Write ``results/<name>.md`` with the command, machine and versions (smoke runs: a temp file)."""
+    head = (f"# {title}\n\n- command: `python {' '.join(['benchmarks/' + Path(sys.argv[0]).name] + sys.argv[1:])}`\n"
+            f"- machine: {machine()}\n- versions: {versions()}\n\n")
+    path = (Path(os.environ.get("TMPDIR", "/tmp")) if smoke else RESULTS) / f"{name}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(head + body)
+    return path

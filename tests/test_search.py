@@ -1,0 +1,52 @@
+"""Search methods as plans (no Ray): spaces derived from the sites, budgets, trial configs."""
+import pytest
+
+from adalase_tune.config import ConfigError, ExperimentConfig
+from adalase_tune.search import METHODS, Grid, Uniform, nest, sweep_settings, trial_config
+
+SITES = ["input", "stage1", "stage2", "stage3", "stage4"]
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_plans_over_the_sites(name):
+    m = METHODS.get(name)
+    seeds = [0] if m.per_seed else [0, 1]
+    plan = m.plan(SITES, seeds, m.budget(None))
+    assert plan.expected_trials >= 1
+    keys = set(plan.space)
+    assert "train/seed" in keys and "selection/method" in keys
+    weights = {k for k in keys if k.startswith("da_prob/")}
+    assert weights in (set(), {f"da_prob/{s}" for s in SITES})
+    for k in weights:
+        assert plan.space[k] == Uniform(0.0, 1.0)
+    if name == "grid":
+        assert plan.space["selection/site"] == Grid((0, 1, 2, 3, 4))
+
+
+def test_trial_config_turns_weights_into_probs():
+    base = ExperimentConfig().to_dict()
+    params = nest({"train/seed": 4, "selection/method": "probs",
+                   **{f"da_prob/{s}": w for s, w in zip(SITES, [0.1, 0.2, 0.3, 0.4, 0.5])}})
+    cfg = trial_config(base, params, SITES)
+    assert cfg.train.seed == 4 and cfg.selection.method == "probs"
+    assert cfg.selection.weights == (0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def test_budget_keys_are_checked():
+    with pytest.raises(ConfigError, match=r"unknown budget key 'sweep.methods.random.num_sample' \(did you mean"):
+        METHODS.get("random").budget({"num_sample": 3})
+    with pytest.raises(ConfigError, match=r"num_samples = 0 for method optuna"):
+        METHODS.get("optuna").budget({"num_samples": 0})
+    with pytest.raises(ConfigError, match=r"--method = 'optuan'.*did you mean 'optuna'"):
+        METHODS.get("optuan")
+
+
+def test_sweep_section():
+    s = sweep_settings({"seeds": 3, "methods": {"random": {"num_samples": 2}, "adalase": None}})
+    assert s["seeds"] == [0, 1, 2] and s["methods"] == {"random": {"num_samples": 2}, "adalase": {}}
+    with pytest.raises(ConfigError, match="unknown config key 'sweep.seed'"):
+        sweep_settings({"seed": 3})
+    with pytest.raises(ConfigError, match="sweep.seeds = 0"):
+        sweep_settings({"seeds": 0})
+    with pytest.raises(ConfigError, match="--method = 'nope'"):
+        sweep_settings({"methods": {"nope": {}}})

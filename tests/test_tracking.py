@@ -1,0 +1,140 @@
+"""MLflow: a mini benchmark lands as a run tree, against a SQLite store and a real mlflow server."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from adalase_tune.cli import main
+
+SITES = ["input", "stage1", "stage2", "stage3", "stage4"]
+FAST = ["--seeds", "1", "--set", "train.epochs=2", "--set", "data.n_train=60", "--set", "model.width=4"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1 with a SQLite backend, for the session."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                             f"sqlite:///{root}/server.db", "--artifacts-destination", str(root / "artifacts"),
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("mlflow server did not start")
+    yield url
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=30)
+
+
+def run_mini_benchmark(tmp_path, uri, name="bench"):
+    out = tmp_path / "out"
+    code = main(["benchmark", "search_spaces/digits.yaml", "--methods", "adalase,random", *FAST,
+                 "--storage", str(tmp_path / "ray"), "--out", str(out), "--name", name,
+                 "--tracking-uri", uri, "--experiment", "mini"])
+    assert code == 0
+    return out
+
+
+def check_run_tree(uri):
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("mini")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = {r.data.tags["method"]: r for r in runs if r.data.tags.get("run_kind") == "method"}
+    assert set(parents) == {"adalase", "random"}
+    for method, parent in parents.items():
+        assert parent.data.tags["benchmark"] == "bench" and len(parent.data.tags["config_hash"]) == 12
+        for key in ("cost/total_device_s", "cost/total_sample_passes", "cost/plain_run_multiple", "best_val_acc",
+                    "test_acc_selected"):
+            assert key in parent.data.metrics, (method, key)
+    children = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
+    by_parent = {m: [c for c in children if c.data.tags["mlflow.parentRunId"] == p.info.run_id]
+                 for m, p in parents.items()}
+    assert len(by_parent["adalase"]) == 1 and len(by_parent["random"]) == 4
+    for method, kids in by_parent.items():
+        for child in kids:
+            assert child.info.status == "FINISHED"
+            params, metrics = child.data.params, child.data.metrics
+            assert params["train.epochs"] == "2" and params["data.name"] == "digits"
+            if method == "random":
+                ws = [float(params[f"da_prob/{s}"]) for s in SITES]
+                qs = [float(params[f"q/{s}"]) for s in SITES]
+                assert all(0 <= w <= 1 for w in ws) and sum(qs) == pytest.approx(1, abs=1e-5)
+            for key in ("best_val_acc", "test_acc_at_best_val", "cost/total_device_s", "cost/total_sample_passes"):
+                assert key in metrics
+            hist = client.get_metric_history(child.info.run_id, "val/acc")
+            assert sorted(m.step for m in hist) == [1, 2]
+            for key in ("train/loss", "val/loss", "test/acc", "cost/device_s", "cost/sample_passes"):
+                assert len(client.get_metric_history(child.info.run_id, key)) == 2
+            artifacts = [a.path for a in client.list_artifacts(child.info.run_id)]
+            if method == "adalase":
+                assert "q_trajectory.png" in artifacts
+                assert len(client.get_metric_history(child.info.run_id, "adalase/q/stage2")) == 2
+    summary = next(r for r in runs if r.data.tags.get("run_kind") == "summary")
+    assert {a.path for a in client.list_artifacts(summary.info.run_id)} >= {"report.md", "results.csv",
+                                                                           "cost_vs_accuracy.png"}
+    return client, exp
+
+
+def test_benchmark_lands_in_a_sqlite_store_and_report_rebuilds_it(ray_local, tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    out = run_mini_benchmark(tmp_path, uri)
+    check_run_tree(uri)
+    rebuilt = tmp_path / "rebuilt"
+    assert main(["report", "--experiment", "mini", "--tracking-uri", uri, "--out", str(rebuilt)]) == 0
+    a = pd.read_csv(out / "results.csv").sort_values(["method", "best_val_acc"]).reset_index(drop=True)
+    b = pd.read_csv(rebuilt / "results.csv").sort_values(["method", "best_val_acc"]).reset_index(drop=True)
+    assert list(a["method"]) == list(b["method"])
+    for col in ("best_val_acc", "test_acc_at_best_val", "sample_passes"):
+        assert a[col].tolist() == pytest.approx(b[col].tolist())
+    table = lambda p: [l for l in p.read_text().splitlines() if l.startswith("| adalase") or l.startswith("| random")]  # noqa: E731,E741
+    assert [row.split("|")[4] for row in table(out / "report.md")] == [row.split("|")[4] for row in table(rebuilt / "report.md")]
+
+
+def test_benchmark_logs_to_a_real_mlflow_server(ray_local, tmp_path, mlflow_server):
+    run_mini_benchmark(tmp_path, mlflow_server)
+    check_run_tree(mlflow_server)
+
+
+def test_resumed_sweep_reuses_its_runs(ray_local, tmp_path):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    args = ["sweep", "search_spaces/digits.yaml", "--method", "random", "--num-samples", "2", *FAST,
+            "--storage", str(tmp_path / "ray"), "--name", "s1", "--tracking-uri", uri, "--experiment", "e"]
+    assert main(args) == 0
+    assert main(args + ["--resume"]) == 0
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("e").experiment_id])
+    assert sum(r.data.tags.get("run_kind") == "method" for r in runs) == 1
+    assert sum(r.data.tags.get("run_kind") == "trial" for r in runs) == 2
+
+
+def test_train_logs_a_run(tmp_path):
+    uri = f"sqlite:///{tmp_path}/t.db"
+    assert main(["train", "search_spaces/digits.yaml", "--quiet", "--set", "train.epochs=2", "--set",
+                 "data.n_train=60", "--set", "selection.method=adalase", "--tracking-uri", uri,
+                 "--experiment", "t"]) == 0
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("t").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["selection.method"] == "adalase"
+    assert len(client.get_metric_history(run.info.run_id, "adalase/q/input")) == 2
