@@ -75,7 +75,9 @@ class Tracking:
         self.uri = check_tracking_uri(uri)
         self.client = _client(self.uri)
         exp = _retry(self.client.get_experiment_by_name, experiment)
-        self.experiment_id = exp.experiment_id if exp else _retry(self.client.create_experiment, experiment)
+        # the experiment kind makes MLflow 3's UI open on the training runs, not the GenAI pages
+        self.experiment_id = exp.experiment_id if exp else _retry(
+            self.client.create_experiment, experiment, tags={"mlflow.experimentKind": "custom_model_development"})
         self.experiment = experiment
 
     def _find(self, filters: str):
