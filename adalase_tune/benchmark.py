@@ -12,7 +12,7 @@ import pandas as pd
 from .config import ConfigError, ExperimentConfig
 from .report import write_report
 from .search import METHODS
-from .tuning import SweepOptions, describe_sites, sweep, trial_rows
+from .tuning import SweepOptions, sweep, trial_rows
 
 DEFAULT_METHODS = ("adalase", "uniform", "none", "grid", "random", "optuna", "asha", "pbt")
 
@@ -43,12 +43,17 @@ def run_benchmark(cfg: ExperimentConfig, methods: Sequence[str], options: SweepO
     ``callbacks_for(method)`` / ``tracker_factory_for(method)`` plug in tracking per method;
     ``on_done(method, rows)`` is called after each method (e.g. to close its parent run).
     """
-    for m in methods:  # budgets checked up front, before any trial
-        METHODS.get(m).budget(options.budgets.get(m))
-    sites = describe_sites(cfg)
+    from .tuning import prepare
+
+    if options.name is None:
+        options = SweepOptions(**{**options.__dict__, "name": f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}"})
+    sites = None
+    for m in methods:  # every method's checks up front, before any trial
+        opts = SweepOptions(**{**options.__dict__, "name": f"{options.name}-{m}"})
+        sites = prepare(cfg, m, opts, sites)[1]
     plain = plain_passes_of(cfg)
     n_train = plain // cfg.train.epochs
-    name = options.name or f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = options.name
     rows, started = [], time.time()
     for i, method in enumerate(methods, 1):
         print(f"[{i}/{len(methods)}] {method}: running ({time.time() - started:.0f}s elapsed)", file=sys.stderr, flush=True)

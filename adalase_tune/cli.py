@@ -5,7 +5,6 @@ import argparse
 import json
 import sys
 import time
-import warnings
 from pathlib import Path
 
 from .checkpoint import CheckpointError
@@ -120,6 +119,9 @@ def cmd_sweep(args) -> int:
     cfg, _, options = _sweep_inputs(args)
     if args.out:
         _check_writable(str(Path(args.out) / "results.csv"), "--out")
+    from .tuning import prepare
+
+    sites = prepare(cfg, args.method, options)[1]  # every check before MLflow or Ray is touched
     tracking = _tracking(args)
     factory, parent = None, None
     if tracking:
@@ -127,7 +129,7 @@ def cmd_sweep(args) -> int:
 
         parent = tracking.parent_run(args.method, options.name or args.method, config_hash(cfg), _parent_params(cfg))
         factory = tracking.trial_factory(parent)
-    grids = sweep(cfg, args.method, options, tracker_factory=factory)
+    grids = sweep(cfg, args.method, options, tracker_factory=factory, sites=sites)
     rows = pd.DataFrame([r for g in grids for r in trial_rows(g, args.method)])
     if tracking:
         tracking.finish_parent(parent, _method_totals(rows, cfg))
@@ -150,16 +152,19 @@ def cmd_benchmark(args) -> int:
     cfg, settings, options = _sweep_inputs(args)
     methods = parse_methods(args.methods, list(settings.get("methods", {})) or None)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    tracking = _tracking(args)
     name = options.name or f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}"
     options = SweepOptions(**{**options.__dict__, "name": name})
-    hooks = {}
-    if tracking:
+    hooks, tracking = {}, None
+    if not args.no_tracking:
         from .tracking import config_hash
 
-        parents, params = {}, _parent_params(cfg)
+        parents, params = {}, {}
 
-        def factory_for(method):
+        def factory_for(method):  # first called after run_benchmark has checked every input
+            nonlocal tracking
+            if tracking is None:
+                tracking = _tracking(args)
+                params.update(_parent_params(cfg))
             parents[method] = tracking.parent_run(method, name, config_hash(cfg), params)
             return tracking.trial_factory(parents[method])
 
@@ -208,7 +213,7 @@ def cmd_report(args) -> int:
     from .report import write_report
     from .tracking import DEFAULT_URI, Tracking
 
-    tracking = Tracking(args.tracking_uri or DEFAULT_URI, args.experiment)
+    tracking = Tracking(args.tracking_uri or DEFAULT_URI, args.experiment, create=False)
     benchmark = args.benchmark or tracking.latest_benchmark()
     if benchmark is None:
         raise ConfigError(f"--experiment {args.experiment!r}: no benchmark or sweep runs found at {tracking.uri}")
@@ -249,8 +254,8 @@ def cmd_train(args) -> int:
         _check_writable(args.out, "--out")
     if args.save_model:
         _check_writable(args.save_model, "--save-model")
+    trainer = Trainer(cfg, progress=not args.quiet)  # every check of the input happens here
     tracking = _tracking(args)
-    trainer = Trainer(cfg, progress=not args.quiet)
     tracker = tracking.standalone_run(cfg, [s.name for s in trainer.sites]) if tracking else None
 
     def report(metrics, state):
@@ -300,7 +305,6 @@ COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "benchmark": cmd_benchmark, 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    warnings.simplefilter("default")
     try:
         return COMMANDS[args.command](args)
     except (ConfigError, CheckpointError) as err:

@@ -71,10 +71,14 @@ def check_tracking_uri(uri: str) -> str:
 class Tracking:
     """Driver-side handle on one MLflow experiment."""
 
-    def __init__(self, uri: str, experiment: str):
+    def __init__(self, uri: str, experiment: str, create: bool = True):
         self.uri = check_tracking_uri(uri)
+        if not create and self.uri.startswith("sqlite:///") and not Path(self.uri[len("sqlite:///"):]).is_file():
+            raise ConfigError(f"--tracking-uri = {uri!r}: no MLflow store there; give the store a benchmark logged to")
         self.client = _client(self.uri)
         exp = _retry(self.client.get_experiment_by_name, experiment)
+        if exp is None and not create:
+            raise ConfigError(f"--experiment = {experiment!r}: no such experiment at {self.uri}")
         # the experiment kind makes MLflow 3's UI open on the training runs, not the GenAI pages
         self.experiment_id = exp.experiment_id if exp else _retry(
             self.client.create_experiment, experiment, tags={"mlflow.experimentKind": "custom_model_development"})
@@ -210,8 +214,11 @@ class TrialTracker:
             runs = _retry(self.client.search_runs, [experiment_id],
                           filter_string=f"tags.`ray.trial_id` = '{trial_id}'", max_results=1)
             found = runs[0] if runs else None
+        self.logged_up_to = 0
         if found is not None:  # a restarted or resumed trial continues its own run
             self.run_id = found.info.run_id
+            history = _retry(self.client.get_metric_history, self.run_id, "val/acc")
+            self.logged_up_to = max((m.step for m in history), default=0)
             _retry(self.client.update_run, self.run_id, status="RUNNING")
             return
         tags = {"run_kind": "trial", "method_selection": cfg.selection.method,
@@ -231,6 +238,8 @@ class TrialTracker:
         from mlflow.entities import Metric
 
         step, now = int(metrics["epoch"]), int(time.time() * 1000)
+        if step <= self.logged_up_to:  # replayed after a restore from an older checkpoint: same values
+            return
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
                  if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool)]
         _retry(self.client.log_batch, self.run_id, metrics=batch)

@@ -7,6 +7,7 @@ with a checkpoint.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -47,7 +48,8 @@ def make_trainable(base: dict, sites: Sequence[str], threads: int = 1,
                 tracker.log_epoch(metrics)
             with tempfile.TemporaryDirectory() as d:
                 atomic_save(state, Path(d) / STATE_FILE)
-                tune.report({**metrics, "node_id": node}, checkpoint=tune.Checkpoint.from_directory(d))
+                tune.report({**metrics, "node_id": node, "pid": os.getpid()},
+                            checkpoint=tune.Checkpoint.from_directory(d))
 
         try:
             trainer = Trainer(cfg, report=report)

@@ -113,6 +113,9 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None) -> No
     """Start a local Ray (dashboard off, on 127.0.0.1 only) or join ``address``; once per process."""
     import ray
 
+    # snapshot the experiment state at every controller step (Ray's default is adaptive, >= 10 s),
+    # so that a driver killed with SIGKILL loses as little as possible for --resume
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     if ray.is_initialized():
         return
     kwargs = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": True}
@@ -221,7 +224,7 @@ def _progress_callback(job: _Job):
             self.done += 1
             r = trial.last_result or {}
             acc = f"val/acc {r['val/acc']:.4f}" if "val/acc" in r else "no result"
-            print(f"  {job.name}: trial {self.done}/{job.plan.expected_trials} {what} "
+            print(f"  {job.name}: trial {self.done}/{job.plan.expected_trials} {what}: {trial.trial_id} "
                   f"({acc}, epoch {r.get('epoch', 0)})", file=sys.stderr, flush=True)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
@@ -241,10 +244,9 @@ def _existing(root: str, name: str) -> bool:
     return not _is_uri(root) and (Path(root) / name).is_dir() and any((Path(root) / name).iterdir())
 
 
-def sweep(cfg: ExperimentConfig, method: str, options: SweepOptions = SweepOptions(), callbacks=(),
-          tracker_factory=None, sites: Optional[Sequence[str]] = None) -> list:
-    """Run ``method`` and return its Ray ``ResultGrid`` s (one, or one per seed for the stateful
-    methods optuna, asha and pbt). Finished trials are never rerun with ``resume=True``."""
+def prepare(cfg: ExperimentConfig, method: str, options: SweepOptions, sites: Optional[Sequence[str]] = None):
+    """Every check of a sweep that needs no Ray: config, data, sites, budget, storage, names.
+    Returns ``(cfg with absolute paths, sites, jobs, storage root)``."""
     cfg = cfg.with_absolute_paths()
     if sites is None:
         sites = describe_sites(cfg)
@@ -254,6 +256,14 @@ def sweep(cfg: ExperimentConfig, method: str, options: SweepOptions = SweepOptio
         if not options.resume and _existing(root, job.name):
             raise ConfigError(f"--name: an experiment {job.name!r} already exists in {root}; pass --resume to "
                               "continue it, or choose another --name")
+    return cfg, list(sites), jobs, root
+
+
+def sweep(cfg: ExperimentConfig, method: str, options: SweepOptions = SweepOptions(), callbacks=(),
+          tracker_factory=None, sites: Optional[Sequence[str]] = None) -> list:
+    """Run ``method`` and return its Ray ``ResultGrid`` s (one, or one per seed for the stateful
+    methods optuna, asha and pbt). Finished trials are never rerun with ``resume=True``."""
+    cfg, sites, jobs, root = prepare(cfg, method, options, sites)
     connect(options.address)
     check_resources(options)
     return [_tuner(cfg, job, options, root, sites, [*callbacks, _progress_callback(job)], tracker_factory).fit()

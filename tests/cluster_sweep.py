@@ -25,7 +25,7 @@ try:
     rows = trial_rows(grids[0], "random")
     nodes = {r["node_id"] for r in rows}
     alive = sum(1 for n in ray.nodes() if n["Alive"])
-    print(json.dumps({"trials": len(rows), "errors": sum(r["status"] != "TERMINATED" for r in rows),
+    print("RESULT " + json.dumps({"trials": len(rows), "errors": sum(r["status"] != "TERMINATED" for r in rows),
                       "nodes_used": len(nodes), "nodes_alive": alive}))
 finally:
     ray.shutdown()

@@ -91,6 +91,6 @@ def test_sweep_on_a_three_node_cluster_uses_several_nodes(tmp_path):
     script = Path(__file__).with_name("cluster_sweep.py")
     proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))[7:])
     assert result["trials"] == 6 and result["errors"] == 0
     assert result["nodes_used"] >= 2 and result["nodes_alive"] == 3
