@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import tempfile
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("results")
@@ -37,7 +38,7 @@ def write_result(name: str, title: str, body: str, smoke: bool) -> Path:
     """Write ``results/<name>.md`` with the command, machine and versions (smoke runs: a temp file)."""
     head = (f"# {title}\n\n- command: `python {' '.join(['benchmarks/' + Path(sys.argv[0]).name] + sys.argv[1:])}`\n"
             f"- machine: {machine()}\n- versions: {versions()}\n\n")
-    path = (Path(os.environ.get("TMPDIR", "/tmp")) if smoke else RESULTS) / f"{name}.md"
+    path = (Path(os.environ.get("ADALASE_BENCH_OUT", tempfile.gettempdir())) if smoke else RESULTS) / f"{name}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(head + body)
     return path
