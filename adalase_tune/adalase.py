@@ -62,7 +62,7 @@ class PseudoValidation:
         self.split = data.train if a.val_source == "train" else data.val
         self.augment = data.input_augment and a.val_source == "train"
         self.rotate = a.val_rotate if (a.val_source == "train" and data.train.x.dim() == 4) else 0.0
-        wanted = a.val_batch_size or 8 * cfg.train.batch_size
+        wanted = a.val_batch(cfg.train.batch_size)
         self.batch_size = min(wanted, len(self.split))
         self.x = self.y = self.ids = None
 

@@ -122,23 +122,43 @@ class SelectionConfig:
                 _check_range("selection.weights", w, 0.0)
 
 
+# Named cost settings of AdaLASE (benchmarks/results/overhead.md and presets.md measure them):
+# faithful = ALGORITHM.md section 3 (a hypergradient every step, pseudo-val batch 8x the batch).
+ADALASE_PRESETS = {"faithful": {"every": 1, "val_batch_multiple": 8},
+                   "fast": {"every": 10, "val_batch_multiple": 1}}
+
+
 @dataclass(frozen=True)
 class AdalaseConfig:
-    """AdaLASE settings; the defaults are the faithful ones of ALGORITHM.md section 3."""
+    """AdaLASE settings; the default preset is the faithful one of ALGORITHM.md section 3.
+
+    ``every`` and ``val_batch_size`` left at None take the preset's values; set, they win.
+    """
 
     eta: float = 0.01
     min_rate_sum: float = 0.1
     interval: int = 1  # apply pending q updates every `interval` hypergradients
-    every: int = 1  # compute a hypergradient every `every` training steps (1 = faithful)
-    val_batch_size: Optional[int] = None  # None: 8x train.batch_size, capped at the source size
+    preset: str = "faithful"  # faithful | fast (see ADALASE_PRESETS)
+    every: Optional[int] = None  # a hypergradient every `every` training steps (None: the preset's)
+    val_batch_size: Optional[int] = None  # None: the preset's multiple of train.batch_size, capped at the source
     val_source: str = "train"  # train: the run's training subset; holdout: its val split
     val_rotate: float = 10.0  # degrees of random rotation on image pseudo-val batches
+
+    def every_steps(self) -> int:
+        return self.every if self.every is not None else ADALASE_PRESETS[self.preset]["every"]
+
+    def val_batch(self, batch_size: int) -> int:
+        if self.val_batch_size is not None:
+            return self.val_batch_size
+        return ADALASE_PRESETS[self.preset]["val_batch_multiple"] * batch_size
 
     def __post_init__(self):
         _check_range("adalase.eta", self.eta, 0.0)
         _check_range("adalase.min_rate_sum", self.min_rate_sum, 0.0, 1.0, hi_open=True)
         _check_range("adalase.interval", self.interval, 1)
-        _check_range("adalase.every", self.every, 1)
+        _check_choice("adalase.preset", self.preset, tuple(ADALASE_PRESETS))
+        if self.every is not None:
+            _check_range("adalase.every", self.every, 1)
         if self.val_batch_size is not None:
             _check_range("adalase.val_batch_size", self.val_batch_size, 1)
         _check_choice("adalase.val_source", self.val_source, ("train", "holdout"))

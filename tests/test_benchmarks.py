@@ -11,7 +11,7 @@ SCRIPTS = sorted(p.name for p in (ROOT / "benchmarks").glob("*.py") if not p.nam
 
 
 def test_every_benchmark_is_listed():
-    assert {"overhead.py", "cost.py", "sites.py", "ray_overhead.py", "mlflow_overhead.py", "load.py"} <= set(SCRIPTS)
+    assert {"overhead.py", "cost.py", "sites.py", "presets.py", "ray_overhead.py", "mlflow_overhead.py", "load.py"} <= set(SCRIPTS)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

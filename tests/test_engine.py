@@ -127,3 +127,12 @@ def test_report_gets_metrics_and_a_loadable_state_every_epoch(tmp_path):
 
     Trainer(tiny_config(**{"train.epochs": 3}), report=report).run()
     assert seen == [(1, 1), (2, 2), (3, 3)]
+
+
+def test_presets_set_the_cost_settings_and_explicit_values_win():
+    tr = Trainer(tiny_config(**{"selection.method": "adalase", "adalase.preset": "fast", "data.n_train": None}))
+    assert tr.policy.every == 10 and tr.pseudo_val.batch_size == 32
+    tr = Trainer(tiny_config(**{"selection.method": "adalase", "data.n_train": None}))
+    assert tr.policy.every == 1 and tr.pseudo_val.batch_size == 8 * 32  # faithful by default
+    tr = Trainer(tiny_config(**{"selection.method": "adalase", "adalase.preset": "fast", "adalase.every": 3}))
+    assert tr.policy.every == 3

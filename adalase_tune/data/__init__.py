@@ -19,10 +19,14 @@ import torch
 
 from ..config import ConfigError, DataConfig
 from ..ops._translate import shift
+from ..registry import Registry
 from ._sources import SOURCES, Raw
 from ._splits import stratified_split, stratified_subset
 
 SPLIT_SEED = 0  # test and val splits are the same for every run
+DATASETS: Registry = Registry("data.name")
+for _name, _load in SOURCES.items():
+    DATASETS.register(_name)(_load)
 
 
 @dataclass
@@ -91,14 +95,7 @@ def _select_classes(raw: Raw, classes) -> Raw:
 
 def build_data(cfg: DataConfig) -> DataBundle:
     """Load, split, subset and normalise ``cfg.name``; every error comes before training."""
-    if cfg.name not in SOURCES:
-        from ..registry import Registry
-
-        reg = Registry("data.name")
-        for name in SOURCES:
-            reg.register(name)(name)
-        reg.get(cfg.name)  # raises with the valid names and a did-you-mean
-    raw = SOURCES[cfg.name](cfg)
+    raw = DATASETS.get(cfg.name)(cfg)
     if cfg.classes is not None:
         raw = _select_classes(raw, cfg.classes)
     ids = np.arange(len(raw.y_train))
@@ -144,4 +141,4 @@ def _stats(x: np.ndarray):
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-__all__ = ["DataBundle", "Split", "build_data", "augment_inputs", "stratified_subset", "stratified_split"]
+__all__ = ["DATASETS", "DataBundle", "Split", "build_data", "augment_inputs", "stratified_subset", "stratified_split"]

@@ -21,7 +21,7 @@ class AdaLASE(Policy):
     def __init__(self, sites, cfg):
         super().__init__(sites, cfg)
         a = cfg.adalase
-        self.eta, self.interval, self.every = a.eta, a.interval, a.every
+        self.eta, self.interval, self.every = a.eta, a.interval, a.every_steps()
         self.eps = a.min_rate_sum / len(sites)
         self.delta = np.zeros(len(sites))
         self.pending = 0
