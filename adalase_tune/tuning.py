@@ -180,7 +180,15 @@ def _scheduler(plan: SearchPlan, epochs: int):
     np.random.seed(kw["seed"])
     mutations = nest({k: _ray_value(v) for k, v in kw["hyperparam_mutations"].items()})
     return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=kw["perturbation_interval"],
-                                   hyperparam_mutations=mutations, resample_probability=kw["resample_probability"])
+                                   hyperparam_mutations=mutations, resample_probability=kw["resample_probability"],
+                                   custom_explore_fn=clip_weights)
+
+
+def clip_weights(config: dict) -> dict:
+    """PBT perturbs by factors 0.8/1.2, which can leave [0, 1]: clip the site weights back."""
+    for site, w in config.get("da_prob", {}).items():
+        config["da_prob"][site] = min(1.0, max(0.0, float(w)))
+    return config
 
 
 def _tuner(cfg: ExperimentConfig, job: _Job, options: SweepOptions, root: str, sites, callbacks, tracker_factory):

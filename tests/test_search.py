@@ -50,3 +50,10 @@ def test_sweep_section():
         sweep_settings({"seeds": 0})
     with pytest.raises(ConfigError, match="--method = 'nope'"):
         sweep_settings({"methods": {"nope": {}}})
+
+
+def test_pbt_perturbations_are_clipped_to_the_space():
+    from adalase_tune.tuning import clip_weights
+
+    cfg = clip_weights({"da_prob": {"input": 1.14, "stage1": -0.1, "stage2": 0.5}, "train": {"seed": 0}})
+    assert cfg["da_prob"] == {"input": 1.0, "stage1": 0.0, "stage2": 0.5} and cfg["train"] == {"seed": 0}
