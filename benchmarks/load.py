@@ -46,8 +46,9 @@ def main() -> None:
             f"| wall time | {wall:.0f} s ({wall / n:.2f} s per trial) |\n"
             f"| training+eval time inside the trials | {inside:.0f} s |\n"
             f"| Ray overhead ratio (wall × 2 / time inside trials) | {wall * 2 / inside:.1f} |\n\n"
-            "One-epoch trials on 50 samples take well under a second of training, so per-trial start-up "
-            "(a new worker process importing torch, building data and model, registering the MLflow run) dominates.\n")
+            "One-epoch trials on 50 samples take well under a second of training, so the fixed cost of each trial "
+            "(scheduling, building data and model in a warm worker, registering and closing its MLflow run, "
+            "checkpoint upload) dominates.\n")
     assert errors == 0 and len(children) == n
     print(body)
     print(f"wrote {write_result('load', 'Load: many short trials with MLflow', body, args.smoke_test)}")

@@ -57,8 +57,9 @@ def main() -> None:
             f"| Ray Tune sweep, wall | {swept:.1f} s |\n"
             f"| **overhead ratio** (sweep wall × concurrency / back-to-back wall) | **{ratio:.2f}** |\n"
             f"| training+eval seconds measured inside the trials, Ray / in-process | {in_trial / in_proc:.2f} |\n\n"
-            "A ratio of 1.0 would mean Ray adds nothing; the excess is per-trial process start-up (importing torch, "
-            "building data and model), checkpoint uploads each epoch, and two trials sharing 2 cores.\n")
+            "A ratio of 1.0 would mean Ray adds nothing; the excess is each trial's fixed cost (scheduling, starting "
+            "the warm workers once, building data and model), checkpoint uploads each epoch, and two trials "
+            "sharing 2 cores.\n")
     path = write_result("ray_overhead", "Ray Tune overhead", body, args.smoke_test)
     print(body)
     print(f"wrote {path}")
