@@ -216,6 +216,8 @@ class Trainer:
                         "cost/device_s": c["train_s"] + c["eval_s"] + c["adalase_s"],
                         "cost/sample_passes": c["sample_passes"]})
         self.history.append(metrics)
+        best = max(self.history, key=lambda m: m["val/acc"])  # the first epoch with the best val acc
+        metrics.update({"best_val_acc": best["val/acc"], "test_acc_at_best_val": best["test/acc"]})
         return metrics
 
     def summary(self) -> dict:

@@ -285,18 +285,17 @@ def trial_rows(grid, method: str) -> list[dict]:
 
     rows = []
     for result in grid:
-        df = result.metrics_dataframe
         params = result.config or {}
-        row = {"method": method, "seed": params.get("train", {}).get("seed"), "trial_id": (result.metrics or {}).get("trial_id"),
+        m = result.metrics or {}  # the last report: it carries the running best (no progress file needed)
+        row = {"method": method, "seed": params.get("train", {}).get("seed"), "trial_id": m.get("trial_id"),
                "status": "ERROR" if result.error else "TERMINATED", "error": str(result.error or "")[:300],
                "params": json.dumps(params, sort_keys=True, default=str)}
-        if df is not None and len(df) and "val/acc" in df:
-            best = int(df["val/acc"].to_numpy().argmax())
-            last = df.iloc[-1]
-            row.update({"best_val_acc": float(df["val/acc"].iloc[best]),
-                        "test_acc_at_best_val": float(df["test/acc"].iloc[best]),
-                        "final_test_acc": float(last["test/acc"]), "epochs": int(last["epoch"]),
-                        "device_s": float(last["cost/device_s"]), "sample_passes": int(last["cost/sample_passes"]),
-                        "finished_at": float(last.get("timestamp", 0)), "node_id": last.get("node_id")})
+        if "best_val_acc" in m:
+            row.update({"best_val_acc": float(m["best_val_acc"]), "test_acc_at_best_val": float(m["test_acc_at_best_val"]),
+                        "final_test_acc": float(m["test/acc"]), "epochs": int(m["epoch"]),
+                        "device_s": float(m["cost/device_s"]), "sample_passes": int(m["cost/sample_passes"]),
+                        "finished_at": float(m.get("timestamp", 0)), "node_id": m.get("node_id")})
+        elif not result.error:
+            row.update(status="ERROR", error="the trial reported no epoch")
         rows.append(row)
     return rows
