@@ -1,7 +1,6 @@
 """The engine: determinism, exact resume, cost accounting, summary, pseudo-val provenance."""
 import numpy as np
 import pytest
-import torch
 
 from adalase_tune.checkpoint import atomic_save, safe_load
 from adalase_tune.engine import NonFiniteLossError, Trainer

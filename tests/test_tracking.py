@@ -1,5 +1,4 @@
 """MLflow: a mini benchmark lands as a run tree, against a SQLite store and a real mlflow server."""
-import json
 import os
 import socket
 import subprocess

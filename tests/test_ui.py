@@ -1,6 +1,5 @@
 """The MLflow UI, started by `adalase-tune ui`, checked in a real headless Chromium (Playwright)."""
 import os
-import shutil
 import signal
 import subprocess
 import sys

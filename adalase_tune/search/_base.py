@@ -7,7 +7,7 @@ searched as ``da_prob/<site>`` in [0, 1]; a trial uses ``q = w / sum(w)``
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from ..config import ConfigError, _did_you_mean
