@@ -1,5 +1,6 @@
 """Digits and npz data: splits, subsets, class selection, and npz validation."""
 import numpy as np
+import torch
 import pytest
 
 from adalase_tune.config import ConfigError, DataConfig
@@ -56,3 +57,27 @@ def test_npz_errors_name_the_key(tmp_path, arrays, message):
     full = {"x_test": np.zeros((2, 3)), "y_test": np.zeros(2, int), **arrays}
     with pytest.raises(ConfigError, match=message):
         build_data(DataConfig(name="npz", path=_npz(tmp_path, **full)))
+
+
+def test_motifs_is_fixed_and_its_label_survives_the_input_shift_by_construction():
+    from adalase_tune.data._synthetic import DATASET_SEED, LENGTH, MARGIN, MOTIF, generate_motifs, motif_bank
+    from adalase_tune.ops import get_op
+
+    d = build_data(DataConfig(name="motifs", n_train=200))
+    assert d.input_shape == (LENGTH,) and d.num_classes == 10 and len(d.train) == 200
+    assert (len(d.val), len(d.test)) == (840, 1800)
+    again = build_data(DataConfig(name="motifs", n_train=200))
+    assert torch.equal(again.train.x, d.train.x) and np.array_equal(again.test.ids, d.test.ids)
+    x, y, pos = generate_motifs(2000)
+    assert pos.min() >= MARGIN and (pos + MOTIF).max() <= LENGTH - MARGIN  # a shift of <= MARGIN keeps it whole
+    assert get_op("translate") is not None and int(LENGTH * get_op("translate").strength) == MARGIN
+    bank = motif_bank(np.random.default_rng(DATASET_SEED))  # generate_motifs draws the bank first
+
+    def matched_filter(signals):  # the motif with the best correlation at any position
+        scores = np.stack([[np.correlate(s, m, mode="valid").max() for m in bank] for s in signals])
+        return scores.argmax(1)
+
+    assert (matched_filter(x[:500]) == y[:500]).mean() > 0.97
+    shifted, _ = get_op("translate")(torch.as_tensor(x[:500]), np.random.default_rng(0))
+    assert not torch.equal(shifted, torch.as_tensor(x[:500]))
+    assert (matched_filter(shifted.numpy()) == y[:500]).mean() > 0.97  # the label is the same after the shift

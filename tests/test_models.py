@@ -18,7 +18,7 @@ def test_model_publishes_sites_and_each_site_augments(name):
     model = build_model(ModelConfig(name=name, hidden=(16, 8), width=4), shape, 5).eval()
     sites = model.da_sites
     assert sites[0].name == "input"
-    assert sites[0].shape == ((int(np.prod(shape)),) if name == "mlp" else shape)
+    assert sites[0].shape == shape  # the input as it comes: an image stays (C, H, W) for every model
     assert len(sites) >= 3
     x = torch.randn(4, *shape)
     with torch.no_grad():
@@ -45,7 +45,9 @@ def test_resnet_sites_match_the_algorithm_table():
 
 def test_mlp_sites_are_input_and_each_hidden_layer():
     sites = build_model(ModelConfig(name="mlp", hidden=(1000,)), (1, 8, 8), 10).da_sites
-    assert [(s.name, s.shape) for s in sites] == [("input", (64,)), ("hidden1", (1000,))]
+    assert [(s.name, s.shape) for s in sites] == [("input", (1, 8, 8)), ("hidden1", (1000,))]
+    sites = build_model(ModelConfig(name="mlp", hidden=(16, 8)), (32,), 10).da_sites  # vectors, e.g. motifs
+    assert [(s.name, s.shape) for s in sites] == [("input", (32,)), ("hidden1", (16,)), ("hidden2", (8,))]
 
 
 def test_hooks_give_a_vit_sites_by_module_name():

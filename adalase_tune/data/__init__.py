@@ -21,11 +21,13 @@ from ..ops._translate import shift
 from ..registry import Registry
 from ._sources import SOURCES, Raw
 from ._splits import stratified_split, stratified_subset
+from ._synthetic import load_motifs
 
 SPLIT_SEED = 0  # test and val splits are the same for every run
 DATASETS: Registry = Registry("data.name")
 for _name, _load in SOURCES.items():
     DATASETS.register(_name)(_load)
+DATASETS.register("motifs")(load_motifs)
 
 
 @dataclass
@@ -115,7 +117,7 @@ def build_data(cfg: DataConfig) -> DataBundle:
     else:
         val = (raw.x_val, raw.y_val, np.arange(len(raw.y_val)))
     num_classes = int(max(y_tr.max(), test[1].max(), val[1].max())) + 1
-    mean, std = _stats(x_tr)  # from the whole training split: the same for every n_train
+    mean, std = _stats(x_tr, raw.scalar_norm)  # from the whole training split: the same for every n_train
     if cfg.n_train is not None:
         if cfg.n_train > len(y_tr):
             raise ConfigError(f"data.n_train = {cfg.n_train}, but the training split of {cfg.name} has "
@@ -133,8 +135,8 @@ def build_data(cfg: DataConfig) -> DataBundle:
                       tuple(x_tr.shape[1:]), bool(augment))
 
 
-def _stats(x: np.ndarray):
-    axes = (0, 2, 3) if x.ndim == 4 else (0,)
+def _stats(x: np.ndarray, scalar: bool = False):
+    axes = tuple(range(x.ndim)) if scalar else (0, 2, 3) if x.ndim == 4 else (0,)
     mean = x.mean(axis=axes, keepdims=True)[0:1]
     std = x.std(axis=axes, keepdims=True)[0:1] + 1e-6
     return mean.astype(np.float32), std.astype(np.float32)

@@ -24,6 +24,7 @@ class Raw:
     x_val: Optional[np.ndarray] = None
     y_val: Optional[np.ndarray] = None
     usual_augment: bool = False  # crop+flip is the usual input augmentation
+    scalar_norm: bool = False  # one mean/std for all features (signals whose positions are alike)
 
 
 def load_digits(cfg: DataConfig) -> Raw:

@@ -1,4 +1,8 @@
-"""A multilayer perceptron: sites are the flattened input and each hidden layer's output."""
+"""A multilayer perceptron: sites are the input and each hidden layer's output.
+
+The input site sees the input as it comes (an image stays (C, H, W), so translate and cutout act
+in 2-D there); the flattening happens after it.
+"""
 from math import prod
 
 from torch import nn
@@ -11,7 +15,7 @@ class MLP(nn.Module):
 
     def __init__(self, input_shape, hidden=(1000,), num_classes=10):
         super().__init__()
-        layers = [nn.Flatten(), Site(0, "input")]
+        layers = [Site(0, "input"), nn.Flatten()]
         width = prod(input_shape)
         for i, w in enumerate(hidden):
             layers += [nn.Linear(width, w), nn.ReLU(inplace=True), Site(i + 1, f"hidden{i + 1}")]
