@@ -5,22 +5,26 @@ as the identity, ``dL_val(theta_{t+1})/dq_l = -alpha <grad L_val(theta_{t+1}), g
 The engine keeps ``g_tr`` (the raw mini-batch gradient, before the optimiser step), steps, and
 asks :class:`PseudoValidation` for ``g_val``; the policy turns the dot product into a q update.
 
-Pseudo-validation data come only from the run's own training subset (``val_source: train``,
-with the usual input augmentation and a random rotation) or from its held-out val split
-(``holdout``), never from the test set: this is the fix to the official code's sampling.
+Pseudo-validation data come only from the run's own training subset: all of it, with the usual
+input augmentation and a random rotation (``val_source: train``, the paper's form), or a
+stratified part of it that is held out of training (``holdout``, ``adalase.holdout_fraction``).
+Never from the val split (which selects epochs and configurations) or the test set: this is the
+fix to the official code's sampling, which draws from the full training set.
 """
 from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import replace
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ExperimentConfig
-from .data import DataBundle, augment_inputs
+from .config import ConfigError, ExperimentConfig
+from .data import DataBundle, Split, augment_inputs, stratified_split
 
 
 def flat_grad(model: nn.Module) -> torch.Tensor:
@@ -57,11 +61,12 @@ class PseudoValidation:
     ``ids`` holds the source indices of the current batch, so its provenance can be checked.
     """
 
-    def __init__(self, cfg: ExperimentConfig, data: DataBundle):
+    def __init__(self, cfg: ExperimentConfig, data: DataBundle, pool: Optional[Split] = None):
         a = cfg.adalase
-        self.split = data.train if a.val_source == "train" else data.val
-        self.augment = data.input_augment and a.val_source == "train"
-        self.rotate = a.val_rotate if (a.val_source == "train" and data.train.x.dim() == 4) else 0.0
+        from_train = pool is None
+        self.split = data.train if from_train else pool
+        self.augment = data.input_augment and from_train
+        self.rotate = a.val_rotate if (from_train and data.train.x.dim() == 4) else 0.0
         wanted = a.val_batch(cfg.train.batch_size)
         self.batch_size = min(wanted, len(self.split))
         self.x = self.y = self.ids = None
@@ -88,6 +93,67 @@ class PseudoValidation:
     @property
     def sample_passes(self) -> int:
         return self.batch_size
+
+
+def hold_out(cfg: ExperimentConfig, data: DataBundle) -> tuple[DataBundle, Optional[Split]]:
+    """For ``val_source: holdout``: ``(data without the held-out samples, the held-out pool)``.
+
+    A stratified ``holdout_fraction`` of the run's training subset, fixed by ``data.subset_seed``
+    (so every seed of a benchmark holds out the same samples); they are never trained on.
+    """
+    if cfg.adalase.val_source != "holdout":
+        return data, None
+    train = data.train
+    y = train.y.cpu().numpy()
+    kept, held = stratified_split(y, cfg.adalase.holdout_fraction, cfg.data.subset_seed + 7)
+    if len(held) == 0 or len(kept) == 0:
+        raise ConfigError(f"adalase.holdout_fraction = {cfg.adalase.holdout_fraction}: holds out {len(held)} of "
+                          f"the {len(y)} training samples, leaving {len(kept)}; choose a fraction that leaves both "
+                          "parts non-empty, or adalase.val_source=train")
+    pick = lambda idx: Split(train.x[torch.as_tensor(idx)], train.y[torch.as_tensor(idx)], train.ids[idx])  # noqa: E731
+    return replace(data, train=pick(kept)), pick(held)
+
+
+class Hypergradient:
+    """Which steps get a hypergradient, and when the pseudo-validation gradient is taken.
+
+    ``credit: step`` (T1-T2 as in the paper's code): every ``every`` steps, keep that step's raw
+    gradient ``g_l(theta_t)``, step, take ``g_val(theta_{t+1})`` and feed ``<g_val, g_l>``.
+    ``credit: window``: keep the raw gradient of *every* step; after each ``every``-th step (and
+    after an epoch's last step, so that no window crosses a checkpoint) take one ``g_val`` and
+    feed ``<g_val(theta_end), g_l(theta_i)>`` for each step ``i`` of the window: the identity-
+    Jacobian estimate of how step ``i`` changed the pseudo-validation loss at the window's end.
+    One pseudo-validation pass then credits ``every`` steps instead of one; it holds up to
+    ``every`` gradient copies.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, steps_per_epoch: int):
+        a = cfg.adalase
+        self.every, self.credit = a.every_steps(), a.credit_mode()
+        self.steps_per_epoch = steps_per_epoch
+        self.window: list[tuple[int, torch.Tensor]] = []
+
+    def updates(self, epochs: int) -> int:
+        """Hypergradients a run of ``epochs`` gives (with a site drawn at every step)."""
+        if self.credit == "window":
+            return epochs * self.steps_per_epoch
+        return math.ceil(epochs * self.steps_per_epoch / self.every)
+
+    def collect(self, step: int, site, model: nn.Module) -> None:
+        """After backward: keep this step's raw gradient if it gets credit."""
+        if site is not None and (self.credit == "window" or step % self.every == 0):
+            self.window.append((site, flat_grad(model)))
+
+    def due(self, step: int, last_of_epoch: bool) -> bool:
+        """After the optimizer step ``step``: is a pseudo-validation gradient due now?"""
+        if not self.window:
+            return False
+        return self.credit == "step" or (step + 1) % self.every == 0 or last_of_epoch
+
+    def feed(self, g_val: torch.Tensor, policy) -> None:
+        for site, g_tr in self.window:
+            policy.observe(site, hypergradient_dot(g_val, g_tr))
+        self.window.clear()
 
 
 def hypergradient_dot(g_val: torch.Tensor, g_tr: torch.Tensor) -> float:

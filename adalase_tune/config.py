@@ -122,30 +122,56 @@ class SelectionConfig:
                 _check_range("selection.weights", w, 0.0)
 
 
-# Named cost settings of AdaLASE (benchmarks/results/overhead.md and presets.md measure them):
-# faithful = ALGORITHM.md section 3 (a hypergradient every step, pseudo-val batch 8x the batch).
-ADALASE_PRESETS = {"faithful": {"every": 1, "val_batch_multiple": 8},
-                   "fast": {"every": 10, "val_batch_multiple": 1}}
+# Named settings of AdaLASE: the update form, how often a hypergradient is taken, and the
+# pseudo-validation batch as a multiple of the training batch (docs/adalase.md; measured in
+# benchmarks/results/presets.md and overhead.md).
+#   faithful: the paper's rule exactly (raw update, a pseudo-validation gradient every step, batch 8x).
+#   normalized: the scale-free update at the faithful cost.
+#   fast: the scale-free update, a pseudo-validation gradient every 10 steps with batch 2x:
+#         at most 1.2x the sample passes of a plain run.
+ADALASE_PRESETS = {"faithful": {"update": "raw", "every": 1, "val_batch_multiple": 8, "credit": "step"},
+                   "normalized": {"update": "normalized", "every": 1, "val_batch_multiple": 8, "credit": "step"},
+                   "fast": {"update": "normalized", "every": 10, "val_batch_multiple": 2, "credit": "step"}}
+DEFAULT_ETA = {"raw": 0.01, "normalized": 10.0}
+UPDATES = ("raw", "normalized")
+CREDITS = ("step", "window")
 
 
 @dataclass(frozen=True)
 class AdalaseConfig:
-    """AdaLASE settings; the default preset is the faithful one of ALGORITHM.md section 3.
+    """AdaLASE settings. ``preset`` names the update form and the cost settings; any of
+    ``update``, ``every``, ``val_batch_size`` and ``eta`` set explicitly wins over the preset.
 
-    ``every`` and ``val_batch_size`` left at None take the preset's values; set, they win.
+    ``update: raw`` is the paper's ``q_l += eta * <g_val, g_l>``; ``update: normalized`` is the
+    scale-free exponentiated step of docs/adalase.md, where ``eta`` is the log-odds a site gains
+    over the whole run if its hypergradient is one standard deviation above the average at
+    every update.
     """
 
-    eta: float = 0.01
+    eta: Optional[float] = None  # None: 0.01 for raw, 10 for normalized
     min_rate_sum: float = 0.1
     interval: int = 1  # apply pending q updates every `interval` hypergradients
-    preset: str = "faithful"  # faithful | fast (see ADALASE_PRESETS)
-    every: Optional[int] = None  # a hypergradient every `every` training steps (None: the preset's)
+    preset: str = "faithful"  # see ADALASE_PRESETS
+    update: Optional[str] = None  # raw | normalized (None: the preset's)
+    every: Optional[int] = None  # a pseudo-validation gradient every `every` training steps (None: the preset's)
+    credit: Optional[str] = None  # step: only the step before it gets a hypergradient; window: all `every` steps
     val_batch_size: Optional[int] = None  # None: the preset's multiple of train.batch_size, capped at the source
-    val_source: str = "train"  # train: the run's training subset; holdout: its val split
-    val_rotate: float = 10.0  # degrees of random rotation on image pseudo-val batches
+    val_source: str = "train"  # train: the run's training subset; holdout: a part of it held out of training
+    holdout_fraction: float = 0.2  # val_source=holdout: this share of the training subset is not trained on
+    val_rotate: float = 10.0  # degrees of random rotation on image pseudo-val batches (val_source=train)
+    norm_decay: float = 0.99  # normalized: decay of the running mean and variance of the hypergradient
+
+    def update_form(self) -> str:
+        return self.update if self.update is not None else ADALASE_PRESETS[self.preset]["update"]
 
     def every_steps(self) -> int:
         return self.every if self.every is not None else ADALASE_PRESETS[self.preset]["every"]
+
+    def credit_mode(self) -> str:
+        return self.credit if self.credit is not None else ADALASE_PRESETS[self.preset]["credit"]
+
+    def eta_value(self) -> float:
+        return self.eta if self.eta is not None else DEFAULT_ETA[self.update_form()]
 
     def val_batch(self, batch_size: int) -> int:
         if self.val_batch_size is not None:
@@ -153,16 +179,23 @@ class AdalaseConfig:
         return ADALASE_PRESETS[self.preset]["val_batch_multiple"] * batch_size
 
     def __post_init__(self):
-        _check_range("adalase.eta", self.eta, 0.0)
+        if self.eta is not None:
+            _check_range("adalase.eta", self.eta, 0.0, float("inf"), hi_open=True)
         _check_range("adalase.min_rate_sum", self.min_rate_sum, 0.0, 1.0, hi_open=True)
         _check_range("adalase.interval", self.interval, 1)
         _check_choice("adalase.preset", self.preset, tuple(ADALASE_PRESETS))
+        if self.update is not None:
+            _check_choice("adalase.update", self.update, UPDATES)
         if self.every is not None:
             _check_range("adalase.every", self.every, 1)
+        if self.credit is not None:
+            _check_choice("adalase.credit", self.credit, CREDITS)
         if self.val_batch_size is not None:
             _check_range("adalase.val_batch_size", self.val_batch_size, 1)
         _check_choice("adalase.val_source", self.val_source, ("train", "holdout"))
+        _check_range("adalase.holdout_fraction", self.holdout_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
         _check_range("adalase.val_rotate", self.val_rotate, 0.0, 180.0)
+        _check_range("adalase.norm_decay", self.norm_decay, 0.0, 1.0, hi_open=True)
 
 
 @dataclass(frozen=True)

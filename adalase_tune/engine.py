@@ -22,12 +22,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .adalase import PseudoValidation, flat_grad, hypergradient_dot
+from .adalase import Hypergradient, PseudoValidation, hold_out
 from .config import ConfigError, ExperimentConfig
 from .data import DataBundle, augment_inputs, build_data
 from .models import build_model
 from .ops import get_op
-from .policies import build_policy
+from .policies import build_policy, q_movement
 from .sites import DAContext
 
 Report = Callable[[dict, dict], None]
@@ -80,6 +80,7 @@ class Trainer:
         self.sites = model.da_sites
         self.policy = build_policy(cfg, self.sites)
         self.op = get_op(cfg.augment.op, cfg.augment.strength)
+        data, pool = hold_out(cfg, data) if self.policy.learns else (data, None)
         cuda = self.device.type == "cuda"
         self.amp = cuda and cfg.train.amp
         fmt = torch.channels_last if cuda and cfg.train.channels_last and len(data.input_shape) == 3 else None
@@ -94,7 +95,11 @@ class Trainer:
         self.rngs = {name: np.random.default_rng(s) for name, s in zip(_STREAMS, seeds)}
         self.torch_gen = torch.Generator(device=self.device)
         self.torch_gen.manual_seed(int(seeds[-1].generate_state(1)[0]))
-        self.pseudo_val = PseudoValidation(cfg, self.data) if self.policy.learns else None
+        pool = pool.to(self.device) if pool is not None else None
+        self.pseudo_val = PseudoValidation(cfg, self.data, pool) if self.policy.learns else None
+        self.hypergradient = Hypergradient(cfg, self.steps_per_epoch) if self.policy.learns else None
+        if self.hypergradient is not None:
+            self.policy.start(self.hypergradient.updates(t.epochs))
         self.epoch = 0
         self.step = 0
         self.history: list[dict] = []
@@ -126,17 +131,19 @@ class Trainer:
         total, count, extra = torch.zeros((), device=self.device), 0, 0.0
         self._sync()
         start = time.perf_counter()
-        for x, y in self.data.train.batches(order, self.cfg.train.batch_size):
+        hyper = self.hypergradient
+        for i, (x, y) in enumerate(self.data.train.batches(order, self.cfg.train.batch_size)):
             if self.data.input_augment:
                 x = augment_inputs(x, self.rngs["data"])
             site = self.policy.sample(self.rngs["site"])
             self.optimizer.zero_grad(set_to_none=True)
             loss = self._loss(self.model, x, y, site)
             loss.backward()
-            if site is not None and self.policy.learns and self.policy.wants_hypergradient(self.step):
-                extra += self._adalase_step(site)
-            else:
-                self.optimizer.step()
+            if hyper is not None:
+                extra += self._timed(hyper.collect, self.step, site, self.model)
+            self.optimizer.step()
+            if hyper is not None and hyper.due(self.step, i == self.steps_per_epoch - 1):
+                extra += self._timed(self._pseudo_validation_step)
             self.scheduler.step()
             self.step += 1
             total += loss.detach() * len(y)
@@ -151,21 +158,18 @@ class Trainer:
                                      f"lower train.lr (now {self.cfg.train.lr}) or adalase.eta")
         return mean_loss
 
-    def _adalase_step(self, site: int) -> float:
-        """Step with the hypergradient: keep g_tr, step, take g_val at theta_{t+1}, feed the dot."""
+    def _timed(self, fn, *args) -> float:
+        """Run ``fn`` and return its wall time (device-synchronised): AdaLASE's extra work."""
         self._sync()
         t0 = time.perf_counter()
-        g_tr = flat_grad(self.model)
+        fn(*args)
         self._sync()
-        t1 = time.perf_counter()
-        self.optimizer.step()  # counted as training time
-        self._sync()
-        t2 = time.perf_counter()
-        g_val = self.pseudo_val.gradient(self.model, self._loss)
-        self.policy.observe(site, hypergradient_dot(g_val, g_tr))
+        return time.perf_counter() - t0
+
+    def _pseudo_validation_step(self) -> None:
+        """``g_val`` at the current weights, fed against every kept training gradient."""
+        self.hypergradient.feed(self.pseudo_val.gradient(self.model, self._loss), self.policy)
         self.cost["sample_passes"] += self.pseudo_val.sample_passes
-        self._sync()
-        return (t1 - t0) + (time.perf_counter() - t2)
 
     @torch.no_grad()
     def evaluate(self, split, batch_size: int = 1024) -> tuple[float, float]:
@@ -210,7 +214,11 @@ class Trainer:
         metrics = {"epoch": self.epoch, "train/loss": train_loss, "val/loss": val_loss, "val/acc": val_acc,
                    "test/loss": test_loss, "test/acc": test_acc, "lr": self.scheduler.get_last_lr()[0]}
         if self.policy.learns:
-            metrics.update({f"adalase/q/{s.name}": float(p) for s, p in zip(self.sites, self.policy.probs())})
+            q = self.policy.probs()
+            metrics.update({f"adalase/q/{s.name}": float(p) for s, p in zip(self.sites, q)})
+            move = q_movement(q)
+            metrics.update({"adalase/q_max_dev": move["max_dev"], "adalase/q_kl": move["kl"],
+                            "adalase/skipped": self.policy.skipped})
         c = self.cost
         metrics.update({"cost/train_s": c["train_s"], "cost/eval_s": c["eval_s"], "cost/adalase_s": c["adalase_s"],
                         "cost/device_s": c["train_s"] + c["eval_s"] + c["adalase_s"],
@@ -237,9 +245,20 @@ class Trainer:
             "final_test_acc": h[-1]["test/acc"] if h else None,
             "q_final": q_history[-1] if learns and h else None,
             "q_history": q_history,
+            "q_movement": q_movement(q_history[-1]) if learns and h else None,
+            "adalase_skipped": self.policy.skipped if learns else None,
+            "splits": self.split_sizes(),
             "history": h,
             "cost": {**self.cost, "device": str(self.device)},
         }
+
+    def split_sizes(self) -> dict:
+        """Samples per split: train (what is trained on), val, test and the pseudo-validation pool."""
+        sizes = {"train": len(self.data.train), "val": len(self.data.val), "test": len(self.data.test)}
+        if self.pseudo_val is not None:
+            sizes["pseudo_val_pool"] = len(self.pseudo_val.split)
+            sizes["pseudo_val_batch"] = self.pseudo_val.batch_size
+        return sizes
 
     # --- state --------------------------------------------------------------------------------------
 

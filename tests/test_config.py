@@ -17,7 +17,7 @@ def test_round_trip_and_flatten():
     cfg = ExperimentConfig()
     assert from_dict(cfg.to_dict()) == cfg
     flat = flatten(cfg.to_dict())
-    assert flat["adalase.eta"] == 0.01 and flat["data.name"] == "digits"
+    assert flat["adalase.eta"] is None and cfg.adalase.eta_value() == 0.01 and flat["data.name"] == "digits"
     assert cfg.replace(**{"train.seed": 3}).train.seed == 3
 
 
@@ -27,7 +27,7 @@ def test_round_trip_and_flatten():
     ({"train": {"epochs": "many"}}, r"train.epochs = 'many': expected a whole number"),
     ({"train": {"epochs": 0}}, r"train.epochs = 0: must lie in \[1, inf\]"),
     ({"train": {"lr": -1}}, r"train.lr = -1.0: must lie in \(0.0, inf\]"),
-    ({"adalase": {"eta": -0.1}}, r"adalase.eta = -0.1: must lie in \[0.0, inf\]"),
+    ({"adalase": {"eta": -0.1}}, r"adalase.eta = -0.1: must lie in \[0.0, inf\)"),
     ({"adalase": {"min_rate_sum": 1.0}}, r"adalase.min_rate_sum = 1.0: must lie in \[0.0, 1.0\)"),
     ({"adalase": {"val_source": "test"}}, r"adalase.val_source = 'test': choose one of train, holdout"),
     ({"data": {"n_train": 0}}, r"data.n_train = 0"),

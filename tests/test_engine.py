@@ -3,6 +3,8 @@ import numpy as np
 import pytest
 
 from adalase_tune.checkpoint import atomic_save, safe_load
+from adalase_tune.config import ConfigError
+from adalase_tune.data import build_data
 from adalase_tune.engine import NonFiniteLossError, Trainer
 
 from conftest import tiny_config
@@ -16,6 +18,8 @@ def _untimed(history):
 
 SETTINGS = [
     {"selection.method": "adalase"},
+    {"selection.method": "adalase", "adalase.preset": "fast", "adalase.every": 2, "adalase.val_source": "holdout"},
+    {"selection.method": "adalase", "adalase.preset": "fast", "adalase.every": 3, "adalase.credit": "window"},
     {"selection.method": "uniform", "augment.op": "noise", "data.input_augment": True},
     {"selection.method": "probs", "selection.weights": [1, 0, 2, 0, 1], "augment.op": "cutmix"},
 ]
@@ -67,6 +71,20 @@ def test_cost_accounting_counts_every_sample_pass():
     assert s["history"][-1]["cost/sample_passes"] == s["cost"]["sample_passes"]
 
 
+def test_window_credit_feeds_every_step_and_never_crosses_an_epoch():
+    cfg = tiny_config(**{"selection.method": "adalase", "train.epochs": 2, "adalase.val_batch_size": 40,
+                         "adalase.every": 3, "adalase.credit": "window"})
+    tr = Trainer(cfg)
+    fed = []
+    observe = tr.policy.observe
+    tr.policy.observe = lambda site, dot: (fed.append((tr.step, site)), observe(site, dot))
+    s = tr.run()
+    # 4 steps per epoch: windows {0,1,2} and {3} (the epoch's end), then {4,5} and {6,7}
+    assert [step for step, _ in fed] == [2, 2, 2, 3, 5, 5, 7, 7]
+    assert tr.policy.horizon == 8 and not tr.hypergradient.window
+    assert s["cost"]["sample_passes"] == 2 * 100 + 4 * 40
+
+
 def test_summary_selects_on_val_and_reports_test_there():
     s = Trainer(tiny_config(**{"selection.method": "adalase", "train.epochs": 4})).run()
     h = s["history"]
@@ -91,17 +109,33 @@ def test_adalase_learns_on_digits_and_beats_chance():
 
 
 @pytest.mark.parametrize("source", ["train", "holdout"])
-def test_pseudo_validation_never_leaves_its_source(source):
-    tr = Trainer(tiny_config(**{"selection.method": "adalase", "data.n_train": 30, "adalase.val_source": source}))
-    allowed = set(tr.data.train.ids if source == "train" else tr.data.val.ids)
-    forbidden = set(tr.data.test.ids) | (set(tr.data.val.ids) if source == "train" else set(tr.data.train.ids))
+def test_pseudo_validation_never_leaves_the_runs_training_subset(source):
+    cfg = tiny_config(**{"selection.method": "adalase", "data.n_train": 30, "adalase.val_source": source})
+    subset = set(build_data(cfg.data).train.ids.tolist())
+    tr = Trainer(cfg)
+    trained = set(tr.data.train.ids.tolist())
+    forbidden = set(tr.data.test.ids) | set(tr.data.val.ids)
+    allowed = subset if source == "train" else subset - trained  # holdout: the held-out part only
+    seen = set()
     rng = np.random.default_rng(0)
     for _ in range(20):
         tr.pseudo_val.new_epoch(rng)
         ids = set(tr.pseudo_val.ids.tolist())
         assert ids <= allowed and not ids & forbidden
+        seen |= ids
     if source == "train":
-        assert tr.pseudo_val.batch_size == 30  # 8 x 32 capped at the 30-sample subset
+        assert trained == subset and tr.pseudo_val.batch_size == 30  # 8 x 32 capped at the 30-sample subset
+    else:  # 20% of the subset, stratified, is never trained on and is the whole pool
+        assert len(trained) == 24 and seen == subset - trained and len(seen) == 6
+        assert tr.summary()["splits"] == {"train": 24, "val": len(tr.data.val), "test": len(tr.data.test),
+                                          "pseudo_val_pool": 6, "pseudo_val_batch": 6}
+
+
+def test_holdout_that_leaves_nothing_is_refused_before_training():
+    cfg = tiny_config(**{"selection.method": "adalase", "data.n_train": 10, "adalase.val_source": "holdout",
+                         "adalase.holdout_fraction": 0.01})
+    with pytest.raises(ConfigError, match=r"adalase.holdout_fraction = 0.01: holds out 0 of the 10"):
+        Trainer(cfg)
 
 
 def test_pseudo_val_batch_is_8x_train_batch_capped_at_the_subset():
@@ -130,8 +164,10 @@ def test_report_gets_metrics_and_a_loadable_state_every_epoch(tmp_path):
 
 def test_presets_set_the_cost_settings_and_explicit_values_win():
     tr = Trainer(tiny_config(**{"selection.method": "adalase", "adalase.preset": "fast", "data.n_train": None}))
-    assert tr.policy.every == 10 and tr.pseudo_val.batch_size == 32
+    assert tr.hypergradient.every == 10 and tr.pseudo_val.batch_size == 64
+    assert tr.hypergradient.credit == "step" and tr.policy.form == "normalized"
     tr = Trainer(tiny_config(**{"selection.method": "adalase", "data.n_train": None}))
-    assert tr.policy.every == 1 and tr.pseudo_val.batch_size == 8 * 32  # faithful by default
+    assert tr.hypergradient.every == 1 and tr.pseudo_val.batch_size == 8 * 32  # faithful by default
+    assert tr.policy.form == "raw" and tr.policy.eta == 0.01
     tr = Trainer(tiny_config(**{"selection.method": "adalase", "adalase.preset": "fast", "adalase.every": 3}))
-    assert tr.policy.every == 3
+    assert tr.hypergradient.every == 3

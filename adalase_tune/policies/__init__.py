@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..config import ExperimentConfig
 from ..registry import Registry
 from ._adalase import AdaLASE
-from ._base import Policy, site_index
+from ._base import Policy, q_movement, site_index
 from ._static import Fixed, NoDA, Probs, Uniform, normalise_weights
 
 POLICIES: Registry[type[Policy]] = Registry("selection.method")
@@ -17,4 +17,4 @@ def build_policy(cfg: ExperimentConfig, sites) -> Policy:
     return POLICIES.get(cfg.selection.method)(sites, cfg)
 
 
-__all__ = ["POLICIES", "Policy", "build_policy", "site_index", "normalise_weights"]
+__all__ = ["POLICIES", "Policy", "build_policy", "site_index", "normalise_weights", "q_movement"]

@@ -34,8 +34,8 @@ class Policy:
         cdf = np.cumsum(self.q)
         return min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(self.q) - 1)
 
-    def wants_hypergradient(self, step: int) -> bool:
-        return False
+    def start(self, updates: int) -> None:
+        """Called once before training (learning policies): how many hypergradients the run will give."""
 
     def observe(self, site: int, dot: float) -> None:
         """Take one hypergradient ``<g_val(theta_{t+1}), g_site(theta_t)>`` (learning policies)."""
@@ -45,6 +45,14 @@ class Policy:
 
     def load_state_dict(self, state: dict) -> None:
         self.q = None if state["q"] is None else np.asarray(state["q"], dtype=np.float64)
+
+
+def q_movement(q) -> dict:
+    """How far ``q`` is from uniform: the largest ``|q_i - 1/K|`` and ``KL(q || uniform)`` in nats."""
+    q = np.asarray(q, dtype=np.float64)
+    k = len(q)
+    nz = q > 0
+    return {"max_dev": float(np.abs(q - 1.0 / k).max()), "kl": float((q[nz] * np.log(q[nz] * k)).sum())}
 
 
 def site_index(site, sites: Sequence[SiteInfo], model_name: str, key: str = "selection.site") -> int:
