@@ -60,7 +60,7 @@ def run_benchmark(cfg: ExperimentConfig, methods: Sequence[str], options: SweepO
         opts = SweepOptions(**{**options.__dict__, "name": f"{name}-{method}"})
         grids = sweep(cfg, method, opts, callbacks=callbacks_for(method) if callbacks_for else (),
                       tracker_factory=tracker_factory_for(method) if tracker_factory_for else None, sites=sites)
-        method_rows = [r for g in grids for r in trial_rows(g, method)]
+        method_rows = [r for g in grids for r in trial_rows(g, method, sites)]
         rows += method_rows
         done = [r for r in method_rows if r["status"] == "TERMINATED"]
         best = max((r["best_val_acc"] for r in done), default=float("nan"))

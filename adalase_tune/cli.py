@@ -130,7 +130,7 @@ def cmd_sweep(args) -> int:
         parent = tracking.parent_run(args.method, options.name or args.method, config_hash(cfg), _parent_params(cfg))
         factory = tracking.trial_factory(parent)
     grids = sweep(cfg, args.method, options, tracker_factory=factory, sites=sites)
-    rows = pd.DataFrame([r for g in grids for r in trial_rows(g, args.method)])
+    rows = pd.DataFrame([r for g in grids for r in trial_rows(g, args.method, sites)])
     if tracking:
         tracking.finish_parent(parent, _method_totals(rows, cfg))
     if args.out:

@@ -1,21 +1,30 @@
-"""Comparison files from a table of trials: results.csv, report.md, cost_vs_accuracy.png.
+"""Comparison files from a table of trials: results.csv, report.md and two plots.
 
 Input: one row per trial (see ``adalase_tune.tuning.trial_rows``) with ``method``, ``seed``,
-``best_val_acc``, ``test_acc_at_best_val``, ``device_s``, ``sample_passes``, ``finished_at``.
+``best_val_acc``, ``test_acc_at_best_val``, ``device_s``, ``sample_passes``, ``finished_at``, and
+per site ``q/<site>`` (AdaLASE's final q) or ``da_prob/<site>`` (the weights a trial ran with).
 Per method and seed, the configuration is selected on validation accuracy, and its test
 accuracy at the epoch of best validation accuracy is reported; never the best test accuracy.
 Compute is given in device-seconds and in sample passes, and as a multiple of one plain
-training run (``epochs x n_train`` sample passes). No Ray or MLflow here.
+training run (``epochs x n_train`` sample passes). Differences between methods are paired by
+seed, with a bootstrap 95% confidence interval. No Ray or MLflow here.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 WITHIN = 0.005  # "within 0.5 points of the best val acc"
+BOOTSTRAP = 10000
+
+
+def sites_of(trials: pd.DataFrame) -> list[str]:
+    """The site names, from the ``q/<site>`` or ``da_prob/<site>`` columns, in column order."""
+    names = [c.split("/", 1)[1] for c in trials.columns if c.startswith(("q/", "da_prob/"))]
+    return list(dict.fromkeys(names))
 
 
 def _per_seed(df: pd.DataFrame, best_val_by_seed: pd.Series) -> pd.DataFrame:
@@ -43,19 +52,33 @@ def plain_run(df: pd.DataFrame, plain_passes: float) -> dict:
     return {"passes": plain_passes, "device_s": np.nan, "from": None}
 
 
+def finished(trials: pd.DataFrame) -> pd.DataFrame:
+    if not len(trials) or "best_val_acc" not in trials:
+        return trials.iloc[0:0]
+    return trials[trials["status"] == "TERMINATED"].dropna(subset=["best_val_acc"])
+
+
+def per_seed_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per (method, seed): the val-selected configuration's accuracies and the compute."""
+    ok = finished(trials)
+    if not len(ok):
+        return pd.DataFrame(columns=["method", "seed", "trials", "best_val_acc", "test_acc_selected",
+                                     "device_s", "sample_passes", "passes_to_within"])
+    return _per_seed(ok, ok.groupby("seed")["best_val_acc"].max())
+
+
 def method_table(trials: pd.DataFrame, plain_passes: float) -> tuple[pd.DataFrame, dict]:
-    """One row per method: means and standard deviations over seeds."""
-    ok = trials[trials["status"] == "TERMINATED"].dropna(subset=["best_val_acc"])
-    best_by_seed = ok.groupby("seed")["best_val_acc"].max()
-    seeds = _per_seed(ok, best_by_seed)
-    plain = plain_run(ok, plain_passes)
+    """One row per method: means and standard deviations (ddof=1) over seeds."""
+    ok = finished(trials)
+    seeds = per_seed_table(trials)
+    plain = plain_run(ok, plain_passes) if len(ok) else {"passes": plain_passes, "device_s": np.nan, "from": None}
     rows = []
     for method, g in seeds.groupby("method", sort=False):
         rows.append({
             "method": method, "seeds": len(g), "trials": int(g["trials"].sum()),
             "failed": int((trials["method"] == method).sum() - g["trials"].sum()),
-            "best_val_acc": g["best_val_acc"].mean(), "best_val_acc_std": g["best_val_acc"].std(ddof=0),
-            "test_acc": g["test_acc_selected"].mean(), "test_acc_std": g["test_acc_selected"].std(ddof=0),
+            "best_val_acc": g["best_val_acc"].mean(), "best_val_acc_std": _std(g["best_val_acc"]),
+            "test_acc": g["test_acc_selected"].mean(), "test_acc_std": _std(g["test_acc_selected"]),
             "device_s_per_seed": g["device_s"].mean(), "passes_per_seed": g["sample_passes"].mean(),
             "plain_run_multiple": g["sample_passes"].mean() / plain["passes"],
             "plain_run_multiple_device": g["device_s"].mean() / plain["device_s"],
@@ -66,11 +89,95 @@ def method_table(trials: pd.DataFrame, plain_passes: float) -> tuple[pd.DataFram
     return pd.DataFrame(rows), plain
 
 
+def _std(values) -> float:
+    values = np.asarray(values, dtype=float)
+    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def bootstrap_ci(diffs: Sequence[float], seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of paired differences (resampling seeds)."""
+    d = np.asarray(diffs, dtype=float)
+    if len(d) < 2:
+        return (np.nan, np.nan)
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), (BOOTSTRAP, len(d)))].mean(1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+def paired_differences(trials: pd.DataFrame, against: Sequence[str] = ("uniform", "none")) -> pd.DataFrame:
+    """Per method and reference: the mean over shared seeds of (method - reference) selected test
+    accuracy, with a bootstrap 95% CI over seeds."""
+    seeds = per_seed_table(trials)
+    acc = seeds.pivot_table(index="seed", columns="method", values="test_acc_selected")
+    rows = []
+    for ref in against:
+        if ref not in acc:
+            continue
+        for method in dict.fromkeys(seeds["method"]):
+            if method == ref:
+                continue
+            pair = acc[[method, ref]].dropna()
+            diffs = (pair[method] - pair[ref]).to_numpy()
+            lo, hi = bootstrap_ci(diffs)
+            rows.append({"method": method, "against": ref, "seeds": len(diffs), "mean_diff": diffs.mean() if len(diffs) else np.nan,
+                         "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(rows)
+
+
+def grid_by_site(trials: pd.DataFrame, sites: Sequence[str]) -> pd.DataFrame:
+    """The grid's per-site accuracies (mean and std over seeds), from its one-hot ``da_prob`` rows."""
+    ok = finished(trials)
+    grid = ok[ok["method"] == "grid"]
+    cols = [f"da_prob/{s}" for s in sites]
+    if not len(grid) or not all(c in grid for c in cols):
+        return pd.DataFrame()
+    site_of = grid[cols].to_numpy(dtype=float).argmax(1)
+    g = grid.assign(site=[sites[i] for i in site_of])
+    out = g.groupby("site").agg(val=("best_val_acc", "mean"), val_std=("best_val_acc", _std),
+                                test=("test_acc_at_best_val", "mean"), test_std=("test_acc_at_best_val", _std),
+                                seeds=("seed", "nunique"))
+    return out.reindex([s for s in sites if s in out.index])
+
+
+def site_agreement(trials: pd.DataFrame, sites: Sequence[str]) -> Optional[dict]:
+    """How well AdaLASE's final q agrees with the grid, per seed of each AdaLASE method.
+
+    The grid's best site is chosen on validation accuracy (mean over seeds); AdaLASE agrees in a
+    seed when the argmax of its q_final is that site, or a site whose mean val accuracy is within
+    one seed std (pooled over the grid's sites) of it. Also: Spearman's rank correlation between
+    q_final and the grid's per-site mean val accuracy, averaged over seeds.
+    """
+    grid = grid_by_site(trials, sites)
+    ok = finished(trials)
+    qcols = [f"q/{s}" for s in sites]
+    if grid.empty or not all(c in ok for c in qcols) or len(grid) != len(sites):
+        return None
+    pooled = float(np.sqrt(np.nanmean(np.square(grid["val_std"].to_numpy()))))
+    best = grid["val"].idxmax()
+    ties = set(grid.index[grid["val"] >= grid.loc[best, "val"] - pooled])
+    out = {"best_site": best, "tied": sorted(ties - {best}), "pooled_std": pooled, "methods": {}}
+    from scipy.stats import spearmanr
+
+    for method, g in ok.dropna(subset=qcols).groupby("method", sort=False):
+        q = g[qcols].to_numpy(dtype=float)
+        argmax = [sites[i] for i in q.argmax(1)]
+        rhos = [spearmanr(row, grid["val"].to_numpy()).statistic for row in q]
+        out["methods"][method] = {"seeds": len(q), "agree": sum(a in ties for a in argmax), "argmax": argmax,
+                                  "rho": float(np.nanmean(rhos)), "q_mean": q.mean(0), "q_std": q.std(0, ddof=1) if len(q) > 1 else q.std(0)}
+    return out
+
+
 def _pm(mean, std) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
-def render_markdown(table: pd.DataFrame, plain: dict, meta: dict) -> str:
+def _signed(v: float) -> str:
+    return f"{100 * v:+.2f}"
+
+
+def render_markdown(table: pd.DataFrame, plain: dict, meta: dict, paired: Optional[pd.DataFrame] = None,
+                    agreement: Optional[dict] = None, grid: Optional[pd.DataFrame] = None) -> str:
     lines = [f"# {meta.get('title', 'AdaLASE against the baselines')}", ""]
     for key, value in meta.items():
         if key != "title":
@@ -78,8 +185,8 @@ def render_markdown(table: pd.DataFrame, plain: dict, meta: dict) -> str:
     lines += [
         f"- plain run: {plain['passes']:.0f} sample passes"
         + (f", {plain['device_s']:.2f} device-s (mean of `{plain['from']}` trials)" if plain["from"] else ""),
-        "- accuracies in %, mean ± std over seeds; per seed the configuration is selected on val accuracy and "
-        "its test accuracy is taken at the epoch of its best val accuracy",
+        "- accuracies in %, mean ± std (ddof=1) over seeds; per seed the configuration is selected on val accuracy "
+        "and its test accuracy is taken at the epoch of its best val accuracy",
         "- compute per seed; 'to within 0.5' = compute spent (in plain runs, by sample passes) until the method's "
         "best-so-far val accuracy came within 0.5 points of the best val accuracy any method found for that seed, "
         "averaged over the seeds where it did (their count in brackets when not all)",
@@ -102,46 +209,109 @@ def render_markdown(table: pd.DataFrame, plain: dict, meta: dict) -> str:
             best = reached.assign(order=-reached["to_within_seeds"]).sort_values(["order", "to_within_multiple"]).iloc[0]
             lines += ["", f"Least compute to come within 0.5 points of the best, in the most seeds: **{best['method']}** "
                           f"({best['to_within_multiple']:.2f} plain runs, {best['to_within_seeds']}/{best['seeds']} seeds)."]
+    if paired is not None and len(paired):
+        lines += ["", "## Paired differences in test accuracy (points, method − reference, same seeds)", "",
+                  "A 95% CI that excludes 0 is a difference beyond the seed noise.", "",
+                  "| method | against | seeds | mean difference | 95% CI (bootstrap over seeds) |", "|---|---|---|---|---|"]
+        for r in paired.itertuples():
+            ci = "n/a (one seed)" if np.isnan(r.ci_low) else f"[{_signed(r.ci_low)}, {_signed(r.ci_high)}]"
+            lines.append(f"| {r.method} | {r.against} | {r.seeds} | {_signed(r.mean_diff)} | {ci} |")
+    if grid is not None and len(grid):
+        lines += ["", "## Where DA helps: the grid's fixed sites", "",
+                  "| site | val acc | test acc | seeds |", "|---|---|---|---|"]
+        for site, r in grid.iterrows():
+            lines.append(f"| {site} | {_pm(r['val'], r['val_std'])} | {_pm(r['test'], r['test_std'])} | {int(r['seeds'])} |")
+        spread = grid["val"].max() - grid["val"].min()
+        pooled = float(np.sqrt(np.nanmean(np.square(grid["val_std"].to_numpy()))))
+        ratio = f"{spread / pooled:.1f}× the pooled seed std ({100 * pooled:.2f})" if pooled > 0 else "n/a (one seed)"
+        lines.append(f"\nBest minus worst site (val): {100 * spread:.2f} points = {ratio}.")
+    if agreement:
+        tied = f" (tied within one seed std: {', '.join(agreement['tied'])})" if agreement["tied"] else ""
+        lines += ["", "## Does AdaLASE's q find the grid's best site?", "",
+                  f"The grid's best site on val accuracy: **{agreement['best_site']}**{tied}.", "",
+                  "| method | seeds where argmax q_final is the best site | Spearman(q_final, grid val acc) | "
+                  "q_final, mean ± std over seeds | argmax per seed |", "|---|---|---|---|---|"]
+        for method, a in agreement["methods"].items():
+            q = ", ".join(f"{s} {m:.3f} ± {sd:.3f}" for s, m, sd in zip(grid.index, a["q_mean"], a["q_std"]))
+            lines.append(f"| {method} | {a['agree']}/{a['seeds']} | {a['rho']:+.2f} | {q} | {', '.join(a['argmax'])} |")
     return "\n".join(lines) + "\n"
 
 
-def plot_cost_vs_accuracy(trials: pd.DataFrame, plain_passes: float, path: Path) -> None:
+def _curves(ok: pd.DataFrame, plain_passes: float) -> dict:
+    """Per method: (x, mean, lo, hi) of best-so-far val accuracy against cumulative compute, over seeds."""
+    out = {}
+    for method, g in ok.groupby("method", sort=False):
+        per_seed = []
+        for _, s in g.groupby("seed"):
+            s = s.sort_values("finished_at", kind="stable")
+            per_seed.append((s["sample_passes"].cumsum().to_numpy() / plain_passes, s["best_val_acc"].cummax().to_numpy()))
+        grid = np.unique(np.concatenate([x for x, _ in per_seed]))
+        # step functions: a seed's best-so-far at compute c is its last value with x <= c (nan before its first trial)
+        ys = np.array([[y[np.searchsorted(x, c, side="right") - 1] if c >= x[0] else np.nan for c in grid]
+                       for x, y in per_seed]) * 100
+        with np.errstate(all="ignore"):
+            out[method] = (grid, np.nanmean(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0))
+    return out
+
+
+def plot_cost_to_accuracy(trials: pd.DataFrame, plain_passes: float, path: Path) -> None:
     """Best-so-far val accuracy against cumulative compute (plain runs), one line per method,
-    averaged over seeds trial by trial (trials in order of completion)."""
+    the mean over seeds with the band between the worst and the best seed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = trials[trials["status"] == "TERMINATED"].dropna(subset=["best_val_acc"])
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method, g in ok.groupby("method", sort=False):
-        curves = []
-        for _, s in g.groupby("seed"):
-            s = s.sort_values("finished_at", kind="stable")
-            curves.append((s["sample_passes"].cumsum().to_numpy() / plain_passes, s["best_val_acc"].cummax().to_numpy()))
-        n = min(len(c[0]) for c in curves)
-        x = np.mean([c[0][:n] for c in curves], axis=0)
-        y = np.mean([c[1][:n] for c in curves], axis=0) * 100
-        ax.plot(x, y, marker="o", markersize=3, label=method)
+    for method, (x, mean, lo, hi) in _curves(finished(trials), plain_passes).items():
+        line, = ax.step(x, mean, where="post", marker="o", markersize=3, label=method)
+        ax.fill_between(x, lo, hi, step="post", alpha=0.15, color=line.get_color())
     ax.set_xlabel("cumulative compute (plain training runs, by sample passes)")
     ax.set_ylabel("best-so-far val accuracy (%)")
     ax.set_xscale("symlog", linthresh=1.0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title("Cost against accuracy (mean over seeds)")
+    ax.set_title("Cost to accuracy (mean over seeds; band: worst to best seed)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_cost_vs_accuracy(trials: pd.DataFrame, plain_passes: float, path: Path) -> None:
+    """One point per method and seed: its total compute against the test accuracy it selected on val."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seeds = per_seed_table(trials)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method, g in seeds.groupby("method", sort=False):
+        ax.scatter(g["sample_passes"] / plain_passes, 100 * g["test_acc_selected"], s=18, alpha=0.7, label=method)
+    ax.set_xlabel("compute per seed (plain training runs, by sample passes)")
+    ax.set_ylabel("test accuracy of the val-selected configuration (%)")
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Cost against accuracy (one point per method and seed)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def write_report(trials: pd.DataFrame, out_dir: str | Path, plain_passes: float, meta: Optional[dict] = None) -> dict:
-    """Write the three comparison files; returns their paths and the method table."""
+    """Write results.csv, report.md, cost_to_accuracy.png and cost_vs_accuracy.png; returns their
+    paths and the method table."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out / "results.csv", "md": out / "report.md", "png": out / "cost_vs_accuracy.png"}
+    paths = {"csv": out / "results.csv", "md": out / "report.md", "png": out / "cost_vs_accuracy.png",
+             "curve_png": out / "cost_to_accuracy.png"}
     trials.to_csv(paths["csv"], index=False)
     table, plain = method_table(trials, plain_passes)
-    paths["md"].write_text(render_markdown(table, plain, meta or {}))
+    sites = sites_of(trials)
+    grid = grid_by_site(trials, sites) if sites else None
+    agreement = site_agreement(trials, sites) if sites else None
+    paths["md"].write_text(render_markdown(table, plain, meta or {}, paired_differences(trials), agreement, grid))
+    plot_cost_to_accuracy(trials, plain_passes, paths["curve_png"])
     plot_cost_vs_accuracy(trials, plain_passes, paths["png"])
     return {**paths, "table": table}

@@ -154,6 +154,7 @@ class Tracking:
                 "final_test_acc": m.get("final_test_acc", np.nan), "epochs": int(m.get("epochs", 0)),
                 "device_s": m.get("cost/total_device_s", np.nan), "sample_passes": m.get("cost/total_sample_passes", np.nan),
                 "finished_at": (run.info.end_time or 0) / 1000.0, "node_id": run.data.tags.get("node_id"),
+                **_site_columns(run),
             })
         return rows
 
@@ -166,6 +167,16 @@ class Tracking:
         runs = _retry(self.client.search_runs, [self.experiment_id], filter_string="tags.run_kind = 'method'",
                       max_results=1, order_by=["attributes.start_time DESC"])
         return runs[0].data.tags["benchmark"] if runs else None
+
+
+def _site_columns(run) -> dict:
+    """``q/<site>`` or ``da_prob/<site>`` of a trial run, as :func:`adalase_tune.tuning.site_columns`."""
+    from .tuning import site_columns
+
+    p, sites = run.data.params, [s for s in run.data.tags.get("sites", "").split(",") if s]
+    params = {"selection": {"method": p.get("selection.method"), "site": p.get("selection.site")},
+              "da_prob": {s: p[f"da_prob/{s}"] for s in sites if f"da_prob/{s}" in p}}
+    return site_columns(params, run.data.metrics, sites)
 
 
 class TrialTrackerFactory:

@@ -279,8 +279,9 @@ def sweep(cfg: ExperimentConfig, method: str, options: SweepOptions = SweepOptio
             for job in jobs]
 
 
-def trial_rows(grid, method: str) -> list[dict]:
-    """One plain row per trial of a ResultGrid: selection on val, test there, costs, status."""
+def trial_rows(grid, method: str, sites: Sequence[str] = ()) -> list[dict]:
+    """One plain row per trial of a ResultGrid: selection on val, test there, costs, status, and
+    per site ``q/<site>`` (AdaLASE's final q) or ``da_prob/<site>`` (the weights it ran with)."""
     import json
 
     rows = []
@@ -297,5 +298,23 @@ def trial_rows(grid, method: str) -> list[dict]:
                         "finished_at": float(m.get("timestamp", 0)), "node_id": m.get("node_id")})
         elif not result.error:
             row.update(status="ERROR", error="the trial reported no epoch")
+        row.update(site_columns(params, m, sites))
         rows.append(row)
     return rows
+
+
+def site_columns(params: dict, metrics: dict, sites: Sequence[str]) -> dict:
+    """``q/<site>`` from an AdaLASE trial's last report, or ``da_prob/<site>`` from its params."""
+    selection = params.get("selection", {})
+    kind = selection.get("method")
+    if kind == "adalase":
+        return {f"q/{s}": metrics.get(f"adalase/q/{s}", np.nan) for s in sites}
+    if kind == "probs":
+        weights = [float(params.get("da_prob", {}).get(s, np.nan)) for s in sites]
+    elif kind == "fixed":
+        weights = [float(i == int(selection.get("site"))) for i in range(len(sites))]
+    elif kind == "uniform":
+        weights = [1.0] * len(sites)
+    else:
+        return {}
+    return {f"da_prob/{s}": w for s, w in zip(sites, weights)}
