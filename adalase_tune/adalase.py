@@ -27,16 +27,20 @@ from .config import ConfigError, ExperimentConfig
 from .data import DataBundle, Split, augment_inputs, stratified_split
 
 
-def flat_grad(model: nn.Module) -> torch.Tensor:
-    """All parameter gradients flattened into one vector (zeros where a gradient is missing)."""
-    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-                      for p in model.parameters() if p.requires_grad])
+def trainable(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def flat_grad(model_or_params) -> torch.Tensor:
+    """All parameter gradients flattened into one vector (zeros where a gradient is missing).
+    Takes a model or, on hot paths, the list of its trainable parameters."""
+    params = trainable(model_or_params) if isinstance(model_or_params, nn.Module) else model_or_params
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
 
 
 @contextlib.contextmanager
-def frozen_batchnorm_stats(model: nn.Module):
+def frozen_batchnorm_stats(bns: list[nn.Module]):
     """Train-mode batch statistics, but running statistics left untouched (as the official code)."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     for m in bns:
         m.track_running_stats = False
     try:
@@ -70,6 +74,7 @@ class PseudoValidation:
         wanted = a.val_batch(cfg.train.batch_size)
         self.batch_size = min(wanted, len(self.split))
         self.x = self.y = self.ids = None
+        self._model = None
 
     def new_epoch(self, rng: np.random.Generator) -> None:
         pick = rng.choice(len(self.split), self.batch_size, replace=False)
@@ -83,11 +88,17 @@ class PseudoValidation:
 
     def gradient(self, model: nn.Module, loss_fn) -> torch.Tensor:
         """``grad L_val`` at the current weights: train mode, no latent DA, BN stats untouched."""
-        model.zero_grad(set_to_none=True)
-        with frozen_batchnorm_stats(model):
+        if self._model is not model:  # the module lists, once per model (walking modules costs per step)
+            self._model, self._params = model, trainable(model)
+            self._bns = [m for m in model.modules()
+                         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        for p in self._params:
+            p.grad = None
+        with frozen_batchnorm_stats(self._bns):
             loss_fn(model, self.x, self.y).backward()
-        g = flat_grad(model)
-        model.zero_grad(set_to_none=True)
+        g = flat_grad(self._params)
+        for p in self._params:
+            p.grad = None
         return g
 
     @property
@@ -115,16 +126,20 @@ def hold_out(cfg: ExperimentConfig, data: DataBundle) -> tuple[DataBundle, Optio
 
 
 class Hypergradient:
-    """Which steps get a hypergradient, and when the pseudo-validation gradient is taken.
+    """Which training steps get a hypergradient, and when a pseudo-validation gradient is taken.
 
-    ``credit: step`` (T1-T2 as in the paper's code): every ``every`` steps, keep that step's raw
-    gradient ``g_l(theta_t)``, step, take ``g_val(theta_{t+1})`` and feed ``<g_val, g_l>``.
-    ``credit: window``: keep the raw gradient of *every* step; after each ``every``-th step (and
-    after an epoch's last step, so that no window crosses a checkpoint) take one ``g_val`` and
-    feed ``<g_val(theta_end), g_l(theta_i)>`` for each step ``i`` of the window: the identity-
-    Jacobian estimate of how step ``i`` changed the pseudo-validation loss at the window's end.
-    One pseudo-validation pass then credits ``every`` steps instead of one; it holds up to
-    ``every`` gradient copies.
+    - ``credit: step`` (T1-T2, as the paper's code): every ``every`` steps, keep that step's raw
+      gradient ``g_l(theta_t)``, step, take ``g_val(theta_{t+1})`` and feed ``<g_val, g_l>``.
+    - ``credit: reuse``: the same fresh hypergradient every ``every`` steps, and every step in
+      between is fed ``<g_val, g_l(theta_i)>`` with the latest ``g_val`` (at most ``every - 1``
+      steps old). One pseudo-validation pass then serves ``every`` hypergradients.
+    - ``credit: window``: keep every step's raw gradient; after each ``every``-th step (and after
+      an epoch's last step) take one ``g_val`` at the window's end and feed it against each of
+      them: how each step of the window changed the pseudo-validation loss at its end, to first
+      order (a longer-horizon signal). It holds up to ``every`` gradient copies.
+
+    ``benchmarks/results/presets.md`` measures all three. The kept ``g_val`` of ``reuse`` is part
+    of the run's state, so a resumed run replays an uninterrupted one exactly.
     """
 
     def __init__(self, cfg: ExperimentConfig, steps_per_epoch: int):
@@ -132,31 +147,53 @@ class Hypergradient:
         self.every, self.credit = a.every_steps(), a.credit_mode()
         self.steps_per_epoch = steps_per_epoch
         self.window: list[tuple[int, torch.Tensor]] = []
+        self.g_val: Optional[torch.Tensor] = None  # reuse: the latest pseudo-validation gradient
+        self.params: Optional[list] = None
 
     def updates(self, epochs: int) -> int:
         """Hypergradients a run of ``epochs`` gives (with a site drawn at every step)."""
-        if self.credit == "window":
-            return epochs * self.steps_per_epoch
-        return math.ceil(epochs * self.steps_per_epoch / self.every)
+        if self.credit == "step":
+            return math.ceil(epochs * self.steps_per_epoch / self.every)
+        return epochs * self.steps_per_epoch
 
     def collect(self, step: int, site, model: nn.Module) -> None:
-        """After backward: keep this step's raw gradient if it gets credit."""
-        if site is not None and (self.credit == "window" or step % self.every == 0):
-            self.window.append((site, flat_grad(model)))
+        """After backward: keep this step's raw gradient if it gets a hypergradient."""
+        if site is not None and (self.credit != "step" or step % self.every == 0):
+            if self.params is None:
+                self.params = trainable(model)
+            self.window.append((site, flat_grad(self.params)))
 
-    def due(self, step: int, last_of_epoch: bool) -> bool:
-        """After the optimizer step ``step``: is a pseudo-validation gradient due now?"""
+    def fresh_due(self, step: int, last_of_epoch: bool) -> bool:
+        """After the optimizer step ``step``: is a new pseudo-validation gradient due?"""
         if not self.window:
             return False
-        return self.credit == "step" or (step + 1) % self.every == 0 or last_of_epoch
+        if self.credit == "window":
+            return (step + 1) % self.every == 0 or last_of_epoch
+        return step % self.every == 0 or self.g_val is None
 
-    def feed(self, g_val: torch.Tensor, policy) -> None:
+    def feed(self, g_val: Optional[torch.Tensor], policy) -> None:
+        """Feed the kept gradients against ``g_val`` (a fresh one), or against the kept ``g_val``
+        (``reuse``) when None; other credits wait for their next fresh one."""
+        if g_val is not None and self.credit == "reuse":
+            self.g_val = g_val
+        elif g_val is None:
+            if self.credit != "reuse" or self.g_val is None:
+                return
+            g_val = self.g_val
         for site, g_tr in self.window:
             policy.observe(site, hypergradient_dot(g_val, g_tr))
         self.window.clear()
 
+    def state_dict(self) -> dict:
+        assert not self.window, "a checkpoint is taken between steps, when no gradient is pending"
+        return {"g_val": None if self.g_val is None else self.g_val.cpu()}
+
+    def load_state_dict(self, state: dict, device) -> None:
+        g = state.get("g_val")
+        self.g_val = None if g is None else g.to(device)
+
 
 def hypergradient_dot(g_val: torch.Tensor, g_tr: torch.Tensor) -> float:
-    """``<g_val, g_tr>`` in float64 (the q update is sensitive to its sign)."""
-    d = torch.dot(g_val.double(), g_tr.double()).item()
+    """``<g_val, g_tr>`` in the gradients' own precision (float64 for a float64 model)."""
+    d = torch.dot(g_val, g_tr).item()
     return d if math.isfinite(d) else float("nan")

@@ -142,8 +142,8 @@ class Trainer:
             if hyper is not None:
                 extra += self._timed(hyper.collect, self.step, site, self.model)
             self.optimizer.step()
-            if hyper is not None and hyper.due(self.step, i == self.steps_per_epoch - 1):
-                extra += self._timed(self._pseudo_validation_step)
+            if hyper is not None and hyper.window:
+                extra += self._timed(self._hypergradients, i == self.steps_per_epoch - 1)
             self.scheduler.step()
             self.step += 1
             total += loss.detach() * len(y)
@@ -166,10 +166,14 @@ class Trainer:
         self._sync()
         return time.perf_counter() - t0
 
-    def _pseudo_validation_step(self) -> None:
-        """``g_val`` at the current weights, fed against every kept training gradient."""
-        self.hypergradient.feed(self.pseudo_val.gradient(self.model, self._loss), self.policy)
-        self.cost["sample_passes"] += self.pseudo_val.sample_passes
+    def _hypergradients(self, last_of_epoch: bool) -> None:
+        """After the optimizer step: feed the kept training gradients to the policy, against a
+        fresh ``g_val`` at the current weights when one is due (see :class:`Hypergradient`)."""
+        g_val = None
+        if self.hypergradient.fresh_due(self.step, last_of_epoch):
+            g_val = self.pseudo_val.gradient(self.model, self._loss)
+            self.cost["sample_passes"] += self.pseudo_val.sample_passes
+        self.hypergradient.feed(g_val, self.policy)
 
     @torch.no_grad()
     def evaluate(self, split, batch_size: int = 1024) -> tuple[float, float]:
@@ -273,6 +277,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "policy": self.policy.state_dict(),
+            "hypergradient": self.hypergradient.state_dict() if self.hypergradient is not None else None,
             "rngs": {k: r.bit_generator.state for k, r in self.rngs.items()},
             "torch_gen": self.torch_gen.get_state(),
             "history": self.history,
@@ -298,6 +303,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if not searched:
             self.policy.load_state_dict(state["policy"])
+            if self.hypergradient is not None and state.get("hypergradient"):
+                self.hypergradient.load_state_dict(state["hypergradient"], self.device)
         for k, r in self.rngs.items():
             r.bit_generator.state = state["rngs"][k]
         self.torch_gen.set_state(state["torch_gen"])

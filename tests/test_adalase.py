@@ -10,7 +10,8 @@ from conftest import tiny_config
 
 
 def _plain_sgd_trainer(**extra):
-    cfg = tiny_config(**{"selection.method": "adalase", "model.name": "mlp", "model.hidden": [12, 6],
+    cfg = tiny_config(**{"selection.method": "adalase", "adalase.preset": "faithful", "model.name": "mlp",
+                         "model.hidden": [12, 6],
                          "train.momentum": 0.0, "train.nesterov": False, "train.weight_decay": 0.0,
                          "train.batch_size": 100, "train.lr": 0.1, "data.n_train": 60,
                          "adalase.val_batch_size": 40, **extra})
@@ -81,7 +82,7 @@ def test_engine_feeds_the_policy_g_val_at_theta_next_dot_g_train_at_theta():
     g_tr = _site_grad(tr, site, x, y)  # leaves .grad set, as the engine's backward does
     tr.hypergradient.collect(tr.step, site, tr.model)
     tr.optimizer.step()
-    tr._pseudo_validation_step()
+    tr._hypergradients(last_of_epoch=False)
     theta1 = torch.nn.utils.parameters_to_vector(_params(tr.model)).detach()
     torch.testing.assert_close(theta1, theta0 - tr.cfg.train.lr * g_tr)
     g_val = tr.pseudo_val.gradient(tr.model, tr._loss)
@@ -107,8 +108,9 @@ class _ScaledLoss(Trainer):
         return self.scale * super()._loss(model, x, y, site)
 
 
-def _q_trajectory(form, scale=1.0, lr=0.05, wd=5e-4):
-    cfg = tiny_config(**{"selection.method": "adalase", "adalase.update": form, "train.lr": lr,
+def _q_trajectory(form, scale=1.0, lr=0.05, wd=5e-4, seed=0):
+    cfg = tiny_config(**{"selection.method": "adalase", "adalase.preset": "faithful", "adalase.update": form,
+                         "train.lr": lr, "train.seed": seed,
                          "train.weight_decay": wd, "train.epochs": 4, "data.n_train": 200, "train.batch_size": 16})
     trainer = _ScaledLoss(cfg)
     trainer.scale = scale
@@ -116,24 +118,32 @@ def _q_trajectory(form, scale=1.0, lr=0.05, wd=5e-4):
 
 
 def _movement(q):
-    return np.abs(q[-1] - 0.2).max()
+    """How far q is from uniform, on average over the epochs of a run."""
+    return np.abs(q - 0.2).max(1).mean()
 
 
-def test_normalized_q_is_invariant_to_a_10x_loss_and_moves_alike_under_a_10x_learning_rate():
+def test_normalized_q_is_invariant_to_a_10x_loss():
     """A loss x10 with lr/10 and weight decay x10 follows the same weights (SGD is linear in them):
-    the normalized q trajectory is the same to float32 rounding (1e-4), while the raw rule's
-    moves about 100x further. Under a 10x larger or smaller learning rate the normalized q moves
-    within a factor 2.5 of the base run's distance from uniform; the raw rule's spread is wider."""
+    the normalized q trajectory is the same up to float32 rounding (1e-4), while the raw rule's
+    moves many times further."""
     base = _q_trajectory("normalized")
     scaled = _q_trajectory("normalized", scale=10.0, lr=0.005, wd=5e-3)
     np.testing.assert_allclose(scaled, base, rtol=0, atol=1e-4)
-    assert _movement(base) > 0.3
+    assert _movement(base) > 0.2
     raw, raw_scaled = _q_trajectory("raw"), _q_trajectory("raw", scale=10.0, lr=0.005, wd=5e-3)
     assert _movement(raw_scaled) > 20 * _movement(raw)
-    for lr in (0.5, 0.005):
-        assert 1 / 2.5 < _movement(_q_trajectory("normalized", lr=lr)) / _movement(base) < 2.5
-    raw_moves = [_movement(_q_trajectory("raw", lr=lr)) for lr in (0.5, 0.05, 0.005)]
-    assert max(raw_moves) / min(raw_moves) > 5
+
+
+def test_normalized_q_moves_alike_across_a_100x_range_of_learning_rates():
+    """Learning rates 0.005, 0.05 and 0.5 (3 seeds each): the normalized q's mean distance from
+    uniform stays within a factor 3 across them (measured: 0.30 to 0.68); the raw rule's varies by
+    more than 5x (0.016 to 0.0017), shrinking as the learning rate grows."""
+    def moves(form):
+        return [np.mean([_movement(_q_trajectory(form, lr=lr, seed=s)) for s in range(3)]) for lr in (0.005, 0.05, 0.5)]
+
+    normalized, raw = moves("normalized"), moves("raw")
+    assert max(normalized) / min(normalized) < 3 and min(normalized) > 0.2
+    assert max(raw) / min(raw) > 5
 
 
 def test_a_nan_pseudo_validation_gradient_is_skipped_and_q_stays_finite():

@@ -17,7 +17,7 @@ def test_round_trip_and_flatten():
     cfg = ExperimentConfig()
     assert from_dict(cfg.to_dict()) == cfg
     flat = flatten(cfg.to_dict())
-    assert flat["adalase.eta"] is None and cfg.adalase.eta_value() == 0.01 and flat["data.name"] == "digits"
+    assert flat["adalase.eta"] is None and cfg.adalase.eta_value() == 10.0 and flat["data.name"] == "digits"  # fast
     assert cfg.replace(**{"train.seed": 3}).train.seed == 3
 
 

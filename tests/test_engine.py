@@ -18,7 +18,8 @@ def _untimed(history):
 
 SETTINGS = [
     {"selection.method": "adalase"},
-    {"selection.method": "adalase", "adalase.preset": "fast", "adalase.every": 2, "adalase.val_source": "holdout"},
+    {"selection.method": "adalase", "adalase.preset": "fast", "adalase.every": 3, "adalase.val_source": "holdout"},
+    {"selection.method": "adalase", "adalase.preset": "fast", "adalase.every": 2, "adalase.credit": "step"},
     {"selection.method": "adalase", "adalase.preset": "fast", "adalase.every": 3, "adalase.credit": "window"},
     {"selection.method": "uniform", "augment.op": "noise", "data.input_augment": True},
     {"selection.method": "probs", "selection.weights": [1, 0, 2, 0, 1], "augment.op": "cutmix"},
@@ -85,6 +86,19 @@ def test_window_credit_feeds_every_step_and_never_crosses_an_epoch():
     assert s["cost"]["sample_passes"] == 2 * 100 + 4 * 40
 
 
+def test_reuse_credit_feeds_every_step_with_one_fresh_pseudo_validation_gradient_per_every_steps():
+    cfg = tiny_config(**{"selection.method": "adalase", "train.epochs": 2, "adalase.val_batch_size": 40,
+                         "adalase.every": 3, "adalase.credit": "reuse"})
+    tr = Trainer(cfg)
+    fed, fresh = [], []
+    observe, gradient = tr.policy.observe, tr.pseudo_val.gradient
+    tr.policy.observe = lambda site, dot: (fed.append(tr.step), observe(site, dot))
+    tr.pseudo_val.gradient = lambda *a: (fresh.append(tr.step), gradient(*a))[1]
+    s = tr.run()
+    assert fed == list(range(8)) and fresh == [0, 3, 6]  # the g_val of step 3 also serves steps 4 and 5
+    assert tr.policy.horizon == 8 and s["cost"]["sample_passes"] == 2 * 100 + 3 * 40
+
+
 def test_summary_selects_on_val_and_reports_test_there():
     s = Trainer(tiny_config(**{"selection.method": "adalase", "train.epochs": 4})).run()
     h = s["history"]
@@ -101,11 +115,12 @@ def test_summary_selects_on_val_and_reports_test_there():
         assert key in h[0]
 
 
-def test_adalase_learns_on_digits_and_beats_chance():
-    s = Trainer(tiny_config(**{"selection.method": "adalase", "train.epochs": 5, "adalase.eta": 0.05,
-                               "data.n_train": 300, "model.width": 8, "train.lr": 0.1})).run()
+def test_adalase_learns_on_digits_and_q_leaves_uniform():
+    s = Trainer(tiny_config(**{"selection.method": "adalase", "train.epochs": 5, "data.n_train": 300,
+                               "model.width": 8, "train.lr": 0.1})).run()
     assert s["best_val_acc"] > 0.8
-    assert s["q_final"] != [0.2] * 5
+    assert s["q_movement"]["max_dev"] > 0.1 and s["q_movement"]["kl"] > 0.01
+    assert s["history"][-1]["adalase/q_max_dev"] == s["q_movement"]["max_dev"]
 
 
 @pytest.mark.parametrize("source", ["train", "holdout"])
@@ -138,11 +153,14 @@ def test_holdout_that_leaves_nothing_is_refused_before_training():
         Trainer(cfg)
 
 
-def test_pseudo_val_batch_is_8x_train_batch_capped_at_the_subset():
-    tr = Trainer(tiny_config(**{"selection.method": "adalase", "data.n_train": None, "train.batch_size": 16}))
+def test_pseudo_val_batch_is_the_presets_multiple_of_the_train_batch_capped_at_the_subset():
+    faithful = {"selection.method": "adalase", "adalase.preset": "faithful"}
+    tr = Trainer(tiny_config(**faithful, **{"data.n_train": None, "train.batch_size": 16}))
     assert tr.pseudo_val.batch_size == 128
-    tr = Trainer(tiny_config(**{"selection.method": "adalase", "data.n_train": 50}))
+    tr = Trainer(tiny_config(**faithful, **{"data.n_train": 50}))
     assert tr.pseudo_val.batch_size == 50
+    tr = Trainer(tiny_config(**{"selection.method": "adalase", "data.n_train": None, "train.batch_size": 16}))
+    assert tr.pseudo_val.batch_size == 32  # fast: 2x
 
 
 def test_a_diverging_run_stops_with_a_clear_error():
@@ -165,9 +183,11 @@ def test_report_gets_metrics_and_a_loadable_state_every_epoch(tmp_path):
 def test_presets_set_the_cost_settings_and_explicit_values_win():
     tr = Trainer(tiny_config(**{"selection.method": "adalase", "adalase.preset": "fast", "data.n_train": None}))
     assert tr.hypergradient.every == 10 and tr.pseudo_val.batch_size == 64
-    assert tr.hypergradient.credit == "step" and tr.policy.form == "normalized"
-    tr = Trainer(tiny_config(**{"selection.method": "adalase", "data.n_train": None}))
-    assert tr.hypergradient.every == 1 and tr.pseudo_val.batch_size == 8 * 32  # faithful by default
+    assert tr.hypergradient.credit == "reuse" and tr.policy.form == "normalized"
+    tr = Trainer(tiny_config(**{"selection.method": "adalase", "data.n_train": None, "adalase.preset": "faithful"}))
+    assert tr.hypergradient.every == 1 and tr.pseudo_val.batch_size == 8 * 32 and tr.hypergradient.credit == "step"
     assert tr.policy.form == "raw" and tr.policy.eta == 0.01
+    tr = Trainer(tiny_config(**{"selection.method": "adalase", "data.n_train": None}))
+    assert tr.hypergradient.every == 10 and tr.policy.form == "normalized"  # fast by default
     tr = Trainer(tiny_config(**{"selection.method": "adalase", "adalase.preset": "fast", "adalase.every": 3}))
     assert tr.hypergradient.every == 3

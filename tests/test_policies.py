@@ -62,7 +62,8 @@ def test_wrong_number_of_weights():
 
 
 def test_adalase_q_stays_on_the_simplex_and_clipped():
-    cfg = tiny_config(**{"selection.method": "adalase", "adalase.eta": 0.5, "adalase.interval": 3})
+    cfg = tiny_config(**{"selection.method": "adalase", "adalase.preset": "faithful", "adalase.eta": 0.5,
+                         "adalase.interval": 3})
     policy = build_policy(cfg, SITES)
     rng = np.random.default_rng(0)
     eps = cfg.adalase.min_rate_sum / len(SITES)
@@ -75,7 +76,8 @@ def test_adalase_q_stays_on_the_simplex_and_clipped():
 
 
 def test_adalase_update_rule_by_hand():
-    cfg = tiny_config(**{"selection.method": "adalase", "adalase.eta": 0.1, "adalase.interval": 2})
+    cfg = tiny_config(**{"selection.method": "adalase", "adalase.preset": "faithful", "adalase.eta": 0.1,
+                         "adalase.interval": 2})
     policy = build_policy(cfg, SITES)
     policy.observe(1, 0.5)
     np.testing.assert_allclose(policy.probs(), [0.2] * 5)  # pending until `interval` observations

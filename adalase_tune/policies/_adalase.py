@@ -47,7 +47,7 @@ class AdaLASE(Policy):
         self.horizon = 1  # hypergradients in the whole run (normalized form); set by start()
         self.delta = np.zeros(len(sites))
         self.pending = 0
-        self.stats = np.zeros(3)  # normalized: EMA of d, EMA of d^2, bias correction 1 - decay^n
+        self.stats = np.zeros(3)  # normalized: decayed weight sum, weighted mean and sum of squared deviations of d
         self.skipped = 0
         if self.form == "normalized" and a.eta is not None and a.eta < 0.5:
             warnings.warn(f"adalase.eta = {a.eta} with the normalized update barely moves q: there eta is the "
@@ -73,15 +73,18 @@ class AdaLASE(Policy):
             self._apply()
 
     def _standardise(self, dot: float) -> float:
-        """``(d - mean) / std`` against the statistics of the earlier hypergradients, then update them."""
-        mean_sum, sq_sum, weight = self.stats
+        """``(d - mean) / std`` against the exponentially weighted statistics of the earlier
+        hypergradients (weights ``decay^age``, updated as West's weighted Welford recursion, which
+        has no cancellation), then include ``d`` in them. 0 until the variance is positive."""
+        weight, mean, sq = self.stats
         z = 0.0
-        if weight > 0:
-            mean, var = mean_sum / weight, sq_sum / weight - (mean_sum / weight) ** 2
-            if var > 0:
-                z = float(np.clip((dot - mean) / math.sqrt(var), -Z_CLIP, Z_CLIP))
-        b = self.decay
-        self.stats = np.array([b * mean_sum + (1 - b) * dot, b * sq_sum + (1 - b) * dot * dot, b * weight + (1 - b)])
+        if weight > 0 and sq > 0:
+            z = float(np.clip((dot - mean) / math.sqrt(sq / weight), -Z_CLIP, Z_CLIP))
+        weight = self.decay * weight + 1.0
+        delta = dot - mean
+        mean += delta / weight
+        sq = self.decay * sq + delta * (dot - mean)
+        self.stats = np.array([weight, mean, sq])
         return z
 
     def _apply(self) -> None:
