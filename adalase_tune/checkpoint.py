@@ -6,13 +6,16 @@ truncated file gives an error that names it.
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 
 import torch
 
+from .config import ConfigError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(ConfigError):
     """A checkpoint file that cannot be read; the message names the file."""
 
 
@@ -39,7 +42,10 @@ def safe_load(path: str | Path, map_location="cpu"):
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError... by damage kind
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"checkpoint {str(path)!r} is corrupted or truncated ({first}); "
-                              "delete it to start that run afresh") from None
+    except pickle.UnpicklingError:  # torch's message advises weights_only=False: that would run the file's code
+        raise CheckpointError(f"checkpoint {str(path)!r} holds Python objects besides tensors and plain data, so it "
+                              "is not loaded (adalase-tune reads only tensors and plain data, never code); use a "
+                              "checkpoint written by adalase-tune, or delete this one") from None
+    except Exception:  # torch raises RuntimeError, EOFError... by the kind of damage
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupted or truncated; delete it to start that run "
+                              "afresh") from None

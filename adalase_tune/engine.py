@@ -1,14 +1,15 @@
 """The training engine: plain PyTorch, no Ray or MLflow.
 
 :class:`Trainer` trains one network with latent DA under one selection policy, evaluates on
-val and test every epoch, accounts for cost, and hands ``(metrics, checkpoint_state)`` to a
-``report`` callback once per epoch, so that the same loop runs standalone and under Ray Tune.
-Every random draw comes from generators the run owns; their states are in the checkpoint, so
-a run resumed after epoch k replays an uninterrupted one exactly on CPU.
+val and test every epoch and accounts for cost. What happens around the loop (progress output,
+a checkpoint folder, a Ray Tune report, MLflow tracking) plugs in as :class:`Callback` s, so the
+same loop runs standalone and under Ray Tune. Every random draw comes from generators the run
+owns; their states are in the checkpoint, so a run resumed after epoch k replays an
+uninterrupted one exactly on CPU.
 
 Example::
 
-    summary = Trainer(load_config("search_spaces/digits.yaml")).run()
+    summary = Trainer(load_config("search_spaces/digits.yaml"), callbacks=[ProgressBar()]).run()
     summary["test_acc_at_best_val"]
 """
 from __future__ import annotations
@@ -16,27 +17,129 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .adalase import Hypergradient, PseudoValidation, hold_out
-from .config import ConfigError, ExperimentConfig
+from .config import ConfigError, ExperimentConfig, flatten
 from .data import DataBundle, augment_inputs, build_data
 from .models import build_model
 from .ops import get_op
 from .policies import build_policy, q_movement
 from .sites import DAContext
 
-Report = Callable[[dict, dict], None]
 STATE_FORMAT = "adalase_tune.trainer/1"
 _STREAMS = ("data", "site", "op", "pseudo_val")
 
 
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; the run cannot continue."""
+class NonFiniteError(RuntimeError):
+    """A loss, a weight or an evaluation metric became NaN or infinite: the run cannot continue.
+    Retrying from a checkpoint would fail the same way, so Tune trials fail at once."""
+
+
+NonFiniteLossError = NonFiniteError  # the name of earlier versions
+
+
+class Callback:
+    """Hooks into :meth:`Trainer.run` (in the spirit of Lightning's ``Callback``); each is a no-op.
+
+    Example, a callback that stops nothing but prints the validation accuracy::
+
+        class Printer(Callback):
+            def on_epoch_end(self, trainer, metrics):
+                print(metrics["epoch"], metrics["val/acc"])
+    """
+
+    def on_train_start(self, trainer: "Trainer") -> None:
+        """Before the first epoch of this call to :meth:`Trainer.run` (also after a resume)."""
+
+    def on_epoch_end(self, trainer: "Trainer", metrics: dict) -> None:
+        """After an epoch's evaluation; :meth:`Trainer.state_dict` then holds that epoch."""
+
+    def on_train_end(self, trainer: "Trainer", summary: dict) -> None:
+        """After the last epoch, with :meth:`Trainer.summary`."""
+
+    def on_exception(self, trainer: "Trainer", error: BaseException) -> None:
+        """The run stopped with ``error`` (KeyboardInterrupt included); it is re-raised after."""
+
+    def state_dict(self) -> dict:
+        """State saved in the trainer's checkpoint (under the class name); empty: nothing saved."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned, when a checkpoint is loaded."""
+
+
+class CostMeter:
+    """Device-synchronised wall time per phase, and per-sample forward+backward passes.
+
+    Phases nest: time spent in an inner phase (``adalase`` inside ``train``) is not counted again
+    in the outer one.
+    """
+
+    PHASES = ("train_s", "eval_s", "adalase_s")
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds = dict.fromkeys(self.PHASES, 0.0)
+        self.sample_passes = 0
+        self._inner: list[float] = []
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextlib.contextmanager
+    def measure(self, phase: str):
+        self._sync()
+        start = time.perf_counter()
+        self._inner.append(0.0)
+        try:
+            yield
+        finally:
+            self._sync()
+            spent = time.perf_counter() - start
+            inner = self._inner.pop()
+            self.seconds[phase] += spent - inner
+            if self._inner:
+                self._inner[-1] += spent
+
+    def totals(self) -> dict:
+        return {**self.seconds, "sample_passes": self.sample_passes}
+
+    def metrics(self) -> dict:
+        s = self.seconds
+        return {"cost/train_s": s["train_s"], "cost/eval_s": s["eval_s"], "cost/adalase_s": s["adalase_s"],
+                "cost/device_s": sum(s.values()), "cost/sample_passes": self.sample_passes}
+
+    def state_dict(self) -> dict:
+        return self.totals()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seconds = {k: float(state[k]) for k in self.PHASES}
+        self.sample_passes = int(state["sample_passes"])
+
+
+class History:
+    """Every epoch's metrics, and the selection rule: the *first* epoch with the best val accuracy
+    (test accuracy is reported there, never selected on)."""
+
+    def __init__(self, epochs: Sequence[dict] = ()):
+        self.epochs = list(epochs)
+
+    def append(self, metrics: dict) -> None:
+        self.epochs.append(metrics)
+
+    def best(self) -> Optional[dict]:
+        if not self.epochs:
+            return None
+        return self.epochs[max(range(len(self.epochs)), key=lambda i: (self.epochs[i]["val/acc"], -i))]
+
+    def __len__(self) -> int:
+        return len(self.epochs)
 
 
 def pick_device(name: str) -> torch.device:
@@ -68,11 +171,16 @@ def _cosine(total_steps: int):
 
 
 class Trainer:
-    """Everything one run owns: data, model, optimiser, schedule, policy, op, generators, costs."""
+    """Everything one run owns: data, model, optimiser, schedule, policy, op, generators, costs.
+
+    ``callbacks`` see every epoch (see :class:`Callback`). Every check of the config against the
+    data and the model happens here, before any training step.
+    """
 
     def __init__(self, cfg: ExperimentConfig, data: Optional[DataBundle] = None,
-                 report: Optional[Report] = None, progress: bool = False):
-        self.cfg, self.report, self.progress = cfg, report, progress
+                 callbacks: Sequence[Callback] = ()):
+        self.cfg = cfg
+        self.callbacks = list(callbacks)
         self.device = pick_device(cfg.train.device)
         data = data if data is not None else build_data(cfg.data)
         torch.manual_seed(cfg.train.seed)
@@ -102,8 +210,8 @@ class Trainer:
             self.policy.start(self.hypergradient.updates(t.epochs))
         self.epoch = 0
         self.step = 0
-        self.history: list[dict] = []
-        self.cost = {"train_s": 0.0, "eval_s": 0.0, "adalase_s": 0.0, "sample_passes": 0}
+        self.history = History()
+        self.meter = CostMeter(self.device)
 
     # --- one step, one epoch --------------------------------------------------------------------
 
@@ -119,18 +227,12 @@ class Trainer:
             logits = model(x)
         return soft_cross_entropy(logits, ctx.mix_targets(targets))
 
-    def _sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def _train_epoch(self) -> float:
         self.model.train()
         if self.pseudo_val is not None:
             self.pseudo_val.new_epoch(self.rngs["pseudo_val"])
         order = self.rngs["data"].permutation(len(self.data.train))
-        total, count, extra = torch.zeros((), device=self.device), 0, 0.0
-        self._sync()
-        start = time.perf_counter()
+        total, count = torch.zeros((), device=self.device), 0
         hyper = self.hypergradient
         for i, (x, y) in enumerate(self.data.train.batches(order, self.cfg.train.batch_size)):
             if self.data.input_augment:
@@ -140,31 +242,18 @@ class Trainer:
             loss = self._loss(self.model, x, y, site)
             loss.backward()
             if hyper is not None:
-                extra += self._timed(hyper.collect, self.step, site, self.model)
+                with self.meter.measure("adalase_s"):
+                    hyper.collect(self.step, site, self.model)
             self.optimizer.step()
             if hyper is not None and hyper.window:
-                extra += self._timed(self._hypergradients, i == self.steps_per_epoch - 1)
+                with self.meter.measure("adalase_s"):
+                    self._hypergradients(last_of_epoch=i == self.steps_per_epoch - 1)
             self.scheduler.step()
             self.step += 1
             total += loss.detach() * len(y)
             count += len(y)
-            self.cost["sample_passes"] += len(y)
-        mean_loss = (total / count).item()
-        self._sync()
-        self.cost["train_s"] += time.perf_counter() - start - extra
-        self.cost["adalase_s"] += extra
-        if not math.isfinite(mean_loss):
-            raise NonFiniteLossError(f"train/loss = {mean_loss} in epoch {self.epoch + 1}: training diverged; "
-                                     f"lower train.lr (now {self.cfg.train.lr}) or adalase.eta")
-        return mean_loss
-
-    def _timed(self, fn, *args) -> float:
-        """Run ``fn`` and return its wall time (device-synchronised): AdaLASE's extra work."""
-        self._sync()
-        t0 = time.perf_counter()
-        fn(*args)
-        self._sync()
-        return time.perf_counter() - t0
+            self.meter.sample_passes += len(y)
+        return (total / count).item()
 
     def _hypergradients(self, last_of_epoch: bool) -> None:
         """After the optimizer step: feed the kept training gradients to the policy, against a
@@ -172,7 +261,7 @@ class Trainer:
         g_val = None
         if self.hypergradient.fresh_due(self.step, last_of_epoch):
             g_val = self.pseudo_val.gradient(self.model, self._loss)
-            self.cost["sample_passes"] += self.pseudo_val.sample_passes
+            self.meter.sample_passes += self.pseudo_val.sample_passes
         self.hypergradient.feed(g_val, self.policy)
 
     @torch.no_grad()
@@ -187,55 +276,68 @@ class Trainer:
             correct += (logits.argmax(1) == y).sum()
         return (loss / len(split)).item(), (correct / len(split)).item()
 
+    def _check_finite(self, metrics: dict) -> None:
+        """Fail with the reason when a loss, an evaluation metric or a weight is not finite."""
+        bad = [k for k in ("train/loss", "val/loss", "test/loss") if not math.isfinite(metrics[k])]
+        if not bad and not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            bad = ["the model's weights"]
+        if bad:
+            raise NonFiniteError(f"{', '.join(bad)} not finite in epoch {metrics['epoch']} "
+                                 f"(train/loss = {metrics['train/loss']}): training diverged; lower train.lr "
+                                 f"(now {self.cfg.train.lr}) or train.weight_decay (now {self.cfg.train.weight_decay})")
+
     # --- the run ----------------------------------------------------------------------------------
 
     def run(self) -> dict:
-        """Train the remaining epochs, reporting after each; returns :meth:`summary`."""
-        epochs = self.cfg.train.epochs
-        bar = _progress(self.progress, epochs, self.epoch)
+        """Train the remaining epochs, calling the callbacks; returns :meth:`summary`."""
         try:
-            while self.epoch < epochs:
+            for cb in self.callbacks:
+                cb.on_train_start(self)
+            while self.epoch < self.cfg.train.epochs:
                 metrics = self.run_epoch()
-                if bar is not None:
-                    bar.update(1)
-                    bar.write(_epoch_line(metrics, epochs, self.sites))
-                if self.report is not None:
-                    self.report(metrics, self.state_dict())
-        finally:
-            if bar is not None:
-                bar.close()
-        return self.summary()
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self, metrics)
+        except BaseException as err:
+            for cb in self.callbacks:
+                cb.on_exception(self, err)
+            raise
+        summary = self.summary()
+        for cb in self.callbacks:
+            cb.on_train_end(self, summary)
+        return summary
 
     def run_epoch(self) -> dict:
-        train_loss = self._train_epoch()
-        self._sync()
-        start = time.perf_counter()
-        val_loss, val_acc = self.evaluate(self.data.val)
-        test_loss, test_acc = self.evaluate(self.data.test)
-        self._sync()
-        self.cost["eval_s"] += time.perf_counter() - start
+        """Train one epoch, evaluate on val and test; returns the epoch's metrics."""
+        with self.meter.measure("train_s"):
+            train_loss = self._train_epoch()
+        with self.meter.measure("eval_s"):
+            val_loss, val_acc = self.evaluate(self.data.val)
+            test_loss, test_acc = self.evaluate(self.data.test)
         self.epoch += 1
         metrics = {"epoch": self.epoch, "train/loss": train_loss, "val/loss": val_loss, "val/acc": val_acc,
                    "test/loss": test_loss, "test/acc": test_acc, "lr": self.scheduler.get_last_lr()[0]}
+        self._check_finite(metrics)
         if self.policy.learns:
             q = self.policy.probs()
             metrics.update({f"adalase/q/{s.name}": float(p) for s, p in zip(self.sites, q)})
             move = q_movement(q)
             metrics.update({"adalase/q_max_dev": move["max_dev"], "adalase/q_kl": move["kl"],
                             "adalase/skipped": self.policy.skipped})
-        c = self.cost
-        metrics.update({"cost/train_s": c["train_s"], "cost/eval_s": c["eval_s"], "cost/adalase_s": c["adalase_s"],
-                        "cost/device_s": c["train_s"] + c["eval_s"] + c["adalase_s"],
-                        "cost/sample_passes": c["sample_passes"]})
-        self.history.append(metrics)
-        best = max(self.history, key=lambda m: m["val/acc"])  # the first epoch with the best val acc
-        metrics.update({"best_val_acc": best["val/acc"], "test_acc_at_best_val": best["test/acc"]})
-        return metrics
+        metrics.update(self.meter.metrics())
+        self.history.append(dict(metrics))
+        return self.epoch_metrics()
+
+    def epoch_metrics(self) -> dict:
+        """The last epoch's metrics with the running best (so that every report carries the
+        selection on val): what :meth:`run_epoch` returns, also after a restore."""
+        best = self.history.best()
+        return {**self.history.epochs[-1], "best_val_acc": best["val/acc"], "test_acc_at_best_val": best["test/acc"],
+                "best_epoch": best["epoch"]}
 
     def summary(self) -> dict:
         """The run's summary: selection on val, test accuracy at the selected epoch, q, costs."""
-        h = self.history
-        best = max(range(len(h)), key=lambda i: (h[i]["val/acc"], -i)) if h else None
+        h = self.history.epochs
+        best = self.history.best()
         learns = self.policy.learns
         q_history = [[m[f"adalase/q/{s.name}"] for s in self.sites] for m in h] if learns else None
         return {
@@ -243,9 +345,9 @@ class Trainer:
             "sites": [s.name for s in self.sites],
             "site_shapes": [list(s.shape) for s in self.sites],
             "epochs": self.epoch,
-            "best_epoch": None if best is None else h[best]["epoch"],
-            "best_val_acc": None if best is None else h[best]["val/acc"],
-            "test_acc_at_best_val": None if best is None else h[best]["test/acc"],
+            "best_epoch": None if best is None else best["epoch"],
+            "best_val_acc": None if best is None else best["val/acc"],
+            "test_acc_at_best_val": None if best is None else best["test/acc"],
             "final_test_acc": h[-1]["test/acc"] if h else None,
             "q_final": q_history[-1] if learns and h else None,
             "q_history": q_history,
@@ -253,7 +355,7 @@ class Trainer:
             "adalase_skipped": self.policy.skipped if learns else None,
             "splits": self.split_sizes(),
             "history": h,
-            "cost": {**self.cost, "device": str(self.device)},
+            "cost": {**self.meter.totals(), "device": str(self.device)},
         }
 
     def split_sizes(self) -> dict:
@@ -280,47 +382,91 @@ class Trainer:
             "hypergradient": self.hypergradient.state_dict() if self.hypergradient is not None else None,
             "rngs": {k: r.bit_generator.state for k, r in self.rngs.items()},
             "torch_gen": self.torch_gen.get_state(),
-            "history": self.history,
-            "cost": dict(self.cost),
+            "history": self.history.epochs,
+            "cost": self.meter.state_dict(),
+            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks if cb.state_dict()},
         }
 
-    def load_state_dict(self, state: dict, source: str = "checkpoint", adopt_search_params: bool = False) -> None:
-        """Restore a run. ``adopt_search_params``: the checkpoint may come from another trial whose
-        ``selection.*`` and ``train.seed`` differ (PBT's exploit); this run keeps its own policy."""
-        from .config import flatten
-
+    def load_state_dict(self, state: dict, source: str = "checkpoint",
+                        may_differ: Callable[[str], bool] = lambda key: False) -> None:
+        """Restore a run. The checkpoint's config must equal this run's, except in keys for which
+        ``may_differ(key)`` holds: PBT's exploit loads another trial's weights into a trial whose
+        searched keys differ (the Tune layer hands in that rule). The policy's own state is
+        restored only when nothing differs."""
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise ConfigError(f"{source}: not an adalase_tune trainer checkpoint")
         old, new = flatten(state["config"]), flatten(self.cfg.to_dict())
         diff = [k for k in new if old.get(k) != new[k]]
-        searched = [k for k in diff if k.startswith("selection.") or k == "train.seed"]
-        if diff and not (adopt_search_params and diff == searched):
+        if any(not may_differ(k) for k in diff):
             raise ConfigError(f"{source} was written with another config (differs in {', '.join(diff[:5])}); "
                               "resume with the same config or start a new run")
         self.epoch, self.step = state["epoch"], state["step"]
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        if not searched:
+        if not diff:
             self.policy.load_state_dict(state["policy"])
             if self.hypergradient is not None and state.get("hypergradient"):
                 self.hypergradient.load_state_dict(state["hypergradient"], self.device)
         for k, r in self.rngs.items():
             r.bit_generator.state = state["rngs"][k]
         self.torch_gen.set_state(state["torch_gen"])
-        self.history = list(state["history"])
-        self.cost = dict(state["cost"])
+        self.history = History(state["history"])
+        self.meter.load_state_dict(state["cost"])
+        saved = state.get("callbacks", {})
+        for cb in self.callbacks:
+            if type(cb).__name__ in saved:
+                cb.load_state_dict(saved[type(cb).__name__])
 
 
-def _progress(enabled: bool, total: int, initial: int):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
+class ProgressBar(Callback):
+    """A tqdm bar over epochs and one line per epoch (loss, accuracies, time, q)."""
 
-    return tqdm(total=total, initial=initial, desc="epochs", unit="ep", dynamic_ncols=True, leave=False)
+    def on_train_start(self, trainer):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=trainer.cfg.train.epochs, initial=trainer.epoch, desc="epochs", unit="ep",
+                        dynamic_ncols=True, leave=False)
+
+    def on_epoch_end(self, trainer, metrics):
+        import sys
+
+        self.bar.update(1)
+        self.bar.write(epoch_line(metrics, trainer.cfg.train.epochs, trainer.sites), file=sys.stderr)
+
+    def on_train_end(self, trainer, summary):
+        self.bar.close()
+
+    def on_exception(self, trainer, error):
+        if hasattr(self, "bar"):
+            self.bar.close()
 
 
-def _epoch_line(m: dict, epochs: int, sites) -> str:
+class CheckpointDir(Callback):
+    """Writes ``DIR/last.pt`` (atomically) after every epoch; ``resume`` restores it first."""
+
+    def __init__(self, folder, resume: bool = False):
+        from pathlib import Path
+
+        self.path = Path(folder) / "last.pt"
+        self.resume = resume
+
+    def restore(self, trainer: "Trainer") -> bool:
+        """Load ``last.pt`` into ``trainer`` when resuming and it exists; True when it did."""
+        from .checkpoint import safe_load
+
+        if not (self.resume and self.path.is_file()):
+            return False
+        trainer.load_state_dict(safe_load(self.path), source=str(self.path))
+        return True
+
+    def on_epoch_end(self, trainer, metrics):
+        from .checkpoint import atomic_save
+
+        atomic_save(trainer.state_dict(), self.path)
+
+
+def epoch_line(m: dict, epochs: int, sites) -> str:
     line = (f"epoch {m['epoch']:>3}/{epochs}  train/loss {m['train/loss']:.4f}  val/acc {m['val/acc']:.4f}"
             f"  test/acc {m['test/acc']:.4f}  {m['cost/device_s']:.1f}s")
     if f"adalase/q/{sites[0].name}" in m:
@@ -328,10 +474,9 @@ def _epoch_line(m: dict, epochs: int, sites) -> str:
     return line
 
 
-def train(cfg: ExperimentConfig, report: Optional[Report] = None, resume_state: Optional[dict] = None,
-          progress: bool = False) -> dict:
+def train(cfg: ExperimentConfig, callbacks: Sequence[Callback] = (), resume_state: Optional[dict] = None) -> dict:
     """Build a :class:`Trainer`, optionally restore ``resume_state``, run, return the summary."""
-    trainer = Trainer(cfg, report=report, progress=progress)
+    trainer = Trainer(cfg, callbacks=callbacks)
     if resume_state is not None:
         trainer.load_state_dict(resume_state)
     return trainer.run()

@@ -1,11 +1,14 @@
-"""The engine: determinism, exact resume, cost accounting, summary, pseudo-val provenance."""
+"""The engine: determinism, exact resume, cost accounting, summary, pseudo-val provenance, callbacks."""
+import time
+
 import numpy as np
 import pytest
+import torch
 
 from adalase_tune.checkpoint import atomic_save, safe_load
 from adalase_tune.config import ConfigError
 from adalase_tune.data import build_data
-from adalase_tune.engine import NonFiniteLossError, Trainer
+from adalase_tune.engine import Callback, CostMeter, History, NonFiniteError, Trainer
 
 from conftest import tiny_config
 
@@ -153,38 +156,80 @@ def test_holdout_that_leaves_nothing_is_refused_before_training():
         Trainer(cfg)
 
 
-def test_pseudo_val_batch_is_the_presets_multiple_of_the_train_batch_capped_at_the_subset():
+def test_pseudo_val_batch_is_the_presets_multiple_of_the_mean_train_batch_capped_at_the_subset():
     faithful = {"selection.method": "adalase", "adalase.preset": "faithful"}
-    tr = Trainer(tiny_config(**faithful, **{"data.n_train": None, "train.batch_size": 16}))
-    assert tr.pseudo_val.batch_size == 128
+    tr = Trainer(tiny_config(**faithful, **{"data.n_train": 320, "train.batch_size": 16}))
+    assert tr.pseudo_val.batch_size == 128  # 8 x 16: the paper's 1024 for 128
     tr = Trainer(tiny_config(**faithful, **{"data.n_train": 50}))
-    assert tr.pseudo_val.batch_size == 50
-    tr = Trainer(tiny_config(**{"selection.method": "adalase", "data.n_train": None, "train.batch_size": 16}))
+    assert tr.pseudo_val.batch_size == 50  # capped at the subset
+    tr = Trainer(tiny_config(**{"selection.method": "adalase", "data.n_train": 320, "train.batch_size": 16}))
     assert tr.pseudo_val.batch_size == 32  # fast: 2x
+    tr = Trainer(tiny_config(**{"selection.method": "adalase", "data.n_train": 50, "train.batch_size": 8}))
+    assert tr.pseudo_val.batch_size == 14  # 2 x 50/7: 7 batches of mean size 7.14, so passes stay 1.2x
 
 
 def test_a_diverging_run_stops_with_a_clear_error():
-    tr = Trainer(tiny_config(**{"train.lr": 1e30, "train.epochs": 3}))
-    with pytest.raises(NonFiniteLossError, match=r"train/loss = (nan|inf).*lower train.lr"):
+    tr = Trainer(tiny_config(**{"train.lr": 90.0, "train.weight_decay": 0.9, "train.epochs": 3,
+                                "model.name": "mlp"}))  # no BatchNorm to save it
+    with pytest.raises(NonFiniteError, match=r"not finite in epoch \d.*training diverged; lower train.lr \(now 90.0\)"):
         tr.run()
 
 
-def test_report_gets_metrics_and_a_loadable_state_every_epoch(tmp_path):
+def test_non_finite_weights_fail_even_when_the_losses_look_finite():
+    tr = Trainer(tiny_config(**{"train.epochs": 2}))
+    tr.run_epoch()
+    with torch.no_grad():
+        next(tr.model.parameters())[0] = float("inf")  # e.g. an overflow in a layer the loss does not reach yet
+    tr.model.eval()
+    with pytest.raises(NonFiniteError, match="not finite"):
+        tr._check_finite({"epoch": 2, "train/loss": 1.0, "val/loss": 1.0, "test/loss": 1.0})
+
+
+def test_callbacks_see_every_epoch_a_loadable_state_and_the_end(tmp_path):
     seen = []
 
-    def report(metrics, state):
-        atomic_save(state, tmp_path / "s.pt")
-        seen.append((metrics["epoch"], safe_load(tmp_path / "s.pt")["epoch"]))
+    class Recorder(Callback):
+        def on_train_start(self, trainer):
+            seen.append("start")
 
-    Trainer(tiny_config(**{"train.epochs": 3}), report=report).run()
-    assert seen == [(1, 1), (2, 2), (3, 3)]
+        def on_epoch_end(self, trainer, metrics):
+            atomic_save(trainer.state_dict(), tmp_path / "s.pt")
+            seen.append((metrics["epoch"], safe_load(tmp_path / "s.pt")["epoch"], metrics["best_epoch"]))
+
+        def on_train_end(self, trainer, summary):
+            seen.append(("end", summary["epochs"]))
+
+        def on_exception(self, trainer, error):
+            seen.append(type(error).__name__)
+
+    Trainer(tiny_config(**{"train.epochs": 3}), callbacks=[Recorder()]).run()
+    assert seen[0] == "start" and seen[-1] == ("end", 3) and [s[:2] for s in seen[1:-1]] == [(1, 1), (2, 2), (3, 3)]
+    seen.clear()
+    with pytest.raises(NonFiniteError):
+        Trainer(tiny_config(**{"train.lr": 90.0, "train.weight_decay": 0.9, "model.name": "mlp", "train.epochs": 3}),
+                callbacks=[Recorder()]).run()
+    assert seen[-1] == "NonFiniteError"
+
+
+def test_cost_meter_excludes_inner_phases_from_outer_ones():
+    meter = CostMeter(torch.device("cpu"))
+    with meter.measure("train_s"):
+        time.sleep(0.05)
+        with meter.measure("adalase_s"):
+            time.sleep(0.1)
+    assert 0.04 < meter.seconds["train_s"] < 0.09 and 0.09 < meter.seconds["adalase_s"] < 0.2
+
+
+def test_history_selects_the_first_epoch_with_the_best_val_accuracy():
+    h = History([{"epoch": 1, "val/acc": 0.5}, {"epoch": 2, "val/acc": 0.7}, {"epoch": 3, "val/acc": 0.7}])
+    assert h.best()["epoch"] == 2 and History().best() is None
 
 
 def test_presets_set_the_cost_settings_and_explicit_values_win():
-    tr = Trainer(tiny_config(**{"selection.method": "adalase", "adalase.preset": "fast", "data.n_train": None}))
+    tr = Trainer(tiny_config(**{"selection.method": "adalase", "adalase.preset": "fast", "data.n_train": 320}))
     assert tr.hypergradient.every == 10 and tr.pseudo_val.batch_size == 64
     assert tr.hypergradient.credit == "reuse" and tr.policy.form == "normalized"
-    tr = Trainer(tiny_config(**{"selection.method": "adalase", "data.n_train": None, "adalase.preset": "faithful"}))
+    tr = Trainer(tiny_config(**{"selection.method": "adalase", "data.n_train": 320, "adalase.preset": "faithful"}))
     assert tr.hypergradient.every == 1 and tr.pseudo_val.batch_size == 8 * 32 and tr.hypergradient.credit == "step"
     assert tr.policy.form == "raw" and tr.policy.eta == 0.01
     tr = Trainer(tiny_config(**{"selection.method": "adalase", "data.n_train": None}))
