@@ -2,7 +2,7 @@
 import pytest
 
 from adalase_tune.config import ConfigError, ExperimentConfig
-from adalase_tune.search import METHODS, Grid, Uniform, nest, sweep_settings, trial_config
+from adalase_tune.search import METHODS, Grid, Uniform, nest, trial_config
 
 SITES = ["input", "stage1", "stage2", "stage3", "stage4"]
 
@@ -10,7 +10,7 @@ SITES = ["input", "stage1", "stage2", "stage3", "stage4"]
 @pytest.mark.parametrize("name", METHODS.names())
 def test_every_method_plans_over_the_sites(name):
     m = METHODS.get(name)
-    seeds = [0] if m.per_seed else [0, 1]
+    seeds = [0] if m.per_seed else [0, 1]  # stateful methods get one Tuner per seed
     plan = m.plan(SITES, seeds, m.budget(None))
     assert plan.expected_trials >= 1
     keys = set(plan.space)
@@ -35,21 +35,16 @@ def test_trial_config_turns_weights_into_probs():
 def test_budget_keys_are_checked():
     with pytest.raises(ConfigError, match=r"unknown budget key 'sweep.methods.random.num_sample' \(did you mean"):
         METHODS.get("random").budget({"num_sample": 3})
-    with pytest.raises(ConfigError, match=r"num_samples = 0 for method optuna"):
+    with pytest.raises(ConfigError, match=r"sweep.methods.optuna.num_samples = 0: it must be a whole number >= 1"):
         METHODS.get("optuna").budget({"num_samples": 0})
+    with pytest.raises(ConfigError, match=r"sweep.methods.asha.grace_period = -1"):
+        METHODS.get("asha").budget({"grace_period": -1})
+    with pytest.raises(ConfigError, match=r"sweep.methods.pbt.population = 0"):
+        METHODS.get("pbt").budget({"population": 0})
+    with pytest.raises(ConfigError, match=r"sweep.methods.pbt.resample_probability = 2"):
+        METHODS.get("pbt").budget({"resample_probability": 2})
     with pytest.raises(ConfigError, match=r"--method = 'optuan'.*did you mean 'optuna'"):
         METHODS.get("optuan")
-
-
-def test_sweep_section():
-    s = sweep_settings({"seeds": 3, "methods": {"random": {"num_samples": 2}, "adalase": None}})
-    assert s["seeds"] == [0, 1, 2] and s["methods"] == {"random": {"num_samples": 2}, "adalase": {}}
-    with pytest.raises(ConfigError, match="unknown config key 'sweep.seed'"):
-        sweep_settings({"seed": 3})
-    with pytest.raises(ConfigError, match="sweep.seeds = 0"):
-        sweep_settings({"seeds": 0})
-    with pytest.raises(ConfigError, match="--method = 'nope'"):
-        sweep_settings({"methods": {"nope": {}}})
 
 
 def test_pbt_perturbations_are_clipped_to_the_space():

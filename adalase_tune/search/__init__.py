@@ -6,7 +6,8 @@ from typing import Sequence
 
 from ..config import ExperimentConfig, from_dict
 from ..registry import Registry
-from ._base import Grid, SearchMethod, SearchPlan, Uniform
+from ._base import (ASHASpec, Grid, OptunaSearcher, PBTSpec, RandomSearcher, SearchMethod, SearchPlan, Uniform,
+                    seed_axis, weight_space)
 from ._optuna import OptunaTPE
 from ._random import RandomSearch
 from ._schedulers import ASHA, PBT
@@ -35,6 +36,22 @@ def trial_config(base: dict, params: dict, sites: Sequence[str]) -> ExperimentCo
     return from_dict(tree)
 
 
+def site_weights(params: dict, sites: Sequence[str]) -> dict:
+    """The per-site weights ``da_prob/<site>`` a trial ran with (fixed: one-hot, uniform: all 1,
+    probs: the searched weights); empty for ``none`` and ``adalase`` (whose q is learned)."""
+    selection = params.get("selection", {})
+    kind = selection.get("method")
+    if kind == "probs":
+        weights = [float(params.get("da_prob", {}).get(s, float("nan"))) for s in sites]
+    elif kind == "fixed":
+        weights = [float(i == int(selection["site"])) for i in range(len(sites))]
+    elif kind == "uniform":
+        weights = [1.0] * len(sites)
+    else:
+        return {}
+    return {f"da_prob/{s}": w for s, w in zip(sites, weights)}
+
+
 def nest(flat: dict) -> dict:
     """``{"train/seed": 1}`` -> ``{"train": {"seed": 1}}`` (Tune flattens nested keys with '/')."""
     out: dict = {}
@@ -44,40 +61,5 @@ def nest(flat: dict) -> dict:
     return out
 
 
-SWEEP_KEYS = ("seeds", "max_concurrent", "cpus_per_trial", "gpus_per_trial", "methods")
-
-
-def sweep_settings(section) -> dict:
-    """Check the YAML ``sweep:`` section: seeds (a count or a list), resources, and
-    ``methods: {name: budget}`` (the benchmark runs these methods, in this order)."""
-    from ..config import ConfigError, _did_you_mean
-
-    if section is None:
-        return {}
-    if not isinstance(section, dict):
-        raise ConfigError(f"sweep = {section!r}: expected a mapping with keys {', '.join(SWEEP_KEYS)}")
-    for key in section:
-        if key not in SWEEP_KEYS:
-            raise ConfigError(f"unknown config key 'sweep.{key}'{_did_you_mean(key, SWEEP_KEYS)}; "
-                              f"valid sweep.* keys: {', '.join(SWEEP_KEYS)}")
-    out = dict(section)
-    seeds = out.get("seeds")
-    if seeds is not None:
-        if isinstance(seeds, int) and not isinstance(seeds, bool):
-            if seeds < 1:
-                raise ConfigError(f"sweep.seeds = {seeds}: give a count >= 1 or a list of seeds")
-            out["seeds"] = list(range(seeds))
-        elif not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
-            raise ConfigError(f"sweep.seeds = {seeds!r}: give a count >= 1 or a list of whole numbers")
-    methods = out.get("methods") or {}
-    if not isinstance(methods, dict):
-        raise ConfigError(f"sweep.methods = {methods!r}: expected a mapping of method name to its budget")
-    for name, budget in methods.items():
-        if budget is not None and not isinstance(budget, dict):
-            raise ConfigError(f"sweep.methods.{name} = {budget!r}: expected a mapping of budget keys (or nothing)")
-        METHODS.get(name).budget(budget)
-    out["methods"] = {k: dict(v or {}) for k, v in methods.items()}
-    return out
-
-
-__all__ = ["sweep_settings", "METHODS", "SearchMethod", "SearchPlan", "Grid", "Uniform", "trial_config", "nest"]
+__all__ = ["METHODS", "SearchMethod", "SearchPlan", "Grid", "Uniform", "RandomSearcher", "OptunaSearcher",
+           "ASHASpec", "PBTSpec", "seed_axis", "weight_space", "trial_config", "site_weights", "nest"]

@@ -1,14 +1,15 @@
 """The search-method contract: a method turns the model's sites, the seeds and its budget into a
-:class:`SearchPlan` (a description; ``adalase_tune.tuning`` turns it into Ray Tune objects).
+:class:`SearchPlan`, a Ray-free description that ``adalase_tune.tuning`` turns into Ray Tune
+objects (an unknown spec kind there is an error, never a silent default).
 
 Keys are Tune's flat names (``train/seed``, ``selection/method``). Per-site weights are
-searched as ``da_prob/<site>`` in [0, 1]; a trial uses ``q = w / sum(w)``
-(ALGORITHM.md section 2). Every trial runs the same trainable.
+searched as ``da_prob/<site>`` in [0, 1]; a trial uses ``q = w / sum(w)`` (docs/algorithm.md).
+Every trial runs the same trainable.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence, Union
 
 from ..config import ConfigError, _did_you_mean
 
@@ -28,42 +29,91 @@ class Uniform:
     high: float = 1.0
 
 
+@dataclass(frozen=True)
+class RandomSearcher:
+    """Tune's basic variant generator (grid and random values), seeded."""
+
+    seed: int
+
+
+@dataclass(frozen=True)
+class OptunaSearcher:
+    """Optuna's TPE through Ray Tune's ``OptunaSearch``; the sampler comes from ``sampler()``."""
+
+    seed: int
+    n_startup_trials: int
+
+    def sampler(self):
+        from ._optuna import tpe_sampler
+
+        return tpe_sampler(self.seed, self.n_startup_trials)
+
+
+@dataclass(frozen=True)
+class ASHASpec:
+    """Asynchronous successive halving over epochs."""
+
+    grace_period: int
+    reduction_factor: int
+
+
+@dataclass(frozen=True)
+class PBTSpec:
+    """Population Based Training; ``mutations`` maps flat keys to their resampling space."""
+
+    perturbation_interval: int
+    resample_probability: float
+    mutations: dict
+    seed: int
+
+
+Searcher = Union[RandomSearcher, OptunaSearcher]
+Scheduler = Union[ASHASpec, PBTSpec]
+
+
 @dataclass
 class SearchPlan:
-    """What to run: the parameter space, the sample count, an optional searcher and scheduler.
-
-    ``per_seed``: the method keeps state across its trials (a searcher, a population), so each
-    seed gets its own Tuner with ``train.seed`` fixed; otherwise seeds are one grid axis.
-    """
+    """What to run in one Tuner: the parameter space, the sample count, a searcher and a scheduler."""
 
     space: dict
     num_samples: int = 1
-    searcher: Optional[tuple[str, Any]] = None  # ("random", seed) or ("optuna", sampler)
-    scheduler: Optional[tuple[str, dict]] = None  # ("asha", kwargs) or ("pbt", kwargs)
-    per_seed: bool = False
+    searcher: Searcher = field(default_factory=lambda: RandomSearcher(0))
+    scheduler: Optional[Scheduler] = None
     expected_trials: int = 0  # per Tuner, for checks and progress
+
+    def checkpoint_every(self) -> Optional[int]:
+        """Epochs between the checkpoints the scheduler needs (PBT exploits them), else None."""
+        return self.scheduler.perturbation_interval if isinstance(self.scheduler, PBTSpec) else None
 
 
 class SearchMethod:
-    """Base class: ``name``, ``defaults`` (its budget keys) and ``plan``."""
+    """Base class: ``name``, ``defaults`` (its budget keys, checked) and ``plan``.
+
+    ``per_seed``: the method keeps state across its trials (a searcher, a population), so each
+    seed gets its own Tuner with ``train.seed`` fixed; otherwise the seeds are one grid axis.
+    """
 
     name = ""
     defaults: dict = {}
     per_seed = False
 
     def budget(self, given: Optional[dict]) -> dict:
-        """The method's budget from ``sweep.methods.<name>``, unknown keys rejected."""
+        """The method's budget from ``sweep.methods.<name>``, unknown keys and bad values rejected."""
         given = dict(given or {})
         for key in given:
             if key not in self.defaults:
                 raise ConfigError(f"unknown budget key 'sweep.methods.{self.name}.{key}'"
                                   f"{_did_you_mean(key, self.defaults)}; valid: {', '.join(self.defaults) or 'none'}")
         merged = {**self.defaults, **given}
-        if "num_samples" in merged:
-            n = merged["num_samples"]
-            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-                raise ConfigError(f"num_samples = {n!r} for method {self.name}: it must be a whole number >= 1")
+        for key, value in merged.items():
+            self.check(key, value)
         return merged
+
+    def check(self, key: str, value: Any) -> None:
+        """Whole-number budget keys must be >= 1; subclasses check their others."""
+        if isinstance(self.defaults.get(key), int) and not isinstance(self.defaults.get(key), bool):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"sweep.methods.{self.name}.{key} = {value!r}: it must be a whole number >= 1")
 
     def plan(self, sites: Sequence[str], seeds: Sequence[int], budget: dict) -> SearchPlan:  # pragma: no cover
         raise NotImplementedError

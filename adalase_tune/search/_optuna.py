@@ -2,7 +2,7 @@
 
 Every Optuna call of adalase_tune lives here.
 """
-from ._base import SearchMethod, SearchPlan, weight_space
+from ._base import OptunaSearcher, SearchMethod, SearchPlan, weight_space
 
 
 def tpe_sampler(seed: int, n_startup_trials: int):
@@ -19,7 +19,7 @@ class OptunaTPE(SearchMethod):
 
     def plan(self, sites, seeds, budget):
         (seed,) = seeds
-        space = {"selection/method": "probs", "train/seed": seed, **weight_space(sites)}
-        sampler = tpe_sampler(seed, min(budget["n_startup_trials"], budget["num_samples"]))
         n = budget["num_samples"]
-        return SearchPlan(space, num_samples=n, searcher=("optuna", sampler), per_seed=True, expected_trials=n)
+        space = {"selection/method": "probs", "train/seed": seed, **weight_space(sites)}
+        return SearchPlan(space, num_samples=n, searcher=OptunaSearcher(seed, min(budget["n_startup_trials"], n)),
+                          expected_trials=n)

@@ -1,5 +1,5 @@
 """``random``: N trials per seed, per-site weights ``da_prob/<site>`` ~ U[0, 1]."""
-from ._base import SearchMethod, SearchPlan, seed_axis, weight_space
+from ._base import RandomSearcher, SearchMethod, SearchPlan, seed_axis, weight_space
 
 
 class RandomSearch(SearchMethod):
@@ -9,4 +9,4 @@ class RandomSearch(SearchMethod):
     def plan(self, sites, seeds, budget):
         n = budget["num_samples"]
         space = {"selection/method": "probs", "train/seed": seed_axis(seeds, False), **weight_space(sites)}
-        return SearchPlan(space, num_samples=n, searcher=("random", seeds[0]), expected_trials=n * len(seeds))
+        return SearchPlan(space, num_samples=n, searcher=RandomSearcher(seeds[0]), expected_trials=n * len(seeds))

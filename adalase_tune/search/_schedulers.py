@@ -1,6 +1,7 @@
 """``asha`` (random search, weak trials stopped early) and ``pbt`` (Population Based Training
 over the per-site weights, as Population Based Augmentation does)."""
-from ._base import SearchMethod, SearchPlan, Uniform, weight_space
+from ..config import ConfigError
+from ._base import ASHASpec, PBTSpec, RandomSearcher, SearchMethod, SearchPlan, Uniform, weight_space
 
 
 class ASHA(SearchMethod):
@@ -8,13 +9,17 @@ class ASHA(SearchMethod):
     defaults = {"num_samples": 12, "grace_period": 1, "reduction_factor": 3}
     per_seed = True
 
+    def check(self, key, value):
+        super().check(key, value)
+        if key == "reduction_factor" and value < 2:
+            raise ConfigError(f"sweep.methods.asha.reduction_factor = {value}: it must be >= 2 (each rung keeps 1/factor)")
+
     def plan(self, sites, seeds, budget):
         (seed,) = seeds
         n = budget["num_samples"]
         space = {"selection/method": "probs", "train/seed": seed, **weight_space(sites)}
-        sched = {"grace_period": budget["grace_period"], "reduction_factor": budget["reduction_factor"]}
-        return SearchPlan(space, num_samples=n, searcher=("random", seed), scheduler=("asha", sched),
-                          per_seed=True, expected_trials=n)
+        return SearchPlan(space, num_samples=n, searcher=RandomSearcher(seed),
+                          scheduler=ASHASpec(budget["grace_period"], budget["reduction_factor"]), expected_trials=n)
 
 
 class PBT(SearchMethod):
@@ -22,13 +27,17 @@ class PBT(SearchMethod):
     defaults = {"population": 4, "perturbation_interval": 3, "resample_probability": 0.25}
     per_seed = True
 
+    def check(self, key, value):
+        if key == "resample_probability":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ConfigError(f"sweep.methods.pbt.resample_probability = {value!r}: it must lie in [0, 1]")
+            return
+        super().check(key, value)
+
     def plan(self, sites, seeds, budget):
         (seed,) = seeds
         n = budget["population"]
         space = {"selection/method": "probs", "train/seed": seed, **weight_space(sites)}
-        sched = {"perturbation_interval": budget["perturbation_interval"],
-                 "resample_probability": budget["resample_probability"],
-                 "hyperparam_mutations": {f"da_prob/{s}": Uniform(0.0, 1.0) for s in sites},
-                 "seed": seed}
-        return SearchPlan(space, num_samples=n, searcher=("random", seed), scheduler=("pbt", sched),
-                          per_seed=True, expected_trials=n)
+        spec = PBTSpec(budget["perturbation_interval"], float(budget["resample_probability"]),
+                       {f"da_prob/{s}": Uniform(0.0, 1.0) for s in sites}, seed)
+        return SearchPlan(space, num_samples=n, searcher=RandomSearcher(seed), scheduler=spec, expected_trials=n)
