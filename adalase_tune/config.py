@@ -64,6 +64,7 @@ class DataConfig:
     input_augment: Optional[bool] = None  # None: the dataset's usual one (crop+flip for CIFAR/SVHN)
     image_size: int = 32  # ImageFolder images are resized to this side
     num_workers: int = 0  # DataLoader workers (ImageFolder only)
+    read_on_nodes: bool = False  # sweeps: every node reads path/root itself (shared storage); else shipped once
 
     def __post_init__(self):
         _check_range("data.val_fraction", self.val_fraction, 0.0, 1.0, hi_open=True)
@@ -72,6 +73,8 @@ class DataConfig:
             _check_range("data.n_train", self.n_train, 1)
         _check_range("data.image_size", self.image_size, 1)
         _check_range("data.num_workers", self.num_workers, 0)
+        if self.classes is not None and len(self.classes) < 2:
+            _fail("data.classes", list(self.classes), "list at least two labels to classify, or null for all")
         if self.name in ("npz", "imagefolder") and not self.path:
             _fail("data.path", self.path, f"data.name={self.name} needs data.path (the {self.name} location)")
 
@@ -155,7 +158,7 @@ class AdalaseConfig:
     update: Optional[str] = None  # raw | normalized (None: the preset's)
     every: Optional[int] = None  # a pseudo-validation gradient every `every` training steps (None: the preset's)
     credit: Optional[str] = None  # which steps get a hypergradient: step, reuse or window (adalase.Hypergradient)
-    val_batch_size: Optional[int] = None  # None: the preset's multiple of train.batch_size, capped at the source
+    val_batch_size: Optional[int] = None  # None: the preset's multiple of the mean train batch, capped at the source
     val_source: str = "train"  # train: the run's training subset; holdout: a part of it held out of training
     holdout_fraction: float = 0.2  # val_source=holdout: this share of the training subset is not trained on
     val_rotate: float = 10.0  # degrees of random rotation on image pseudo-val batches (val_source=train)
@@ -173,10 +176,13 @@ class AdalaseConfig:
     def eta_value(self) -> float:
         return self.eta if self.eta is not None else DEFAULT_ETA[self.update_form()]
 
-    def val_batch(self, batch_size: int) -> int:
+    def val_batch(self, mean_batch: float) -> int:
+        """The pseudo-validation batch: ``val_batch_size``, or the preset's multiple of the *mean*
+        training batch (``n_train / steps per epoch``: the nominal batch when it divides the
+        training set), so that the preset's cost ratio holds whatever the last batch's size."""
         if self.val_batch_size is not None:
             return self.val_batch_size
-        return ADALASE_PRESETS[self.preset]["val_batch_multiple"] * batch_size
+        return max(1, int(ADALASE_PRESETS[self.preset]["val_batch_multiple"] * mean_batch + 1e-9))
 
     def __post_init__(self):
         if self.eta is not None:
@@ -198,6 +204,11 @@ class AdalaseConfig:
         _check_range("adalase.norm_decay", self.norm_decay, 0.0, 1.0, hi_open=True)
 
 
+MAX_SEED = 2**32 - 1  # numpy and torch both take seeds in this range
+MAX_LR = 100.0  # larger learning rates diverge at once with SGD; they are typos, not settings
+MAX_WEIGHT_DECAY = 1.0
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimiser, schedule, seed and device. SGD + Nesterov, cosine to 0 stepped per iteration."""
@@ -216,9 +227,10 @@ class TrainConfig:
     def __post_init__(self):
         _check_range("train.epochs", self.epochs, 1)
         _check_range("train.batch_size", self.batch_size, 1)
-        _check_range("train.lr", self.lr, 0.0, lo_open=True)
+        _check_range("train.lr", self.lr, 0.0, MAX_LR, lo_open=True)
         _check_range("train.momentum", self.momentum, 0.0, 1.0, hi_open=True)
-        _check_range("train.weight_decay", self.weight_decay, 0.0)
+        _check_range("train.weight_decay", self.weight_decay, 0.0, MAX_WEIGHT_DECAY)
+        _check_range("train.seed", self.seed, 0, MAX_SEED)
         if self.nesterov and self.momentum == 0:
             _fail("train.nesterov", True, "Nesterov needs train.momentum > 0; set train.nesterov=false")
 
@@ -252,6 +264,41 @@ class ExperimentConfig:
         for key, value in overrides.items():
             _set_dotted(tree, key, value)
         return from_dict(tree)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """The YAML's ``sweep:`` section: seeds, resources per trial, and the methods a benchmark
+    runs (in order) with their budgets (checked by each method: ``adalase_tune.search``).
+
+    ``seeds: 3`` means seeds 0, 1, 2; a list gives them explicitly. The CLI's flags win over it.
+    """
+
+    seeds: Union[int, tuple[int, ...]] = (0,)
+    max_concurrent: Optional[int] = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    methods: dict = field(default_factory=dict)  # method name -> budget mapping
+
+    def __post_init__(self):
+        if isinstance(self.seeds, int):
+            _check_range("sweep.seeds", self.seeds, 1, 10_000)
+            object.__setattr__(self, "seeds", tuple(range(self.seeds)))
+        if not self.seeds:
+            _fail("sweep.seeds", [], "give a count >= 1 or a list of seeds")
+        for seed in self.seeds:
+            _check_range("sweep.seeds", seed, 0, MAX_SEED)
+        if len(set(self.seeds)) != len(self.seeds):
+            _fail("sweep.seeds", list(self.seeds), "a seed is listed twice")
+        if self.max_concurrent is not None:
+            _check_range("sweep.max_concurrent", self.max_concurrent, 1)
+        _check_range("sweep.cpus_per_trial", self.cpus_per_trial, 0.0, lo_open=True)
+        _check_range("sweep.gpus_per_trial", self.gpus_per_trial, 0.0)
+
+
+def load_sweep(path: str | Path) -> SweepConfig:
+    """The ``sweep:`` section of a YAML file (defaults when it has none)."""
+    return _build_section("sweep", SweepConfig, read_yaml(path).get("sweep"))
 
 
 def _plain(obj):
@@ -300,6 +347,10 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if not isinstance(value, (list, tuple)):
             _fail(key, value, f"expected a list of {_type_name(item)}")
         return tuple(_coerce(key, v, item) for v in value)
+    if tp is dict:
+        if not isinstance(value, dict) or not all(v is None or isinstance(v, dict) for v in value.values()):
+            _fail(key, value, "expected a mapping of names to mappings (or nothing)")
+        return {str(k): dict(v or {}) for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -330,10 +381,15 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
 
 def _type_name(tp) -> str:
     if typing.get_origin(tp) is Union:
-        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None)) + " or null"
+        args = typing.get_args(tp)
+        names = " or ".join(_type_name(a) for a in args if a is not type(None))
+        return names + (" or null" if type(None) in args else "")
     if typing.get_origin(tp) is tuple:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+        return f"a list of {_PLURAL.get(typing.get_args(tp)[0], _type_name(typing.get_args(tp)[0]))}"
     return {int: "a whole number", float: "a number", str: "a string", bool: "true/false"}.get(tp, str(tp))
+
+
+_PLURAL = {int: "whole numbers", float: "numbers", str: "strings"}
 
 
 def _build_section(name: str, cls, values: Any):
@@ -390,13 +446,27 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (YAML keeps only the last); remove one", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: str | Path) -> dict:
     """Read a YAML mapping with ``yaml.safe_load``; errors name the file and the line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist; pass a YAML file such as search_spaces/digits.yaml")
     try:
-        tree = yaml.safe_load(path.read_text())
+        tree = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -94,6 +95,31 @@ def _select_classes(raw: Raw, classes) -> Raw:
     return raw
 
 
+def _class_ids(cfg: DataConfig, known: Optional[int], y_tr, test, val):
+    """Labels as class ids 0..K-1. A dataset that declares its classes (``known``) keeps them; the
+    labels of user data (npz) are remapped, with a message, when they are not 0..K-1, and val or
+    test labels that the training split never has are an error."""
+    if known is not None:
+        return y_tr, test, val, known
+    classes = np.unique(y_tr)
+    for name, (_, y, _) in (("val", val), ("test", test)):
+        unseen = np.setdiff1d(np.unique(y), classes)
+        if len(unseen):
+            raise ConfigError(f"data.path = {cfg.path!r}: the {name} split has labels {unseen[:5].tolist()} that the "
+                              "training split never has; every class needs training samples (or drop those samples)")
+    if len(classes) < 2:
+        raise ConfigError(f"data.path = {cfg.path!r}: the training split has only the label {classes.tolist()}; "
+                          "a classifier needs at least two classes")
+    if classes[0] == 0 and classes[-1] == len(classes) - 1:
+        return y_tr, test, val, len(classes)
+    import sys
+
+    print(f"adalase-tune: labels {classes[:3].tolist()}...{classes[-1]} are not 0..{len(classes) - 1}: remapped to "
+          f"class ids in sorted order ({len(classes)} classes)", file=sys.stderr)
+    remap = lambda y: np.searchsorted(classes, y).astype(np.int64)  # noqa: E731
+    return remap(y_tr), (test[0], remap(test[1]), test[2]), (val[0], remap(val[1]), val[2]), len(classes)
+
+
 def build_data(cfg: DataConfig) -> DataBundle:
     """Load, split, subset and normalise ``cfg.name``; every error comes before training."""
     raw = DATASETS.get(cfg.name)(cfg)
@@ -103,6 +129,9 @@ def build_data(cfg: DataConfig) -> DataBundle:
     x_tr, y_tr = raw.x_train, raw.y_train
     if raw.x_test is None:
         kept, held = stratified_split(y_tr, cfg.test_fraction, SPLIT_SEED)
+        if len(held) == 0:
+            raise ConfigError(f"data.test_fraction = {cfg.test_fraction}: holds out no sample of the {len(y_tr)} "
+                              f"samples; use at least {1 / len(y_tr):.4f}")
         test = (x_tr[held], y_tr[held], ids[held])
         x_tr, y_tr, ids = x_tr[kept], y_tr[kept], ids[kept]
     else:
@@ -112,11 +141,15 @@ def build_data(cfg: DataConfig) -> DataBundle:
             raise ConfigError(f"data.val_fraction = 0, but {cfg.name} has no val split; "
                               "hold some training data out (e.g. 0.2): selection needs validation data")
         kept, held = stratified_split(y_tr, cfg.val_fraction, SPLIT_SEED + 1)
+        if len(held) == 0:
+            raise ConfigError(f"data.val_fraction = {cfg.val_fraction}: holds out no sample of the {len(y_tr)} "
+                              f"training samples; use at least {1 / len(y_tr):.4f}")
         val = (x_tr[held], y_tr[held], ids[held])
         x_tr, y_tr, ids = x_tr[kept], y_tr[kept], ids[kept]
     else:
         val = (raw.x_val, raw.y_val, np.arange(len(raw.y_val)))
-    num_classes = int(max(y_tr.max(), test[1].max(), val[1].max())) + 1
+    known = len(cfg.classes) if cfg.classes is not None else raw.num_classes
+    y_tr, test, val, num_classes = _class_ids(cfg, known, y_tr, test, val)
     mean, std = _stats(x_tr, raw.scalar_norm)  # from the whole training split: the same for every n_train
     if cfg.n_train is not None:
         if cfg.n_train > len(y_tr):

@@ -25,13 +25,14 @@ class Raw:
     y_val: Optional[np.ndarray] = None
     usual_augment: bool = False  # crop+flip is the usual input augmentation
     scalar_norm: bool = False  # one mean/std for all features (signals whose positions are alike)
+    num_classes: Optional[int] = None  # the dataset's own class count; None (npz): from the labels
 
 
 def load_digits(cfg: DataConfig) -> Raw:
     from sklearn.datasets import load_digits as sk_digits
 
     d = sk_digits()
-    return Raw(d.images[:, None].astype(np.float32) / 16.0, d.target.astype(np.int64))
+    return Raw(d.images[:, None].astype(np.float32) / 16.0, d.target.astype(np.int64), num_classes=10)
 
 
 _NPZ_REQUIRED = ("x_train", "y_train", "x_test", "y_test")
@@ -42,8 +43,10 @@ def _npz_images(key: str, x: np.ndarray, path: str) -> np.ndarray:
         x = x[:, None]
     if x.ndim not in (2, 4):
         raise ConfigError(f"data.path = {path!r}: {key} has shape {x.shape}; expected (N,C,H,W), (N,H,W) or (N,D)")
-    if not np.issubdtype(x.dtype, np.number):
-        raise ConfigError(f"data.path = {path!r}: {key} has dtype {x.dtype}; expected numbers")
+    if len(x) == 0:
+        raise ConfigError(f"data.path = {path!r}: {key} has 0 rows; give at least one sample per split")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise ConfigError(f"data.path = {path!r}: {key} has dtype {x.dtype}; expected real numbers (int or float)")
     x = x.astype(np.float32)
     if not np.isfinite(x).all():
         raise ConfigError(f"data.path = {path!r}: {key} contains NaN or infinite values; clean the data first")
@@ -63,12 +66,20 @@ def _npz_labels(key: str, y: np.ndarray, n: int, path: str) -> np.ndarray:
     return y
 
 
+def _array(blob, key: str, path: str) -> np.ndarray:
+    try:
+        return blob[key]
+    except ValueError as err:  # object arrays: numpy refuses to unpickle them (allow_pickle=False)
+        raise ConfigError(f"data.path = {path!r}: {key} is not a readable numeric array ({err}); save numbers, "
+                          "not Python objects") from None
+
+
 def load_npz(cfg: DataConfig) -> Raw:
     path = cfg.path
     if not Path(path).is_file():
         raise ConfigError(f"data.path = {path!r}: no such file; give an .npz with keys {', '.join(_NPZ_REQUIRED)}")
     try:
-        blob = np.load(path, allow_pickle=False)
+        blob = np.load(path, allow_pickle=False)  # object arrays (pickles) are refused here
         keys = set(blob.files)
     except Exception as err:
         raise ConfigError(f"data.path = {path!r}: not a readable .npz ({err})") from None
@@ -81,9 +92,9 @@ def load_npz(cfg: DataConfig) -> Raw:
     arrays = {}
     for part in ("train", "test", "val"):
         if f"x_{part}" in keys:
-            x = _npz_images(f"x_{part}", blob[f"x_{part}"], path)
+            x = _npz_images(f"x_{part}", _array(blob, f"x_{part}", path), path)
             arrays[f"x_{part}"] = x
-            arrays[f"y_{part}"] = _npz_labels(f"y_{part}", blob[f"y_{part}"], len(x), path)
+            arrays[f"y_{part}"] = _npz_labels(f"y_{part}", _array(blob, f"y_{part}", path), len(x), path)
     shapes = {arrays[k].shape[1:] for k in arrays if k.startswith("x_")}
     if len(shapes) > 1:
         raise ConfigError(f"data.path = {path!r}: x_train, x_test (and x_val) have different sample shapes {shapes}")
@@ -123,15 +134,17 @@ def load_torchvision(cfg: DataConfig) -> Raw:
         cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
         tr = _locked(cfg, lambda r, d: cls(r, train=True, download=d))
         te = _locked(cfg, lambda r, d: cls(r, train=False, download=d))
-        return Raw(_hwc(tr.data), np.asarray(tr.targets), _hwc(te.data), np.asarray(te.targets), usual_augment=True)
+        return Raw(_hwc(tr.data), np.asarray(tr.targets), _hwc(te.data), np.asarray(te.targets), usual_augment=True,
+                   num_classes=10 if name == "cifar10" else 100)
     if name == "svhn":
         tr = _locked(cfg, lambda r, d: tvd.SVHN(r, split="train", download=d))
         te = _locked(cfg, lambda r, d: tvd.SVHN(r, split="test", download=d))
-        return Raw(_chw(tr.data), np.asarray(tr.labels), _chw(te.data), np.asarray(te.labels), usual_augment=True)
+        return Raw(_chw(tr.data), np.asarray(tr.labels), _chw(te.data), np.asarray(te.labels), usual_augment=True,
+                   num_classes=10)
     cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST}[name]
     tr = _locked(cfg, lambda r, d: cls(r, train=True, download=d))
     te = _locked(cfg, lambda r, d: cls(r, train=False, download=d))
-    return Raw(_chw(tr.data.numpy()), tr.targets.numpy(), _chw(te.data.numpy()), te.targets.numpy())
+    return Raw(_chw(tr.data.numpy()), tr.targets.numpy(), _chw(te.data.numpy()), te.targets.numpy(), num_classes=10)
 
 
 def _read_folder(folder: Path, size: int, workers: int, classes=None):
@@ -155,7 +168,7 @@ def load_imagefolder(cfg: DataConfig) -> Raw:
         raise ConfigError(f"data.path = {cfg.path!r}: expected an ImageFolder root with train/<class>/*.png "
                           "(and test/, optionally val/)")
     x_tr, y_tr, classes = _read_folder(root / "train", cfg.image_size, cfg.num_workers)
-    raw = Raw(x_tr, y_tr, usual_augment=True)
+    raw = Raw(x_tr, y_tr, usual_augment=True, num_classes=len(classes))
     for part in ("test", "val"):
         if (root / part).is_dir():
             x, y, _ = _read_folder(root / part, cfg.image_size, cfg.num_workers, classes)

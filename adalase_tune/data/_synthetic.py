@@ -65,4 +65,4 @@ def generate_motifs(n: int, seed: int = DATASET_SEED) -> tuple[np.ndarray, np.nd
 
 def load_motifs(cfg: DataConfig) -> Raw:
     x, y, _ = generate_motifs(SAMPLES)
-    return Raw(x, y, scalar_norm=True)  # one mean/std: per-position statistics would break shift symmetry
+    return Raw(x, y, scalar_norm=True, num_classes=CLASSES)  # one mean/std: per-position statistics would break shift symmetry

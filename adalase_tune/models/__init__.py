@@ -29,7 +29,11 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
     With ``cfg.checkpoint`` the weights of a model saved by :func:`save_model` are loaded, all
     but a head whose shape differs (transfer learning with a new head).
     """
-    model = MODELS.get(cfg.name)(cfg, tuple(input_shape), num_classes)
+    builder = MODELS.get(cfg.name)
+    if cfg.name != "mlp" and len(input_shape) != 3:
+        raise ConfigError(f"model.name = {cfg.name!r} needs images (C, H, W), but the data are vectors of shape "
+                          f"{tuple(input_shape)}; use model.name=mlp")
+    model = builder(cfg, tuple(input_shape), num_classes)
     if cfg.checkpoint:
         load_backbone(model, cfg.checkpoint)
     model.da_sites = describe_sites(model, torch.zeros(2, *input_shape))

@@ -6,7 +6,6 @@ before pooling. ``stem="cifar"`` swaps in a 3x3 stride-1 conv and drops the max-
 import warnings
 
 import torch
-import torchvision
 from torch import nn
 
 from ..config import ConfigError
@@ -18,6 +17,8 @@ class ResNetSites(nn.Module):
 
     def __init__(self, arch, input_shape, num_classes=10, stem="cifar", pretrained=None):
         super().__init__()
+        import torchvision  # here, not at import: it costs about a second, and most models do not need it
+
         try:
             net = getattr(torchvision.models, arch)(weights=pretrained)
         except (ValueError, KeyError) as err:
