@@ -1,20 +1,38 @@
 """adalase_tune: learn where to apply latent data augmentation (AdaLASE), at cluster scale.
 
-The public surface::
+The public surface: the library API (one function per command; docs/api.md) and the engine::
 
-    from adalase_tune import load_config, Trainer, train
-    summary = train(load_config("search_spaces/digits.yaml", ["selection.method=adalase"]))
+    from adalase_tune import load_config, run_benchmark, sweep, train, Trainer
+    summary = train(load_config("search_spaces/motifs.yaml", ["selection.method=adalase"]), tracking_uri=None)
+    result = run_benchmark(load_config("search_spaces/motifs.yaml"), methods=["adalase", "grid"],
+                           out="results/mini", experiment="motifs")
+
+Names are imported on first use: ``import adalase_tune`` is cheap, so that the command line can
+install its signal handlers before torch loads, and a Ray trial does not load the orchestration.
 """
-from .config import ConfigError, ExperimentConfig, load_config
-from .data import build_data
-from .engine import NonFiniteLossError, Trainer, train
-from .models import MODELS, build_model
-from .ops import OPS, get_op
-from .policies import POLICIES, build_policy
-from .sites import DAContext, Site, SiteInfo, attach_sites
+from importlib import import_module
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = ["ConfigError", "ExperimentConfig", "load_config", "build_data", "Trainer", "train",
-           "NonFiniteLossError", "MODELS", "build_model", "OPS", "get_op", "POLICIES", "build_policy",
-           "DAContext", "Site", "SiteInfo", "attach_sites"]
+_EXPORTS = {
+    "config": ("ConfigError", "ExperimentConfig", "SweepConfig", "load_config", "load_sweep"),
+    "data": ("build_data",),
+    "engine": ("Callback", "NonFiniteError", "NonFiniteLossError", "Trainer"),
+    "experiment": ("Interrupted", "rebuild_report", "run_benchmark", "sweep", "train"),
+    "models": ("MODELS", "build_model"),
+    "ops": ("OPS", "get_op"),
+    "policies": ("POLICIES", "build_policy"),
+    "sites": ("DAContext", "Site", "SiteInfo", "attach_sites"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name):
+    if name in _MODULE_OF:
+        return getattr(import_module(f".{_MODULE_OF[name]}", __name__), name)
+    raise AttributeError(f"module 'adalase_tune' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

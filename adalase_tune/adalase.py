@@ -71,7 +71,8 @@ class PseudoValidation:
         self.split = data.train if from_train else pool
         self.augment = data.input_augment and from_train
         self.rotate = a.val_rotate if (from_train and data.train.x.dim() == 4) else 0.0
-        wanted = a.val_batch(cfg.train.batch_size)
+        steps = -(-len(data.train) // cfg.train.batch_size)
+        wanted = a.val_batch(len(data.train) / steps)
         self.batch_size = min(wanted, len(self.split))
         self.x = self.y = self.ids = None
         self._model = None

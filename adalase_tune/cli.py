@@ -1,16 +1,21 @@
-"""The ``adalase-tune`` command line. Bad input: one readable line on stderr, exit code 2."""
+"""The ``adalase-tune`` command line: it parses arguments, calls one function of
+:mod:`adalase_tune.experiment` per command, and maps the outcome to an exit code.
+
+Exit codes: 0 done; 1 a trial or a later step failed (one line says why); 2 bad input (one
+line names the field, the value and the fix; nothing was created); 128 + N after signal N
+(130 for Ctrl-C, 143 for SIGTERM), with what finished and the exact resume command.
+"""
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
-import time
 from pathlib import Path
 
-from .checkpoint import CheckpointError
 from .config import ConfigError
+from .interrupts import Interrupted, install_for_command
 
-EXIT_USAGE = 2
+EXIT_FAILED, EXIT_USAGE = 1, 2
 
 
 class _Parser(argparse.ArgumentParser):
@@ -20,9 +25,33 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="experiment YAML, e.g. search_spaces/digits.yaml")
+    p.add_argument("config", help="experiment YAML, e.g. search_spaces/motifs.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set selection.method=adalase (repeatable)")
+
+
+def _add_tracking_args(p):
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlflow.db here)")
+    p.add_argument("--experiment", help="MLflow experiment name (default: the config file's name)")
+    p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+
+
+def _add_ray_args(p):
+    p.add_argument("--seeds", type=int, help="number of seeds (0..S-1); default: the YAML's sweep.seeds or 1")
+    p.add_argument("--max-concurrent", type=int, help="trials running at once (default: as resources allow)")
+    p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default 1)")
+    p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (default 0)")
+    p.add_argument("--address", help="join this Ray cluster (host:port or ray://host:10001; default: a private "
+                                     "local Ray)")
+    p.add_argument("--storage", default="runs/ray", help="results and checkpoints: a path (shared on a cluster) "
+                                                         "or a URI such as s3://bucket/path")
+    p.add_argument("--name", help="experiment name, one path component (default: the method, or benchmark-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same --name")
+    p.add_argument("--max-failures", type=int, default=2, help="restarts of a failed trial from its checkpoint")
+    p.add_argument("--checkpoint-s", type=float, default=30.0, help="seconds between a trial's checkpoints "
+                                                                    "(PBT: at every perturbation)")
+    p.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Ray Tune's own output level")
+    _add_tracking_args(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,16 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(s)
     s.add_argument("--method", required=True, help="adalase, uniform, none, grid, random, optuna, asha or pbt")
     s.add_argument("--num-samples", type=int, help="trials per seed for random/optuna/asha, population for pbt")
-    _add_ray_args(s, default_seeds=None)
     s.add_argument("--out", metavar="DIR", help="also write results.csv (one row per trial) here")
-    _add_tracking_args(s)
+    _add_ray_args(s)
     b = sub.add_parser("benchmark", help="compare methods on the same data, model, epochs and seeds")
     _add_config_args(b)
     b.add_argument("--methods", help="comma-separated, default: the YAML's sweep.methods or all")
-    _add_ray_args(b, default_seeds=None)
-    b.add_argument("--out", metavar="DIR", default="results", help="where results.csv, report.md and the plot go")
-    _add_tracking_args(b)
-    r = sub.add_parser("report", help="rebuild report.md, results.csv and the plot from MLflow alone")
+    b.add_argument("--out", metavar="DIR", default="results", help="where results.csv, report.md and the plots go")
+    _add_ray_args(b)
+    r = sub.add_parser("report", help="rebuild report.md, results.csv and the plots from MLflow alone")
     r.add_argument("--experiment", required=True, help="MLflow experiment name")
     r.add_argument("--benchmark", help="one benchmark of the experiment (default: the latest)")
     r.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlflow.db)")
@@ -60,260 +87,174 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_tracking_args(p):
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlflow.db here)")
-    p.add_argument("--experiment", help="MLflow experiment name (default: the config file's name)")
-    p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+def _tracking_uri(args):
+    from .tracking import DEFAULT_URI
+
+    return None if getattr(args, "no_tracking", False) else (args.tracking_uri or DEFAULT_URI)
 
 
-def _tracking(args):
-    """The MLflow handle for this command, or None with --no-tracking."""
-    if getattr(args, "no_tracking", False):
-        return None
-    from .tracking import DEFAULT_URI, Tracking
-
-    return Tracking(args.tracking_uri or DEFAULT_URI, args.experiment or Path(args.config).stem)
+def _experiment(args) -> str:
+    return args.experiment or Path(args.config).stem
 
 
-def _add_ray_args(p, default_seeds):
-    p.add_argument("--seeds", type=int, default=default_seeds, help="number of seeds (0..S-1); default: YAML or 1")
-    p.add_argument("--max-concurrent", type=int, help="trials running at once (default: as resources allow)")
-    p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default 1)")
-    p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (default 0)")
-    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
-    p.add_argument("--storage", default="runs/ray", help="results and checkpoints: a path (shared on a cluster) or URI")
-    p.add_argument("--name", help="experiment name (default: the method, or benchmark-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same --name")
-    p.add_argument("--max-failures", type=int, default=2, help="restarts of a failed trial from its checkpoint")
-    p.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Ray Tune's own output level")
+def _config(args):
+    from .config import load_config
+
+    return load_config(args.config, args.overrides, extra_sections=("sweep",))
 
 
-def _sweep_inputs(args):
-    """Config, sweep section and options, all checked before Ray starts."""
-    from .config import load_config, read_yaml
-    from .search import sweep_settings
+def _options(args, settings, num_samples=None):
     from .tuning import SweepOptions
 
-    cfg = load_config(args.config, args.overrides, extra_sections=("sweep",))
-    settings = sweep_settings(read_yaml(args.config).get("sweep"))
     if args.seeds is not None and args.seeds < 1:
         raise ConfigError(f"--seeds = {args.seeds}: give at least 1")
-    seeds = list(range(args.seeds)) if args.seeds is not None else settings.get("seeds", [0])
-    pick = lambda flag, key, default: flag if flag is not None else settings.get(key, default)  # noqa: E731
-    options = SweepOptions(
-        seeds=seeds, num_samples=getattr(args, "num_samples", None), budgets=settings.get("methods", {}),
-        max_concurrent=pick(args.max_concurrent, "max_concurrent", None),
-        cpus_per_trial=pick(args.cpus_per_trial, "cpus_per_trial", 1.0),
-        gpus_per_trial=pick(args.gpus_per_trial, "gpus_per_trial", 0.0), address=args.address,
-        storage=args.storage, name=args.name, resume=args.resume, max_failures=args.max_failures, verbose=args.verbose)
-    return cfg, settings, options
+    pick = lambda flag, value: flag if flag is not None else value  # noqa: E731
+    return SweepOptions(
+        seeds=list(range(args.seeds)) if args.seeds is not None else list(settings.seeds), num_samples=num_samples,
+        budgets=settings.methods, max_concurrent=pick(args.max_concurrent, settings.max_concurrent),
+        cpus_per_trial=pick(args.cpus_per_trial, settings.cpus_per_trial),
+        gpus_per_trial=pick(args.gpus_per_trial, settings.gpus_per_trial), address=args.address,
+        storage=args.storage, name=args.name, resume=args.resume, max_failures=args.max_failures,
+        checkpoint_s=args.checkpoint_s, verbose=args.verbose)
 
 
-def cmd_sweep(args) -> int:
-    import pandas as pd
+def resume_command(argv: list[str], name: str) -> str:
+    """The exact command that resumes this one: the same arguments, the name made explicit, --resume."""
+    import shlex
 
-    from .search import METHODS
-    from .tuning import sweep, trial_rows
-
-    METHODS.get(args.method)
-    cfg, _, options = _sweep_inputs(args)
-    if args.out:
-        _check_writable(str(Path(args.out) / "results.csv"), "--out")
-    from .tuning import prepare
-
-    sites = prepare(cfg, args.method, options)[1]  # every check before MLflow or Ray is touched
-    tracking = _tracking(args)
-    factory, parent = None, None
-    if tracking:
-        from .tracking import config_hash
-
-        parent = tracking.parent_run(args.method, options.name or args.method, config_hash(cfg), _parent_params(cfg))
-        factory = tracking.trial_factory(parent)
-    grids = sweep(cfg, args.method, options, tracker_factory=factory, sites=sites)
-    rows = pd.DataFrame([r for g in grids for r in trial_rows(g, args.method, sites)])
-    if tracking:
-        tracking.finish_parent(parent, _method_totals(rows, cfg))
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        rows.to_csv(Path(args.out) / "results.csv", index=False)
-    ok = rows[rows["status"] == "TERMINATED"]
-    print(f"{args.method}: {len(ok)}/{len(rows)} trials finished; results in {options.storage}")
-    if len(ok):
-        best = ok.loc[ok["best_val_acc"].idxmax()]
-        print(f"best val/acc {best['best_val_acc']:.4f} (seed {best['seed']}), test/acc there "
-              f"{best['test_acc_at_best_val']:.4f}; params {best['params']}")
-    return 0 if len(ok) == len(rows) else 1
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--name":
+            skip = True
+            continue
+        if a.startswith("--name=") or a == "--resume":
+            continue
+        out.append(a)
+    return shlex.join(["adalase-tune", *out, "--name", name, "--resume"])
 
 
-def cmd_benchmark(args) -> int:
-    from .benchmark import parse_methods, run_benchmark
-    from .tuning import SweepOptions
+def cmd_train(args, argv) -> int:
+    from .experiment import train
 
-    cfg, settings, options = _sweep_inputs(args)
-    methods = parse_methods(args.methods, list(settings.get("methods", {})) or None)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    name = options.name or f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}"
-    options = SweepOptions(**{**options.__dict__, "name": name})
-    hooks, tracking = {}, None
-    if not args.no_tracking:
-        from .tracking import config_hash
-
-        parents, params = {}, {}
-
-        def factory_for(method):  # first called after run_benchmark has checked every input
-            nonlocal tracking
-            if tracking is None:
-                tracking = _tracking(args)
-                params.update(_parent_params(cfg))
-            parents[method] = tracking.parent_run(method, name, config_hash(cfg), params)
-            return tracking.trial_factory(parents[method])
-
-        def on_done(method, rows):
-            import pandas as pd
-
-            tracking.finish_parent(parents[method], _method_totals(pd.DataFrame(rows), cfg))
-
-        hooks = {"tracker_factory_for": factory_for, "on_done": on_done}
-    result = run_benchmark(cfg, methods, options, args.out, **hooks)
-    if tracking:
-        tracking.summary_run(name, [result["csv"], result["md"], result["png"]],
-                             {"plain_passes": result["plain_passes"]})
-        print(f"MLflow: experiment {tracking.experiment!r} at {tracking.uri} (adalase-tune ui to browse)")
-    print(Path(result["md"]).read_text())
-    print(f"wrote {result['csv']}, {result['md']}, {result['png']}")
-    return 0
-
-
-def _parent_params(cfg) -> dict:
-    from .benchmark import plain_passes_of
-
-    return {"plain_passes": plain_passes_of(cfg), "epochs": cfg.train.epochs, "data.name": cfg.data.name,
-            "data.n_train": cfg.data.n_train, "model.name": cfg.model.name, "augment.op": cfg.augment.op}
-
-
-def _method_totals(rows, cfg) -> dict:
-    """A method's totals for its MLflow parent run."""
-    from .benchmark import plain_passes_of
-    from .report import method_table
-
-    if not len(rows) or "best_val_acc" not in rows:
-        return {}
-    table, _ = method_table(rows, plain_passes_of(cfg))
-    if not len(table):
-        return {}
-    t = table.iloc[0]
-    return {"cost/total_device_s": float(rows["device_s"].sum()), "cost/total_sample_passes": float(rows["sample_passes"].sum()),
-            "cost/plain_run_multiple": t["plain_run_multiple"], "best_val_acc": t["best_val_acc"],
-            "test_acc_selected": t["test_acc"], "test_acc_selected_std": t["test_acc_std"]}
-
-
-def cmd_report(args) -> int:
-    import pandas as pd
-
-    from .report import write_report
-    from .tracking import DEFAULT_URI, Tracking
-
-    tracking = Tracking(args.tracking_uri or DEFAULT_URI, args.experiment, create=False)
-    benchmark = args.benchmark or tracking.latest_benchmark()
-    if benchmark is None:
-        raise ConfigError(f"--experiment {args.experiment!r}: no benchmark or sweep runs found at {tracking.uri}")
-    rows = pd.DataFrame(tracking.trial_rows(benchmark))
-    meta = tracking.benchmark_meta(benchmark)
-    if not len(rows) or "plain_passes" not in meta:
-        raise ConfigError(f"--benchmark {benchmark!r}: no finished trial runs in experiment {args.experiment!r}")
-    result = write_report(rows, args.out, float(meta["plain_passes"]),
-                          {"title": f"{args.experiment}: {benchmark} (rebuilt from MLflow)", "tracking": tracking.uri})
-    print(Path(result["md"]).read_text())
-    print(f"wrote {result['csv']}, {result['md']}, {result['png']}")
-    return 0
-
-
-def cmd_ui(args) -> int:
-    import subprocess
-
-    from .tracking import DEFAULT_URI, check_tracking_uri
-
-    uri = check_tracking_uri(args.tracking_uri or DEFAULT_URI)
-    print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
-           "--port", str(args.port)]
-    return subprocess.call(cmd)
-
-
-def cmd_train(args) -> int:
-    from .checkpoint import atomic_save, safe_load
-    from .config import load_config
-    from .engine import Trainer
-    from .models import save_model
-
-    cfg = load_config(args.config, args.overrides, extra_sections=("sweep",))
-    if args.resume and not args.checkpoint_dir:
-        raise ConfigError("--resume needs --checkpoint-dir DIR (the folder holding last.pt)")
-    ckpt = Path(args.checkpoint_dir) / "last.pt" if args.checkpoint_dir else None
-    if args.out:
-        _check_writable(args.out, "--out")
-    if args.save_model:
-        _check_writable(args.save_model, "--save-model")
-    trainer = Trainer(cfg, progress=not args.quiet)  # every check of the input happens here
-    tracking = _tracking(args)
-    tracker = tracking.standalone_run(cfg, [s.name for s in trainer.sites]) if tracking else None
-
-    def report(metrics, state):
-        if ckpt:
-            atomic_save(state, ckpt)
-        if tracker:
-            tracker.log_epoch(metrics)
-
-    trainer.report = report
-    if args.resume and ckpt.is_file():
-        trainer.load_state_dict(safe_load(ckpt), source=str(ckpt))
-        print(f"resuming {ckpt} after epoch {trainer.epoch}", file=sys.stderr)
-    if not args.quiet:
-        sites = ", ".join(f"{i}:{s.name}{list(s.shape)}" for i, s in enumerate(trainer.sites))
-        print(f"{cfg.model.name} on {cfg.data.name} (n_train={len(trainer.data.train)}), "
-              f"{cfg.selection.method}, op {cfg.augment.op}, device {trainer.device}; sites {sites}", file=sys.stderr)
-    try:
-        summary = trainer.run()
-    except Exception as err:
-        if tracker:
-            tracker.fail(err)
-        raise
-    if tracker:
-        tracker.finish(summary)
-    if args.save_model:
-        save_model(trainer.model, args.save_model, cfg.to_dict())
-    if args.out:
-        Path(args.out).write_text(json.dumps(summary, indent=2))
+    summary = train(_config(args), out=args.out, save_model=args.save_model, checkpoint_dir=args.checkpoint_dir,
+                    resume=args.resume, tracking_uri=_tracking_uri(args), experiment=_experiment(args),
+                    progress=not args.quiet)
     print(f"best val/acc {summary['best_val_acc']:.4f} (epoch {summary['best_epoch']}), "
           f"test/acc there {summary['test_acc_at_best_val']:.4f}, final test/acc {summary['final_test_acc']:.4f}"
           + (f"; q {['%.3f' % v for v in summary['q_final']]}" if summary["q_final"] else ""))
     return 0
 
 
-def _check_writable(path: str, flag: str) -> None:
-    """Create the parent folder of an output file now, so a bad path fails before training."""
-    parent = Path(path).resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"{flag} {path}: cannot create folder {parent} ({err.strerror}); choose another path") from None
+def cmd_sweep(args, argv) -> int:
+    from .config import load_sweep
+    from .experiment import sweep
+    from .search import METHODS
+
+    METHODS.get(args.method)
+    options = _options(args, load_sweep(args.config), args.num_samples)
+    name = options.name or args.method
+    result = sweep(_config(args), args.method, options, out=args.out, tracking_uri=_tracking_uri(args),
+                   experiment=_experiment(args), resume_hint=resume_command(argv, name))
+    rows = result.rows
+    ok = rows[rows["status"] == "TERMINATED"]
+    print(f"{args.method}: {len(ok)}/{len(rows)} trials finished; results in {result.root}/{name}")
+    if len(ok):
+        best = ok.loc[ok["best_val_acc"].idxmax()]
+        print(f"best val/acc {best['best_val_acc']:.4f} (seed {best['seed']}), test/acc there "
+              f"{best['test_acc_at_best_val']:.4f}; params {best['params']}")
+    for r in rows[rows["status"] != "TERMINATED"].itertuples():
+        print(f"trial {r.trial_id} {r.status}: {r.error}", file=sys.stderr)
+    return 0 if len(ok) == len(rows) else EXIT_FAILED
 
 
-COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "benchmark": cmd_benchmark, "report": cmd_report,
-            "ui": cmd_ui}
+def cmd_benchmark(args, argv) -> int:
+    import time
+
+    from .config import load_sweep
+    from .experiment import parse_methods, run_benchmark
+
+    settings = load_sweep(args.config)
+    methods = parse_methods(args.methods, list(settings.methods) or None)
+    options = _options(args, settings)
+    name = options.name or f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}"
+    from dataclasses import replace
+
+    options = replace(options, name=name)
+    result = run_benchmark(_config(args), methods, options, out=args.out, tracking_uri=_tracking_uri(args),
+                           experiment=_experiment(args), resume_hint=resume_command(argv, name))
+    print(Path(result.files["md"]).read_text())
+    if _tracking_uri(args):
+        print(f"MLflow: experiment {_experiment(args)!r} at {_tracking_uri(args)} (adalase-tune ui to browse)")
+    print(f"wrote {', '.join(str(result.files[k]) for k in ('csv', 'md', 'png', 'curve_png'))}")
+    failed = (result.trials["status"] != "TERMINATED").sum()
+    return 0 if not failed else EXIT_FAILED
+
+
+def cmd_report(args, argv) -> int:
+    from .experiment import rebuild_report
+    from .tracking import DEFAULT_URI
+
+    files = rebuild_report(args.experiment, args.benchmark, tracking_uri=args.tracking_uri or DEFAULT_URI, out=args.out)
+    print(Path(files["md"]).read_text())
+    print(f"wrote {files['csv']}, {files['md']}, {files['png']}, {files['curve_png']}")
+    return 0
+
+
+def cmd_ui(args, argv) -> int:
+    from .tracking import DEFAULT_URI, serve_ui
+
+    return serve_ui(args.tracking_uri or DEFAULT_URI, args.port)
+
+
+COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "benchmark": cmd_benchmark, "report": cmd_report, "ui": cmd_ui}
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    install_for_command()  # before torch and Ray load: a SIGTERM from here on ends honestly
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return COMMANDS[args.command](args)
-    except (ConfigError, CheckpointError) as err:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args, argv)
+    except ConfigError as err:  # CheckpointError included
         print(f"adalase-tune: error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("adalase-tune: interrupted", file=sys.stderr)
-        return 130
+    except Interrupted as err:
+        print(f"adalase-tune: {err.message}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt as err:  # before any work that has runs to close
+        print("adalase-tune: interrupted (before any training started)", file=sys.stderr)
+        return 128 + getattr(err, "signum", 2)
+    except Exception as err:  # a later failure: one line, unless a developer asks for the traceback
+        if os.environ.get("ADALASE_TUNE_DEBUG"):
+            raise
+        text = " ".join(str(err).split())[:500]
+        print(f"adalase-tune: error: {type(err).__name__}: {text} (set ADALASE_TUNE_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return EXIT_FAILED
+
+
+def entry() -> None:
+    """The console script. After an interrupt it ends with ``os._exit``: CPython re-raises SIGINT at
+    exit (and so hides the exit code) when a KeyboardInterrupt once passed through C code that ran
+    Python, as imports of torch and Ray do, even though main() handled it."""
+    code = main()
+    if code >= 128:
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a further signal while exiting changes nothing
+            signal.signal(sig, signal.SIG_IGN)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if "ray" in sys.modules:
+            import ray
+
+            ray.shutdown()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

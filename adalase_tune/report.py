@@ -299,6 +299,19 @@ def plot_cost_vs_accuracy(trials: pd.DataFrame, plain_passes: float, path: Path)
     plt.close(fig)
 
 
+def _placeholder_plot(path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.text(0.5, 0.5, "no finished trial", ha="center", va="center")
+    ax.set_axis_off()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def write_report(trials: pd.DataFrame, out_dir: str | Path, plain_passes: float, meta: Optional[dict] = None) -> dict:
     """Write results.csv, report.md, cost_to_accuracy.png and cost_vs_accuracy.png; returns their
     paths and the method table."""
@@ -307,6 +320,12 @@ def write_report(trials: pd.DataFrame, out_dir: str | Path, plain_passes: float,
     paths = {"csv": out / "results.csv", "md": out / "report.md", "png": out / "cost_vs_accuracy.png",
              "curve_png": out / "cost_to_accuracy.png"}
     trials.to_csv(paths["csv"], index=False)
+    if not len(finished(trials)):  # an interrupted or failed benchmark: say so, never a traceback
+        lines = render_markdown(pd.DataFrame(), {"passes": plain_passes, "device_s": np.nan, "from": None}, meta or {})
+        paths["md"].write_text(lines.split("\n| method |")[0] + "\nNo trial finished, so there is nothing to compare yet.\n")
+        for key in ("png", "curve_png"):
+            _placeholder_plot(paths[key])
+        return {**paths, "table": pd.DataFrame()}
     table, plain = method_table(trials, plain_passes)
     sites = sites_of(trials)
     grid = grid_by_site(trials, sites) if sites else None

@@ -1,11 +1,16 @@
 """MLflow tracking: every MLflow call of adalase_tune lives here.
 
 The run tree of a benchmark: one parent run per method (tags ``method``, ``benchmark``,
-``config_hash``), one child run per trial nested under it (``mlflow.parentRunId``), and a
-summary run holding report.md, results.csv and cost_vs_accuracy.png. A child run holds the
-flattened resolved config plus ``da_prob/<site>`` and ``q/<site>`` as params, per-epoch metrics
-(step = epoch, logged in one batch per epoch) and final metrics. A resumed trial continues its
-own run (found by its Ray trial id) and a resumed benchmark reuses its parent runs.
+``config_hash``), one child run per trial nested under it (``mlflow.parentRunId``, tag
+``ray.trial_id``), and a summary run holding the report files. A child run holds the flattened
+resolved config plus ``da_prob/<site>`` as params, per-epoch metrics (step = epoch) and final
+metrics. All of it is written **by the driver**: trials never open the store, so a SQLite file
+on the driver works on any cluster. Metrics are buffered and written in batches.
+
+A resumed trial continues its own run (found by its Ray trial id) and epochs it already logged
+are not logged again; a resumed benchmark reuses its parent runs; ``adalase-tune train --resume``
+continues the run whose id its checkpoint holds. Every run ends FINISHED, FAILED (with the
+reason in the tag ``error``) or KILLED: none is left RUNNING by an error or an interrupt.
 
 Example::
 
@@ -14,20 +19,30 @@ Example::
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import socket
+import subprocess
+import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
 from .config import ConfigError, ExperimentConfig, flatten
+from .engine import Callback
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 FINAL_METRICS = ("best_val_acc", "test_acc_at_best_val", "final_test_acc")
+METRIC_KEYS = ("lr", "best_val_acc", "test_acc_at_best_val", "best_epoch")  # besides every "a/b" key
+SCHEMES = ("sqlite", "http", "https", "file", "databricks", "postgresql", "mysql", "mssql")
+CONNECT_TIMEOUT_S = 10.0
 _RETRIES = 5
+_BATCH = 1000  # MLflow's limit on metrics per log_batch call
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
@@ -45,7 +60,7 @@ def _client(uri: str):
 
 
 def _retry(fn, *args, **kwargs):
-    """SQLite stores lock briefly under concurrent trials; retry a few times."""
+    """SQLite stores lock briefly under concurrent writers; retry a few times."""
     for attempt in range(_RETRIES):
         try:
             return fn(*args, **kwargs)
@@ -55,17 +70,41 @@ def _retry(fn, *args, **kwargs):
             time.sleep(0.2 * 2 ** attempt)
 
 
+def literal(value: str) -> str:
+    """``value`` as a string literal of an MLflow filter: quoted, never able to end the literal."""
+    value = str(value)
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise ConfigError(f"{value!r}: a name may not hold both ' and \"; choose another")
+
+
 def check_tracking_uri(uri: str) -> str:
-    """Resolve a relative ``sqlite:///file`` to an absolute path (trials run elsewhere) and check it."""
-    if uri.startswith("sqlite:///"):
+    """Resolve a relative ``sqlite:///file`` to an absolute path and check the scheme, and that a
+    server answers (within ``CONNECT_TIMEOUT_S``): before any run is created."""
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
+    if scheme not in SCHEMES:
+        raise ConfigError(f"--tracking-uri = {uri!r}: unknown scheme {scheme or '(none)'!r}; use sqlite:///path.db, "
+                          "http://host:port or another MLflow URI (" + ", ".join(SCHEMES) + ")")
+    if scheme == "sqlite":
         path = Path(uri.removeprefix("sqlite:///"))
         path = path if path.is_absolute() else Path.cwd() / path
         if not path.parent.is_dir():
             raise ConfigError(f"--tracking-uri = {uri!r}: folder {path.parent} does not exist; create it first")
+        if path.is_dir():
+            raise ConfigError(f"--tracking-uri = {uri!r}: {path} is a folder; name a .db file")
         return f"sqlite:///{path}"
-    if uri.startswith(("http://", "https://", "databricks", "file:")) or "://" in uri:
-        return uri
-    raise ConfigError(f"--tracking-uri = {uri!r}: expected sqlite:///path.db, http://host:port or another MLflow URI")
+    if scheme in ("http", "https"):
+        parts = urllib.parse.urlsplit(uri)
+        try:
+            with socket.create_connection((parts.hostname, parts.port or (443 if scheme == "https" else 80)),
+                                          timeout=CONNECT_TIMEOUT_S):
+                pass
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"--tracking-uri = {uri!r}: no MLflow server answers there ({err}); start it "
+                              f"(mlflow server --host 127.0.0.1 --port ...) or fix the address") from None
+    return uri
 
 
 class Tracking:
@@ -89,45 +128,71 @@ class Tracking:
         return runs[0] if runs else None
 
     def parent_run(self, method: str, benchmark: str, config_hash: str, params: Optional[dict] = None) -> str:
-        """The parent run of ``method`` in ``benchmark``: reused when it exists (a resumed sweep)."""
-        found = self._find(f"tags.method = '{method}' and tags.benchmark = '{benchmark}' "
-                           f"and tags.run_kind = 'method'")
+        """The parent run of ``method`` in ``benchmark``: reused (RUNNING again) when it exists."""
+        found = self._find(f"tags.method = {literal(method)} and tags.benchmark = {literal(benchmark)} "
+                           "and tags.run_kind = 'method'")
         if found:
+            _retry(self.client.update_run, found.info.run_id, status="RUNNING")
             return found.info.run_id
         tags = {"method": method, "benchmark": benchmark, "config_hash": config_hash, "run_kind": "method",
                 "mlflow.runName": f"{method} ({benchmark})"}
         run_id = _retry(self.client.create_run, self.experiment_id, tags=tags).info.run_id
         if params:
-            from mlflow.entities import Param
-
-            _retry(self.client.log_batch, run_id, params=[Param(k, str(v)) for k, v in params.items()])
+            self.log_params(run_id, params)
         return run_id
 
-    def trial_factory(self, parent_run_id: Optional[str]):
-        """A picklable callable that creates a :class:`TrialTracker` inside a Ray trial."""
-        return TrialTrackerFactory(self.uri, self.experiment_id, parent_run_id)
+    def log_params(self, run_id: str, params: dict) -> None:
+        from mlflow.entities import Param
 
-    def finish_parent(self, run_id: str, totals: dict) -> None:
-        _log_final(self.client, run_id, totals)
-        _retry(self.client.set_terminated, run_id, "FINISHED")
+        items = [Param(k, str(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            _retry(self.client.log_batch, run_id, params=items[i:i + 100])
 
-    def summary_run(self, benchmark: str, files: Sequence[Path], metrics: Optional[dict] = None) -> str:
-        found = self._find(f"tags.benchmark = '{benchmark}' and tags.run_kind = 'summary'")
+    def end_run(self, run_id: str, status: str, metrics: Optional[dict] = None, error: str = "") -> None:
+        """End a run FINISHED, FAILED (with ``error`` as the reason) or KILLED."""
+        if metrics:
+            _log_final(self.client, run_id, metrics)
+        if error:
+            _retry(self.client.set_tag, run_id, "error", error[:5000])
+        _retry(self.client.set_terminated, run_id, status)
+
+    def summary_run(self, benchmark: str, files: Sequence[Path], metrics: Optional[dict] = None,
+                    tags: Optional[dict] = None) -> str:
+        found = self._find(f"tags.benchmark = {literal(benchmark)} and tags.run_kind = 'summary'")
         run_id = found.info.run_id if found else _retry(
             self.client.create_run, self.experiment_id,
             tags={"benchmark": benchmark, "run_kind": "summary", "mlflow.runName": f"summary ({benchmark})"}).info.run_id
+        for key, value in (tags or {}).items():
+            _retry(self.client.set_tag, run_id, key, value)
         for f in files:
             _retry(self.client.log_artifact, run_id, str(f))
-        if metrics:
-            _log_final(self.client, run_id, metrics)
-        _retry(self.client.set_terminated, run_id, "FINISHED")
+        self.end_run(run_id, "FINISHED", metrics)
         return run_id
 
-    def standalone_run(self, cfg: ExperimentConfig, sites: Sequence[str]) -> "TrialTracker":
-        """A run for ``adalase-tune train`` (no parent)."""
-        return TrialTracker(self.uri, self.experiment_id, None, cfg, sites, trial_id=None)
+    def run_logger(self, name: str, tags: dict, params: dict, trial_id: Optional[str] = None,
+                   run_id: Optional[str] = None) -> "RunLogger":
+        """A run to log into: the trial's existing run (by ``trial_id``) or ``run_id`` when there is
+        one, continued after the last epoch it holds; else a new run with ``tags`` and ``params``."""
+        found = None
+        if run_id:
+            found = _retry(self.client.get_run, run_id)
+        elif trial_id:
+            found = self._find(f"tags.`ray.trial_id` = {literal(trial_id)}")
+        if found is not None:
+            history = _retry(self.client.get_metric_history, found.info.run_id, "val/acc")
+            _retry(self.client.update_run, found.info.run_id, status="RUNNING")
+            return RunLogger(self, found.info.run_id, logged_up_to=max((m.step for m in history), default=0))
+        tags = {**tags, "mlflow.runName": name, **({"ray.trial_id": trial_id} if trial_id else {})}
+        new = _retry(self.client.create_run, self.experiment_id, tags=tags).info.run_id
+        self.log_params(new, params)
+        return RunLogger(self, new)
 
     # --- reading back --------------------------------------------------------------------------
+
+    def metric_history(self, run_id: str, keys: Sequence[str]) -> list[list[float]]:
+        """``keys``' values per step (the steps of the first key), e.g. a q trajectory."""
+        series = [{m.step: m.value for m in _retry(self.client.get_metric_history, run_id, k)} for k in keys]
+        return [[s.get(step, float("nan")) for s in series] for step in sorted(series[0])]
 
     def trial_rows(self, benchmark: Optional[str] = None) -> list[dict]:
         """One row per trial run of the experiment (optionally of one benchmark), as the report wants."""
@@ -160,7 +225,7 @@ class Tracking:
 
     def benchmark_meta(self, benchmark: str) -> dict:
         """The params of a benchmark's parent runs (``plain_passes`` among them)."""
-        found = self._find(f"tags.benchmark = '{benchmark}' and tags.run_kind = 'method'")
+        found = self._find(f"tags.benchmark = {literal(benchmark)} and tags.run_kind = 'method'")
         return dict(found.data.params) if found else {}
 
     def latest_benchmark(self) -> Optional[str]:
@@ -170,35 +235,30 @@ class Tracking:
 
 
 def _site_columns(run) -> dict:
-    """``q/<site>`` or ``da_prob/<site>`` of a trial run, as :func:`adalase_tune.tuning.site_columns`."""
-    from .tuning import site_columns
-
-    p, sites = run.data.params, [s for s in run.data.tags.get("sites", "").split(",") if s]
-    params = {"selection": {"method": p.get("selection.method"), "site": p.get("selection.site")},
-              "da_prob": {s: p[f"da_prob/{s}"] for s in sites if f"da_prob/{s}" in p}}
-    return site_columns(params, run.data.metrics, sites)
-
-
-class TrialTrackerFactory:
-    """Created on the driver, called in the trial: ``factory(cfg, sites, trial_id)``."""
-
-    def __init__(self, uri: str, experiment_id: str, parent_run_id: Optional[str]):
-        self.uri, self.experiment_id, self.parent_run_id = uri, experiment_id, parent_run_id
-
-    def __call__(self, cfg: ExperimentConfig, sites: Sequence[str], trial_id: Optional[str]) -> "TrialTracker":
-        return TrialTracker(self.uri, self.experiment_id, self.parent_run_id, cfg, sites, trial_id)
+    """``q/<site>`` (AdaLASE's final q) or ``da_prob/<site>`` of a trial run, from its metrics and params."""
+    p, m = run.data.params, run.data.metrics
+    sites = [s for s in run.data.tags.get("sites", "").split(",") if s]
+    if p.get("selection.method") == "adalase":
+        return {f"q/{s}": m.get(f"adalase/q/{s}", np.nan) for s in sites}
+    return {f"da_prob/{s}": float(p[f"da_prob/{s}"]) for s in sites if f"da_prob/{s}" in p}
 
 
-def trial_params(cfg: ExperimentConfig, sites: Sequence[str]) -> dict:
-    """Flattened resolved config, plus ``da_prob/<site>`` (the searched weights) and ``q/<site>``."""
+def trial_params(cfg: ExperimentConfig, weights: dict) -> dict:
+    """The flattened resolved config, plus the per-site weights ``da_prob/<site>`` it ran with and
+    the categorical ``q/<site> = w / sum(w)`` they make (uniform when all are 0)."""
     params = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in flatten(cfg.to_dict()).items()}
-    sel = cfg.selection
-    if sel.method == "probs" and sel.weights:
-        w = np.asarray(sel.weights, dtype=float)
+    if weights:
+        w = np.array(list(weights.values()), dtype=float)
         q = w / w.sum() if w.sum() > 0 else np.full(len(w), 1 / len(w))
-        params.update({f"da_prob/{s}": float(v) for s, v in zip(sites, w)})
-        params.update({f"q/{s}": round(float(v), 6) for s, v in zip(sites, q)})
+        params.update({k: float(v) for k, v in weights.items()})
+        params.update({f"q/{k.split('/', 1)[1]}": round(float(v), 6) for k, v in zip(weights, q)})
     return params
+
+
+def epoch_metrics(result: dict) -> dict:
+    """The numeric metrics of a trainer report worth logging (not Ray's bookkeeping fields)."""
+    return {k: float(v) for k, v in result.items()
+            if ("/" in k or k in METRIC_KEYS) and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _log_final(client, run_id: str, values: dict) -> None:
@@ -211,69 +271,58 @@ def _log_final(client, run_id: str, values: dict) -> None:
         _retry(client.log_batch, run_id, metrics=metrics)
 
 
-class TrialTracker:
-    """One trial's MLflow run: params at the start, one metric batch per epoch, finals at the end."""
+class RunLogger:
+    """One run: epochs buffered and written in batches (every ``flush_s`` seconds and at the end),
+    epochs already logged skipped, and an end that is FINISHED, FAILED or KILLED."""
 
-    def __init__(self, uri, experiment_id, parent_run_id, cfg: ExperimentConfig, sites, trial_id):
-        from mlflow.entities import Param, RunTag
-
-        self.client = _client(uri)
-        self.sites = list(sites)
-        self.adalase = cfg.selection.method == "adalase"
-        found = None
-        if trial_id:
-            runs = _retry(self.client.search_runs, [experiment_id],
-                          filter_string=f"tags.`ray.trial_id` = '{trial_id}'", max_results=1)
-            found = runs[0] if runs else None
-        self.logged_up_to = 0
-        if found is not None:  # a restarted or resumed trial continues its own run
-            self.run_id = found.info.run_id
-            history = _retry(self.client.get_metric_history, self.run_id, "val/acc")
-            self.logged_up_to = max((m.step for m in history), default=0)
-            _retry(self.client.update_run, self.run_id, status="RUNNING")
-            return
-        tags = {"run_kind": "trial", "method_selection": cfg.selection.method,
-                "mlflow.runName": f"{cfg.selection.method} seed {cfg.train.seed}" + (f" {trial_id}" if trial_id else "")}
-        if parent_run_id:
-            tags["mlflow.parentRunId"] = parent_run_id
-        if trial_id:
-            tags["ray.trial_id"] = trial_id
-        self.run_id = _retry(self.client.create_run, experiment_id, tags=tags).info.run_id
-        params = [Param(k, str(v)) for k, v in trial_params(cfg, self.sites).items()]
-        for i in range(0, len(params), 100):
-            _retry(self.client.log_batch, self.run_id, params=params[i:i + 100])
-        _retry(self.client.log_batch, self.run_id, tags=[RunTag("sites", ",".join(self.sites))])
-
-    def log_epoch(self, metrics: dict) -> None:
-        """All of an epoch's numeric metrics in one batch, step = epoch."""
-        from mlflow.entities import Metric
-
-        step, now = int(metrics["epoch"]), int(time.time() * 1000)
-        if step <= self.logged_up_to:  # replayed after a restore from an older checkpoint: same values
-            return
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
-                 if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool)]
-        _retry(self.client.log_batch, self.run_id, metrics=batch)
-
-    def finish(self, summary: dict) -> None:
-        cost = summary["cost"]
-        _log_final(self.client, self.run_id, {
-            **{k: summary[k] for k in FINAL_METRICS if summary.get(k) is not None}, "epochs": summary["epochs"],
-            "cost/total_device_s": cost["train_s"] + cost["eval_s"] + cost["adalase_s"],
-            "cost/total_sample_passes": cost["sample_passes"]})
-        _retry(self.client.set_tag, self.run_id, "device", cost["device"])
-        if summary.get("q_history"):
-            self._log_q_plot(summary["q_history"])
-        _retry(self.client.set_terminated, self.run_id, "FINISHED")
+    def __init__(self, tracking: Tracking, run_id: str, logged_up_to: int = 0, flush_s: float = 5.0):
+        self.tracking, self.client, self.run_id = tracking, tracking.client, run_id
+        self.logged_up_to, self.flush_s = logged_up_to, flush_s
+        self.buffer: list = []
+        self.last_flush = time.monotonic()
+        self.ended = False
 
     def tag(self, key: str, value: str) -> None:
         _retry(self.client.set_tag, self.run_id, key, value)
 
-    def fail(self, error: BaseException) -> None:
-        _retry(self.client.set_tag, self.run_id, "error", f"{type(error).__name__}: {error}"[:5000])
-        _retry(self.client.set_terminated, self.run_id, "FAILED")
+    def log_epoch(self, metrics: dict, step: int) -> None:
+        """Buffer one epoch's numeric metrics at ``step`` (an epoch logged before is skipped)."""
+        from mlflow.entities import Metric
 
-    def _log_q_plot(self, q_history) -> None:
+        if step <= self.logged_up_to:  # replayed after a restore from an older checkpoint: same values
+            return
+        now = int(time.time() * 1000)
+        self.buffer += [Metric(k, v, now, step) for k, v in metrics.items() if math.isfinite(v)]
+        self.logged_up_to = step
+        if time.monotonic() - self.last_flush >= self.flush_s:
+            self.flush()
+
+    def flush(self) -> None:
+        for i in range(0, len(self.buffer), _BATCH):
+            _retry(self.client.log_batch, self.run_id, metrics=self.buffer[i:i + _BATCH])
+        self.buffer = []
+        self.last_flush = time.monotonic()
+
+    def finish(self, final: dict, q_history: Optional[list] = None, sites: Sequence[str] = ()) -> None:
+        self.flush()
+        if q_history:
+            self._log_q_plot(q_history, sites)
+        self._end("FINISHED", final)
+
+    def fail(self, reason: str) -> None:
+        self.flush()
+        self._end("FAILED", error=reason)
+
+    def kill(self) -> None:
+        self.flush()
+        self._end("KILLED")
+
+    def _end(self, status: str, metrics: Optional[dict] = None, error: str = "") -> None:
+        if not self.ended:
+            self.tracking.end_run(self.run_id, status, metrics, error)
+            self.ended = True
+
+    def _log_q_plot(self, q_history, sites) -> None:
         import tempfile
 
         import matplotlib
@@ -283,7 +332,7 @@ class TrialTracker:
 
         q = np.asarray(q_history)
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        for i, site in enumerate(self.sites):
+        for i, site in enumerate(sites):
             ax.plot(np.arange(1, len(q) + 1), q[:, i], label=site)
         ax.set_xlabel("epoch")
         ax.set_ylabel("q (site probability)")
@@ -295,3 +344,101 @@ class TrialTracker:
             fig.savefig(path, dpi=110)
             _retry(self.client.log_artifact, self.run_id, str(path))
         plt.close(fig)
+
+
+def final_metrics(result: dict) -> dict:
+    """A finished trial's final metrics, from its last epoch's report."""
+    out = {k: result[k] for k in FINAL_METRICS[:2] if k in result}
+    out.update({"final_test_acc": result.get("test/acc"), "epochs": result.get("epoch"),
+                "cost/total_device_s": result.get("cost/device_s"),
+                "cost/total_sample_passes": result.get("cost/sample_passes")})
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def serve_ui(uri: str, port: int, startup_s: float = 90.0) -> int:
+    """Run ``mlflow server`` for ``uri`` on 127.0.0.1:``port`` (its own output goes to stderr) until
+    it exits or a signal arrives; SIGINT and SIGTERM are forwarded to the server's whole process
+    group and the exit code is then 128 + the signal. Returns 1, with one line, when the server
+    does not come up."""
+    import os
+    import signal
+
+    uri = check_tracking_uri(uri)
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port = {port}: choose a port in 1..65535")
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+            raise ConfigError(f"--port = {port}: something already listens on 127.0.0.1:{port}; choose another port")
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
+           "--port", str(port), "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=sys.stderr, start_new_session=True)
+    received: list = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        deadline = time.monotonic() + startup_s
+        while proc.poll() is None and time.monotonic() < deadline and not received:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    print(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)", flush=True)
+                    code = proc.wait()
+                    return 128 + received[0] if received else code
+            time.sleep(0.2)
+        if received:
+            proc.wait(timeout=30)
+            return 128 + received[0]
+        print(f"adalase-tune: error: the MLflow server did not come up on 127.0.0.1:{port} within {startup_s:.0f} s "
+              f"(exit code {proc.poll()}); see its output above", file=sys.stderr)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+
+
+class TrainRun(Callback):
+    """An engine callback that logs one ``adalase-tune train`` run; its run id travels in the
+    trainer's checkpoint, so ``--resume`` continues the same run. Epochs are written at each
+    epoch's end, before the checkpoint callback commits that epoch (it comes later in the list)."""
+
+    def __init__(self, tracking: Tracking):
+        self.tracking, self.run_id, self.logger = tracking, None, None
+
+    def on_train_start(self, trainer):
+        cfg = trainer.cfg
+        sites = [s.name for s in trainer.sites]
+        self.logger = self.tracking.run_logger(
+            f"train {cfg.selection.method} seed {cfg.train.seed}",
+            {"run_kind": "train", "method_selection": cfg.selection.method, "sites": ",".join(sites)},
+            trial_params(cfg, {}), run_id=self.run_id)
+        self.run_id = self.logger.run_id
+
+    def on_epoch_end(self, trainer, metrics):
+        self.logger.log_epoch(epoch_metrics(metrics), int(metrics["epoch"]))
+        self.logger.flush()
+
+    def on_train_end(self, trainer, summary):
+        self.logger.tag("device", summary["cost"]["device"])
+        self.logger.finish(final_metrics({**summary["history"][-1], **summary}), summary["q_history"], summary["sites"])
+
+    def on_exception(self, trainer, error):
+        if self.logger is None:
+            return
+        if isinstance(error, KeyboardInterrupt):
+            self.logger.kill()
+        else:
+            self.logger.fail(f"{type(error).__name__}: {error}")
+
+    def state_dict(self):
+        return {"run_id": self.run_id} if self.run_id else {}
+
+    def load_state_dict(self, state):
+        self.run_id = state.get("run_id")

@@ -1,129 +1,226 @@
 """Sweeps on Ray Tune: every Ray call of the driver lives here.
 
-:func:`sweep` runs one search method (see :mod:`adalase_tune.search`) over the same trainable,
-on a local Ray or a cluster (``address``), with results and checkpoints under ``storage`` (a
-local/NFS path or a URI Ray accepts, e.g. ``s3://bucket/runs``). All checks on the user's
-input happen before Ray starts; a resource request the cluster cannot meet fails at once.
+:func:`fit` runs the Tuners of one search method (see :mod:`adalase_tune.search`) over the
+same trainable, on a private local Ray or a cluster (``address``), with results and checkpoints
+under ``storage`` (a path, shared on a cluster, or a URI such as ``s3://bucket/runs``). The
+driver logs every trial to MLflow from Tune's callbacks (:class:`MLflowTrials`), so trials never
+touch the tracking store. ``adalase_tune.experiment`` orchestrates; this module only talks to Ray.
 
 Example::
 
-    grids = sweep(load_config("search_spaces/digits.yaml"), "random", SweepOptions(seeds=[0], num_samples=4))
-    grids[0].get_best_result("val/acc", "max").config
+    connect()
+    grid = fit(cfg, job, options, root, sites, callbacks=[TrialProgress(job.name, job.plan.expected_trials)])
 """
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
+import shutil
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+from ray import tune
+from ray.air.integrations.mlflow import MLflowLoggerCallback
 
 from .config import ConfigError, ExperimentConfig
-from .data import build_data
-from .models import build_model
-from .search import METHODS, Grid, SearchPlan, Uniform, nest
+from .search import (METHODS, ASHASpec, Grid, OptunaSearcher, PBTSpec, RandomSearcher, SearchPlan, Uniform, nest,
+                     site_weights, trial_config)
 
 METRIC, MODE = "val/acc", "max"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+URI_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "memory")
+STATE_BACKUP = ".adalase_tune_state"
+TOKEN_HINT = ("this Ray cluster uses token authentication (Ray's default): set RAY_AUTH_MODE=token and the "
+              "cluster's token (RAY_AUTH_TOKEN, or the token file `ray start` wrote) in this shell")
+
+
+def check_name(name: str, flag: str = "--name") -> str:
+    """A name that is one safe path component and one safe MLflow filter literal."""
+    if not NAME.match(name):
+        raise ConfigError(f"{flag} = {name!r}: use letters, digits, '.', '_' and '-' only (one path component, "
+                          "at most 100 characters, not starting with '.' or '-')")
+    return name
 
 
 @dataclass(frozen=True)
 class SweepOptions:
-    """How to run a sweep; the CLI flags of ``adalase-tune sweep`` map one to one."""
+    """How to run a sweep; the flags of ``adalase-tune sweep`` map one to one."""
 
     seeds: Sequence[int] = (0,)
-    num_samples: Optional[int] = None  # overrides the method's budget
+    num_samples: Optional[int] = None  # overrides the method's budget (population for pbt)
     budgets: dict = field(default_factory=dict)  # sweep.methods.<name> from the YAML
     max_concurrent: Optional[int] = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
-    address: Optional[str] = None
+    address: Optional[str] = None  # None: a private local Ray
     storage: str = "runs/ray"
     name: Optional[str] = None
     resume: bool = False
     max_failures: int = 0
-    verbose: int = 1
+    verbose: int = 0
     reuse_actors: bool = True  # run trials in warm worker processes (4x faster for short trials here)
+    checkpoint_s: float = 30.0  # a trial checkpoint at most this often (PBT: at every perturbation)
+    connect_timeout_s: float = 60.0
 
     def __post_init__(self):
         if not self.seeds:
             raise ConfigError("--seeds = 0: give at least one seed")
-        if self.num_samples is not None and self.num_samples < 1:
-            raise ConfigError(f"--num-samples = {self.num_samples}: it must be >= 1")
-        if self.max_concurrent is not None and self.max_concurrent < 1:
-            raise ConfigError(f"--max-concurrent = {self.max_concurrent}: it must be >= 1")
-        if self.cpus_per_trial <= 0:
+        for flag, value, low in (("--num-samples", self.num_samples, 1), ("--max-concurrent", self.max_concurrent, 1),
+                                 ("--max-failures", self.max_failures, 0)):
+            if value is not None and value < low:
+                raise ConfigError(f"{flag} = {value}: it must be >= {low}")
+        if not 0 < self.cpus_per_trial < 1e6:
             raise ConfigError(f"--cpus-per-trial = {self.cpus_per_trial}: it must be > 0")
-        if self.gpus_per_trial < 0:
+        if not 0 <= self.gpus_per_trial < 1e6:
             raise ConfigError(f"--gpus-per-trial = {self.gpus_per_trial}: it must be >= 0")
-        if self.max_failures < 0:
-            raise ConfigError(f"--max-failures = {self.max_failures}: it must be >= 0")
-
-
-def describe_sites(cfg: ExperimentConfig) -> list[str]:
-    """Build the data and model once on the driver: validates the config and names the sites."""
-    data = build_data(cfg.data)
-    model = build_model(cfg.model, data.input_shape, data.num_classes)
-    return [s.name for s in model.da_sites]
-
-
-def _is_uri(storage: str) -> bool:
-    return "://" in storage and not storage.startswith("file://")
-
-
-def storage_root(storage: str) -> str:
-    """An absolute local path (created and checked writable) or a URI, unchanged."""
-    if _is_uri(storage):
-        return storage
-    path = Path(storage.removeprefix("file://")).expanduser().resolve()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".adalase_tune.write_test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise ConfigError(f"--storage = {storage!r}: cannot write there ({err.strerror}); "
-                          "choose a writable folder or a URI such as s3://bucket/path") from None
-    return str(path)
+        if self.checkpoint_s < 0:
+            raise ConfigError(f"checkpoint_s = {self.checkpoint_s}: it must be >= 0")
+        if self.name is not None:
+            check_name(self.name)
 
 
 @dataclass
-class _Job:
+class Job:
+    """One Tuner: its experiment name under the storage root and its plan."""
+
     name: str
     plan: SearchPlan
 
 
-def plan_jobs(cfg: ExperimentConfig, method: str, options: SweepOptions, sites: Sequence[str]) -> list[_Job]:
-    """The Tuners a sweep needs: one with a seed axis, or one per seed for stateful methods."""
+def plan_jobs(method: str, options: SweepOptions, sites: Sequence[str], base_name: str) -> list[Job]:
+    """The Tuners a method needs: one with a seed axis, or one per seed for stateful methods."""
     m = METHODS.get(method)
     budget = m.budget(options.budgets.get(method))
     if options.num_samples is not None:
         key = "population" if "population" in budget else "num_samples"
         if key in budget:
             budget[key] = options.num_samples
-    base = options.name or method
     if m.per_seed:
-        return [_Job(f"{base}-seed{s}", m.plan(sites, [s], budget)) for s in options.seeds]
-    return [_Job(base, m.plan(sites, list(options.seeds), budget))]
+        return [Job(f"{base_name}-seed{s}", m.plan(sites, [s], budget)) for s in options.seeds]
+    return [Job(base_name, m.plan(sites, list(options.seeds), budget))]
+
+
+def is_uri(storage: str) -> bool:
+    return "://" in storage and not storage.startswith("file://")
+
+
+def storage_root(storage: str) -> str:
+    """An absolute local path (checked writable, not created yet) or a URI of a scheme Ray reads."""
+    if is_uri(storage):
+        scheme = storage.split("://", 1)[0]
+        if scheme not in URI_SCHEMES:
+            raise ConfigError(f"--storage = {storage!r}: unknown scheme {scheme!r}; use a path or one of "
+                              + ", ".join(f"{s}://" for s in URI_SCHEMES))
+        return storage
+    from .paths import check_dir
+
+    return str(check_dir(storage.removeprefix("file://"), "--storage"))
+
+
+def make_storage(root: str) -> None:
+    """Create a local storage root (once every check has passed)."""
+    if not is_uri(root):
+        Path(root).mkdir(parents=True, exist_ok=True)
+
+
+def experiment_exists(root: str, name: str) -> bool:
+    """Whether ``root/name`` holds an experiment: registered by adalase-tune, or Tune state."""
+    if not is_uri(root):
+        folder = Path(root) / name
+        return folder.is_dir() and any(folder.iterdir())
+    return load_meta(root, name) is not None or tune.Tuner.can_restore(f"{root.rstrip('/')}/{name}")
+
+
+META_FILE = "adalase_tune.json"
+
+
+def _fs(root: str):
+    """(pyarrow filesystem, path) of a storage root, local or URI."""
+    import pyarrow.fs
+
+    if is_uri(root):
+        return pyarrow.fs.FileSystem.from_uri(root)
+    return pyarrow.fs.LocalFileSystem(), root
+
+
+def save_meta(root: str, name: str, meta: dict) -> None:
+    """Write what a Tuner was started with, so that ``--resume`` can check it is the same."""
+    fs, path = _fs(root)
+    folder = f"{path.rstrip('/')}/{name}"
+    fs.create_dir(folder, recursive=True)
+    with fs.open_output_stream(f"{folder}/{META_FILE}") as f:
+        f.write(json.dumps(meta, sort_keys=True, default=str).encode())
+
+
+def load_meta(root: str, name: str) -> Optional[dict]:
+    import pyarrow.fs
+
+    fs, path = _fs(root)
+    target = f"{path.rstrip('/')}/{name}/{META_FILE}"
+    if fs.get_file_info(target).type != pyarrow.fs.FileType.File:
+        return None
+    with fs.open_input_stream(target) as f:
+        return json.loads(f.read().decode())
 
 
 # --- everything below talks to Ray -------------------------------------------------------------
 
-def connect(address: Optional[str] = None, num_cpus: Optional[int] = None) -> None:
-    """Start a local Ray (dashboard off, on 127.0.0.1 only) or join ``address``; once per process."""
+def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, timeout_s: float = 60.0) -> None:
+    """Start a private local Ray (``address="local"``: never a stale cluster that ``ray start``
+    left behind) without a dashboard, or join ``address`` after checking that something answers
+    there; once per process. Errors are one line (:class:`ConfigError`). Ray binds some of its
+    servers to every interface and rewrites 127.0.0.1 to the machine's address, so it cannot be
+    confined to loopback; its token authentication guards them (SECURITY.md)."""
     import ray
 
-    # snapshot the experiment state at every controller step (Ray's default is adaptive, >= 10 s),
-    # so that a driver killed with SIGKILL loses as little as possible for --resume
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    # Tune's default loggers write CSV, JSON and TensorBoard files per trial (with an fsync per
+    # result); _tuner() keeps only the JSON one (result.json, which ResultGrid reads)
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    if address:
+        check_reachable(address, timeout_s)
     if ray.is_initialized():
         return
-    kwargs = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": True}
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=num_cpus, dashboard_host="127.0.0.1", **kwargs)
+    # trials' own output stays in Ray's logs: failures come back with their reason in the results
+    kwargs = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": False}
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(address="local", num_cpus=num_cpus, **kwargs)
+    except Exception as err:  # ConnectionError, AuthenticationError, RuntimeError, TimeoutError, ...
+        ray.shutdown()
+        text = " ".join(str(err).split())
+        if "auth" in text.lower() or "token" in text.lower():
+            raise ConfigError(f"--address = {address!r}: {TOKEN_HINT}") from None
+        where = f"--address = {address!r}" if address else "local Ray"
+        raise ConfigError(f"{where}: could not connect within {timeout_s:.0f} s ({type(err).__name__}: "
+                          f"{text[:200]}); check the address and that the cluster is up (`ray status`)") from None
+
+
+def check_reachable(address: str, timeout_s: float) -> None:
+    """A TCP connection to ``address`` (host:port or ray://host:port) within ``timeout_s``: Ray's own
+    connect retries for many minutes when nothing listens there."""
+    import socket
+
+    if address == "auto":
+        return
+    host_port = address.split("://", 1)[-1]
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address = {address!r}: expected host:port (a cluster's GCS, e.g. 10.0.0.5:6379) or "
+                          "ray://host:10001 (a Ray client server)")
+    try:
+        with socket.create_connection((host, int(port)), timeout=min(timeout_s, 15.0)):
+            pass
+    except OSError as err:
+        raise ConfigError(f"--address = {address!r}: nothing answers there ({err.strerror or err}); check the address "
+                          "and that the cluster is up (`ray status` on its head node)") from None
 
 
 def check_resources(options: SweepOptions) -> None:
@@ -141,9 +238,14 @@ def check_resources(options: SweepOptions) -> None:
                           f"has {most_cpu:g} CPUs; lower it")
 
 
-def _ray_value(value):
-    from ray import tune
+def put(value):
+    """Put ``value`` in the Ray object store once; trials get it by reference."""
+    import ray
 
+    return ray.put(value)
+
+
+def _ray_value(value):
     if isinstance(value, Grid):
         return tune.grid_search(list(value.values))
     if isinstance(value, Uniform):
@@ -152,36 +254,36 @@ def _ray_value(value):
 
 
 def _searcher(plan: SearchPlan, max_concurrent: Optional[int]):
-    from ray.tune.search import BasicVariantGenerator
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
-    kind, arg = plan.searcher or ("random", 0)
-    if kind == "optuna":
+    spec = plan.searcher
+    if isinstance(spec, OptunaSearcher):
         from ray.tune.search.optuna import OptunaSearch
 
-        searcher = OptunaSearch(sampler=arg)
-        if max_concurrent:
-            from ray.tune.search import ConcurrencyLimiter
-
-            searcher = ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
-        return searcher
-    return BasicVariantGenerator(random_state=int(arg), max_concurrent=max_concurrent or 0)
+        searcher = OptunaSearch(sampler=spec.sampler())
+        return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent) if max_concurrent else searcher
+    if isinstance(spec, RandomSearcher):
+        return BasicVariantGenerator(random_state=spec.seed, max_concurrent=max_concurrent or 0)
+    raise TypeError(f"unknown searcher spec {spec!r}")
 
 
 def _scheduler(plan: SearchPlan, epochs: int):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
 
-    if plan.scheduler is None:
+    spec = plan.scheduler
+    if spec is None:
         return FIFOScheduler()
-    kind, kw = plan.scheduler
-    if kind == "asha":
-        return ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=kw["grace_period"],
-                             reduction_factor=kw["reduction_factor"])
-    random.seed(kw["seed"])  # PBT perturbs with Python's global random module
-    np.random.seed(kw["seed"])
-    mutations = nest({k: _ray_value(v) for k, v in kw["hyperparam_mutations"].items()})
-    return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=kw["perturbation_interval"],
-                                   hyperparam_mutations=mutations, resample_probability=kw["resample_probability"],
-                                   custom_explore_fn=clip_weights)
+    if isinstance(spec, ASHASpec):
+        return ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=spec.grace_period,
+                             reduction_factor=spec.reduction_factor)
+    if isinstance(spec, PBTSpec):
+        random.seed(spec.seed)  # PBT perturbs with Python's global random module
+        np.random.seed(spec.seed)
+        mutations = nest({k: _ray_value(v) for k, v in spec.mutations.items()})
+        return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=spec.perturbation_interval,
+                                       hyperparam_mutations=mutations, resample_probability=spec.resample_probability,
+                                       custom_explore_fn=clip_weights)
+    raise TypeError(f"unknown scheduler spec {spec!r}")
 
 
 def clip_weights(config: dict) -> dict:
@@ -191,130 +293,277 @@ def clip_weights(config: dict) -> dict:
     return config
 
 
-def _tuner(cfg: ExperimentConfig, job: _Job, options: SweepOptions, root: str, sites, callbacks, tracker_factory):
-    from ray import tune
+def check_budget(plan: SearchPlan, epochs: int) -> None:
+    """Scheduler settings that cannot work with this run length, before Ray starts."""
+    spec = plan.scheduler
+    if isinstance(spec, ASHASpec) and spec.grace_period > epochs:
+        raise ConfigError(f"sweep.methods.asha.grace_period = {spec.grace_period}, but train.epochs = {epochs}: "
+                          "no trial could be stopped early; lower it")
+    if isinstance(spec, PBTSpec) and spec.perturbation_interval >= epochs:
+        raise ConfigError(f"sweep.methods.pbt.perturbation_interval = {spec.perturbation_interval}, but train.epochs = "
+                          f"{epochs}: the population would never be perturbed; lower it below train.epochs")
 
+
+def _tuner(cfg: ExperimentConfig, job: Job, options: SweepOptions, root: str, sites, callbacks, data_ref):
     from .trainable import make_trainable
 
+    needs_ckpt = job.plan.checkpoint_every()
     trainable = make_trainable(cfg.to_dict(), sites, threads=max(1, int(options.cpus_per_trial)),
-                               tracker_factory=tracker_factory)
+                               checkpoint_every=needs_ckpt, checkpoint_s=options.checkpoint_s,
+                               every_epoch=job.plan.scheduler is not None)  # ASHA and PBT act on every epoch
+    if data_ref is not None:
+        trainable = tune.with_parameters(trainable, data=data_ref)
     trainable = tune.with_resources(trainable, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
-    path = os.path.join(root, job.name)
+    path = f"{root.rstrip('/')}/{job.name}"
     if options.resume and tune.Tuner.can_restore(path):
+        repair_state(root, job.name)
+        # the callbacks come back from the experiment's tuner.pkl (they hold only plain settings)
         return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+    from ray.tune.logger import JsonLoggerCallback
+
     run_config = tune.RunConfig(
-        name=job.name, storage_path=root, callbacks=callbacks or None, verbose=options.verbose,
+        name=job.name, storage_path=root, callbacks=[*callbacks, JsonLoggerCallback()], verbose=options.verbose,
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
         # PBT exploits other trials' checkpoints at any time: keep them all for pbt
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=None if _is_pbt(job.plan) else 2),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None if needs_ckpt else 1),
     )
     tune_config = tune.TuneConfig(
         metric=METRIC, mode=MODE, num_samples=job.plan.num_samples,
         search_alg=_searcher(job.plan, options.max_concurrent),
         scheduler=_scheduler(job.plan, cfg.train.epochs),
-        max_concurrent_trials=options.max_concurrent,
         reuse_actors=options.reuse_actors,
     )
     space = nest({k: _ray_value(v) for k, v in job.plan.space.items()})
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
 
 
-def _progress_callback(job: _Job):
-    """One line per finished trial: the progress display of sweeps and benchmarks."""
-    import sys
-
-    from ray import tune
-
-    class TrialProgress(tune.Callback):
-        def __init__(self):
-            self.done = 0
-
-        def _line(self, trial, what):
-            self.done += 1
-            r = trial.last_result or {}
-            acc = f"val/acc {r['val/acc']:.4f}" if "val/acc" in r else "no result"
-            print(f"  {job.name}: trial {self.done}/{job.plan.expected_trials} {what}: {trial.trial_id} "
-                  f"({acc}, epoch {r.get('epoch', 0)})", file=sys.stderr, flush=True)
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self._line(trial, "done")
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self._line(trial, "FAILED")
-
-    return TrialProgress()
+def fit(cfg: ExperimentConfig, job: Job, options: SweepOptions, root: str, sites: Sequence[str],
+        callbacks: Sequence = (), data_ref=None):
+    """Run (or, with ``options.resume``, continue) one Tuner; returns its ResultGrid. Finished
+    trials are never rerun. Tune stops gracefully on SIGINT (or SIGUSR1) and returns the partial
+    grid: :func:`unfinished` tells."""
+    tuner = _tuner(cfg, job, options, root, sites, [*callbacks, StateGuard(root, job.name)], data_ref)
+    return tuner.fit()
 
 
-def _is_pbt(plan: SearchPlan) -> bool:
-    return plan.scheduler is not None and plan.scheduler[0] == "pbt"
-
-
-def _existing(root: str, name: str) -> bool:
-    return not _is_uri(root) and (Path(root) / name).is_dir() and any((Path(root) / name).iterdir())
-
-
-def prepare(cfg: ExperimentConfig, method: str, options: SweepOptions, sites: Optional[Sequence[str]] = None):
-    """Every check of a sweep that needs no Ray: config, data, sites, budget, storage, names.
-    Returns ``(cfg with absolute paths, sites, jobs, storage root)``."""
-    cfg = cfg.with_absolute_paths()
-    if sites is None:
-        sites = describe_sites(cfg)
-    jobs = plan_jobs(cfg, method, options, sites)
-    root = storage_root(options.storage)
-    for job in jobs:
-        if not options.resume and _existing(root, job.name):
-            raise ConfigError(f"--name: an experiment {job.name!r} already exists in {root}; pass --resume to "
-                              "continue it, or choose another --name")
-    return cfg, list(sites), jobs, root
-
-
-def sweep(cfg: ExperimentConfig, method: str, options: SweepOptions = SweepOptions(), callbacks=(),
-          tracker_factory=None, sites: Optional[Sequence[str]] = None) -> list:
-    """Run ``method`` and return its Ray ``ResultGrid`` s (one, or one per seed for the stateful
-    methods optuna, asha and pbt). Finished trials are never rerun with ``resume=True``."""
-    cfg, sites, jobs, root = prepare(cfg, method, options, sites)
-    connect(options.address)
-    check_resources(options)
-    return [_tuner(cfg, job, options, root, sites, [*callbacks, _progress_callback(job)], tracker_factory).fit()
-            for job in jobs]
+def unfinished(grid) -> int:
+    """Trials of a ResultGrid that neither completed nor failed (an interrupt stopped them)."""
+    return sum(1 for r in grid if r.error is None and not (r.metrics or {}).get("done"))
 
 
 def trial_rows(grid, method: str, sites: Sequence[str] = ()) -> list[dict]:
     """One plain row per trial of a ResultGrid: selection on val, test there, costs, status, and
     per site ``q/<site>`` (AdaLASE's final q) or ``da_prob/<site>`` (the weights it ran with)."""
-    import json
+    from .trainable import ERROR_KEY
 
     rows = []
     for result in grid:
         params = result.config or {}
         m = result.metrics or {}  # the last report: it carries the running best (no progress file needed)
         row = {"method": method, "seed": params.get("train", {}).get("seed"), "trial_id": m.get("trial_id"),
-               "status": "ERROR" if result.error else "TERMINATED", "error": str(result.error or "")[:300],
-               "params": json.dumps(params, sort_keys=True, default=str)}
-        if "best_val_acc" in m:
+               "status": "TERMINATED", "error": "", "params": json.dumps(params, sort_keys=True, default=str)}
+        if result.error is not None or ERROR_KEY in m:
+            row.update(status="ERROR", error=str(m.get(ERROR_KEY) or result.error)[:300])
+        elif not m.get("done"):
+            row.update(status="UNFINISHED", error="interrupted before it finished")
+        if "best_val_acc" in m and row["status"] == "TERMINATED":
             row.update({"best_val_acc": float(m["best_val_acc"]), "test_acc_at_best_val": float(m["test_acc_at_best_val"]),
                         "final_test_acc": float(m["test/acc"]), "epochs": int(m["epoch"]),
                         "device_s": float(m["cost/device_s"]), "sample_passes": int(m["cost/sample_passes"]),
                         "finished_at": float(m.get("timestamp", 0)), "node_id": m.get("node_id")})
-        elif not result.error:
+        elif row["status"] == "TERMINATED":
             row.update(status="ERROR", error="the trial reported no epoch")
-        row.update(site_columns(params, m, sites))
+        if params.get("selection", {}).get("method") == "adalase":
+            row.update({f"q/{s}": m.get(f"adalase/q/{s}", np.nan) for s in sites})
+        else:
+            row.update(site_weights(params, sites))
         rows.append(row)
     return rows
 
 
-def site_columns(params: dict, metrics: dict, sites: Sequence[str]) -> dict:
-    """``q/<site>`` from an AdaLASE trial's last report, or ``da_prob/<site>`` from its params."""
-    selection = params.get("selection", {})
-    kind = selection.get("method")
-    if kind == "adalase":
-        return {f"q/{s}": metrics.get(f"adalase/q/{s}", np.nan) for s in sites}
-    if kind == "probs":
-        weights = [float(params.get("da_prob", {}).get(s, np.nan)) for s in sites]
-    elif kind == "fixed":
-        weights = [float(i == int(selection.get("site"))) for i in range(len(sites))]
-    elif kind == "uniform":
-        weights = [1.0] * len(sites)
-    else:
-        return {}
-    return {f"da_prob/{s}": w for s, w in zip(sites, weights)}
+# --- driver-side callbacks -----------------------------------------------------------------------
+# Tune pickles a Tuner's callbacks into its tuner.pkl and uses those copies on a restore, so they
+# keep only plain settings in their state and rebuild their connections in setup().
+
+class TrialProgress(tune.Callback):
+    """One line per finished trial: the progress display of sweeps and benchmarks."""
+
+    def __init__(self, job_name: str, expected: int):
+        self.job_name, self.expected, self.done = job_name, expected, 0
+
+    def _line(self, trial, what):
+        from .trainable import ERROR_KEY
+
+        self.done += 1
+        r = trial.last_result or {}
+        if ERROR_KEY in r:
+            what, acc = "FAILED", r[ERROR_KEY][:120]
+        else:
+            acc = f"val/acc {r['best_val_acc']:.4f}" if "best_val_acc" in r else "no result"
+        print(f"  {self.job_name}: trial {self.done}/{self.expected} {what}: {trial.trial_id} "
+              f"({acc}, epoch {r.get('epoch', 0)})", file=sys.stderr, flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._line(trial, "done")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._line(trial, "FAILED")
+
+
+_LIVE: list = []  # the MLflowTrials of this driver process, for close_open_runs()
+
+
+class MLflowTrials(MLflowLoggerCallback):
+    """Ray's ``MLflowLoggerCallback``, extended: runs nested under a parent run, a resumed trial
+    continuing its own run, replayed epochs skipped, metrics buffered and written in batches, a
+    diverged or failed trial FAILED with its reason, and the q plot at the end. Every MLflow
+    call goes through :mod:`adalase_tune.tracking`."""
+
+    def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, base: dict, sites: Sequence[str]):
+        super().__init__(tracking_uri=tracking_uri, experiment_name=experiment,
+                         tags={"run_kind": "trial", "mlflow.parentRunId": parent_run_id, "sites": ",".join(sites)})
+        self.base, self.sites = base, list(sites)
+        self.__setstate__(self.__getstate__())
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in ("_tracking", "_trial_runs", "last")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._tracking, self._trial_runs, self.last = None, {}, {}
+
+    def setup(self, *args, **kwargs):  # not Ray's: the experiment exists, and no global MLflow state is set
+        from .tracking import Tracking
+
+        self._tracking = Tracking(self.tracking_uri, self.experiment_name)
+        _LIVE.append(self)
+
+    def log_trial_start(self, trial):
+        from .tracking import trial_params
+
+        if trial.trial_id in self._trial_runs:
+            return
+        cfg = trial_config(self.base, trial.config, self.sites)
+        params = trial_params(cfg, site_weights(trial.config, self.sites))
+        tags = {**self.tags, "method_selection": cfg.selection.method}
+        name = f"{cfg.selection.method} seed {cfg.train.seed} {trial.trial_id}"
+        self._trial_runs[trial.trial_id] = self._tracking.run_logger(name, tags, params, trial_id=trial.trial_id)
+
+    def log_trial_result(self, iteration, trial, result):
+        from .tracking import epoch_metrics
+        from .trainable import ERROR_KEY
+
+        self.last[trial.trial_id] = result
+        if ERROR_KEY not in result:
+            for epoch in result.get("epochs") or [result]:  # a batch of epochs, or one
+                self._trial_runs[trial.trial_id].log_epoch(epoch_metrics(epoch), int(epoch["epoch"]))
+
+    def log_trial_end(self, trial, failed=False):
+        from .tracking import final_metrics
+        from .trainable import ERROR_KEY
+
+        run = self._trial_runs.get(trial.trial_id)
+        if run is None or run.ended:
+            return
+        last = self.last.get(trial.trial_id) or trial.last_result or {}
+        if failed or ERROR_KEY in last:
+            error = last.get(ERROR_KEY) or str(trial.get_error() or "the trial failed")
+            run.fail(" ".join(error.split())[:2000])
+            return
+        for key in ("node_id", "device"):
+            if key in last:
+                run.tag(key, str(last[key]))
+        q = None
+        if f"adalase/q/{self.sites[0]}" in last:
+            run.flush()
+            q = self._tracking.metric_history(run.run_id, [f"adalase/q/{s}" for s in self.sites])
+        run.finish(final_metrics(last), q, self.sites)
+
+    def close(self) -> None:
+        """Every run still open ends KILLED (an interrupted sweep), its buffered epochs written."""
+        for run in self._trial_runs.values():
+            if not run.ended:
+                run.kill()
+
+
+def close_open_runs() -> None:
+    """KILLED for the open trial runs of every MLflowTrials of this process (after an interrupt)."""
+    for callback in _LIVE:
+        callback.close()
+    _LIVE.clear()
+
+
+class StateGuard(tune.Callback):
+    """A guard against a torn experiment state. Ray rewrites ``experiment_state-*.json`` (and the
+    searcher's state) in place, so a driver killed at that instant leaves a truncated file and
+    ``Tuner.restore`` fails on it. After each step this callback copies the state files, when
+    they parse, to ``<experiment>/.adalase_tune_state/``; :func:`repair_state` puts the last good
+    copy back before a restore. Local storage only (an object store's upload is atomic)."""
+
+    def __init__(self, root: str, name: str):
+        self.folder = None if is_uri(root) else str(Path(root) / name)
+        self.seen: dict = {}
+        self.last = 0.0
+
+    def on_step_end(self, iteration, trials, **info):
+        if self.folder is None or time.monotonic() - self.last < 1.0:
+            return
+        self.last = time.monotonic()
+        snapshot(Path(self.folder), self.seen)
+
+    def on_experiment_end(self, trials, **info):
+        if self.folder is not None:
+            snapshot(Path(self.folder), self.seen)
+
+
+def _state_files(folder: Path) -> list[Path]:
+    return [p for p in folder.glob("*") if p.is_file() and p.name.startswith(("experiment_state", "searcher-state",
+                                                                                 "basic-variant-state"))]
+
+
+def _readable(path: Path) -> bool:
+    try:
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        else:
+            import ray.cloudpickle as cloudpickle
+
+            cloudpickle.loads(path.read_bytes())
+        return True
+    except Exception:
+        return False
+
+
+def snapshot(folder: Path, seen: dict) -> None:
+    """Copy every changed, readable state file of ``folder`` into its backup folder (atomically)."""
+    if not folder.is_dir():
+        return
+    backup = folder / STATE_BACKUP
+    for path in _state_files(folder):
+        stat = path.stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if seen.get(path.name) == stamp or not _readable(path):
+            continue
+        backup.mkdir(exist_ok=True)
+        tmp = backup / f".{path.name}.tmp"
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, backup / path.name)
+        seen[path.name] = stamp
+
+
+def repair_state(root: str, name: str) -> list[str]:
+    """Before a restore: replace every unreadable state file by its last good copy."""
+    if is_uri(root):
+        return []
+    folder = Path(root) / name
+    backup = folder / STATE_BACKUP
+    repaired = []
+    for path in _state_files(folder):
+        good = backup / path.name
+        if not _readable(path) and good.is_file():
+            shutil.copyfile(good, path)
+            repaired.append(path.name)
+    if repaired:
+        print(f"  {name}: restored {', '.join(repaired)} from the last good copy (the driver was killed while "
+              "Ray wrote it); trials resume from their latest checkpoints", file=sys.stderr)
+    return repaired

@@ -10,7 +10,8 @@ import ray
 from ray import tune
 from ray.cluster_utils import Cluster
 
-from adalase_tune.tuning import SweepOptions, sweep
+from adalase_tune.experiment import sweep
+from adalase_tune.tuning import SweepOptions
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from conftest import tiny_config  # noqa: E402
@@ -48,13 +49,14 @@ thread.start()
 try:
     cfg = tiny_config(**{"data.n_train": 60, "train.epochs": 4})
     ray.init(address=cluster.address)
-    grids = sweep(cfg, "uniform", SweepOptions(seeds=[0, 1, 2, 3], address=cluster.address, storage=storage,
-                                               verbose=0, max_failures=3), callbacks=[RemoveWorker()])
-    results = list(grids[0])
-    epochs = [list(r.metrics_dataframe["epoch"]) for r in results]
-    print("RESULT " + json.dumps({"removed": bool(removed), "trials": len(results),
-                      "errors": sum(r.error is not None for r in results),
-                      "final_epochs": [e[-1] for e in epochs], "epoch1_counts": [e.count(1) for e in epochs]}))
+    rows = sweep(cfg, "uniform", SweepOptions(seeds=[0, 1, 2, 3], address=cluster.address, storage=storage,
+                                              max_failures=3, checkpoint_s=0), tracking_uri=None,
+                 callbacks=[RemoveWorker()]).rows
+    reports = tune.ExperimentAnalysis(f"{storage}/uniform").trial_dataframes.values()  # every report, replays too
+    print("RESULT " + json.dumps({"removed": bool(removed), "trials": len(rows),
+                      "errors": int((rows["status"] != "TERMINATED").sum()),
+                      "final_epochs": [int(e) for e in rows["epochs"]],
+                      "epoch1_counts": [int((df["epoch"] == 1).sum()) for df in reports]}))
 finally:
     stop.set()
     ray.shutdown()

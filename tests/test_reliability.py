@@ -1,13 +1,17 @@
-"""Faults, interruptions and bad input lose nothing: real Ray processes, real MLflow, real files."""
+"""Faults and bad input lose nothing: real Ray processes, real MLflow, real files.
+
+Interrupts (signals at several instants) are in test_interrupts.py; clusters in test_cluster.py.
+"""
 import json
 import os
-import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -16,9 +20,8 @@ from ray import tune
 from adalase_tune.checkpoint import CheckpointError, atomic_save, safe_load
 from adalase_tune.cli import main
 from adalase_tune.engine import Trainer
-from adalase_tune.tracking import Tracking
-from adalase_tune.trainable import make_trainable
-from adalase_tune.tuning import SweepOptions, sweep
+from adalase_tune.experiment import sweep
+from adalase_tune.tuning import SweepOptions
 
 from conftest import tiny_config
 
@@ -37,90 +40,52 @@ class KillOnce(tune.Callback):
             self.killed.append(result["pid"])
 
 
+@pytest.mark.slow
 def test_killed_worker_restarts_from_its_checkpoint_and_matches(ray_local, tmp_path):
     cfg = tiny_config(**{"train.epochs": 4, "selection.method": "adalase"})
     killer = KillOnce()
-    grids = sweep(cfg, "adalase", SweepOptions(seeds=[0], storage=str(tmp_path), max_failures=2, verbose=0),
-                  callbacks=[killer])
-    (result,) = list(grids[0])
-    assert killer.killed and result.error is None
-    df = result.metrics_dataframe
-    assert df["pid"].iloc[-1] != killer.killed[0]  # it really ran on in a new process
-    assert list(df["epoch"]).count(1) == 1  # restored from the checkpoint, not from scratch
+    rows = sweep(cfg, "adalase", SweepOptions(seeds=[0], storage=str(tmp_path), max_failures=2, checkpoint_s=0),
+                 tracking_uri=None, callbacks=[killer]).rows
+    assert killer.killed and list(rows["status"]) == ["TERMINATED"]
+    (trial,) = tune.ExperimentAnalysis(str(tmp_path / "adalase")).trials
+    last = trial.last_result
+    assert last["pid"] != killer.killed[0]  # it really ran on in a new process
     reference = Trainer(cfg).run()["history"][-1]
-    last = df.iloc[-1]
     for key in ("train/loss", "val/acc", "test/acc", "adalase/q/stage1", "cost/sample_passes"):
         assert last[key] == pytest.approx(reference[key], rel=0, abs=0), key
 
 
+@pytest.mark.slow
 def test_removing_a_worker_node_loses_no_trial(tmp_path):
     proc = subprocess.run([sys.executable, str(HERE / "cluster_node_loss.py"), str(tmp_path)],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))[7:])
+    out = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
     assert out["removed"] and out["trials"] == 4 and out["errors"] == 0
     assert all(e == 4 for e in out["final_epochs"])
     assert all(n == 1 for n in out["epoch1_counts"])  # no trial with a checkpoint started from scratch
 
 
-def _sweep_cmd(tmp_path, name):
-    return [sys.executable, "-m", "adalase_tune", "sweep", "search_spaces/digits.yaml", "--method", "random",
-            "--num-samples", "6", "--seeds", "1", "--max-concurrent", "2", "--set", "train.epochs=3",
-            "--set", "data.n_train=60", "--set", "model.width=4", "--storage", str(tmp_path / "ray"),
-            "--name", name, "--tracking-uri", f"sqlite:///{tmp_path}/m.db", "--experiment", "interrupt"]
-
-
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
-def test_interrupted_sweep_resumes_without_rerunning_or_duplicating(tmp_path, sig):
-    cmd = _sweep_cmd(tmp_path, "int")
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True)
-    done_before = []
-    deadline = time.time() + 300
-    for line in proc.stderr:
-        found = re.search(r" done: (\S+) \(", line)
-        if found:
-            done_before.append(found.group(1))
-        if len(done_before) == 2 or time.time() > deadline:
-            break
-    os.kill(proc.pid, sig)
-    proc.wait(timeout=120)
-    if sig == signal.SIGKILL:
-        subprocess.run(["pkill", "-9", "-g", str(proc.pid)], check=False)  # what the shell would do to the group
-    assert len(done_before) == 2
-    resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "6/6 trials finished" in resumed.stdout
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/m.db")
-    runs = client.search_runs([client.get_experiment_by_name("interrupt").experiment_id], max_results=100)
-    trials = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
-    assert len(trials) == 6 and len({r.data.tags["ray.trial_id"] for r in trials}) == 6
-    assert all(r.info.status == "FINISHED" for r in trials)
-    assert sum(r.data.tags.get("run_kind") == "method" for r in runs) == 1
-    for run in trials:  # every epoch logged once: nothing trained twice; the finished two not at all
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")]
-        assert sorted(steps) == [1, 2, 3], (run.data.tags["ray.trial_id"], steps)
-    finished_before = [r for r in trials if r.data.tags["ray.trial_id"] in done_before]
-    assert len(finished_before) == 2
-
-
-def test_nan_loss_fails_that_trial_only_with_the_reason_in_ray_and_mlflow(ray_local, tmp_path):
+def test_a_diverging_trial_fails_at_once_with_its_reason_in_ray_and_mlflow(ray_local, tmp_path):
+    """A diverging trial (lr 90 on an MLP, no BatchNorm) is not retried although --max-failures
+    allows 2; its reason is in the rows and in MLflow, and the method's parent run is FAILED."""
     uri = f"sqlite:///{tmp_path}/nan.db"
-    tracking = Tracking(uri, "nan")
-    parent = tracking.parent_run("lr-grid", "nan", "x")
-    cfg = tiny_config(**{"train.epochs": 2})
-    trainable = make_trainable(cfg.to_dict(), ["input", "stage1", "stage2", "stage3", "stage4"],
-                               tracker_factory=tracking.trial_factory(parent))
-    tuner = tune.Tuner(trainable, param_space={"train": {"lr": tune.grid_search([0.05, 1e30])}},
-                       run_config=tune.RunConfig(storage_path=str(tmp_path), name="nan", verbose=0))
-    grid = tuner.fit()
-    by_lr = {r.config["train"]["lr"]: r for r in grid}
-    assert by_lr[0.05].error is None and by_lr[0.05].metrics["epoch"] == 2
-    assert by_lr[1e30].error is not None and "train/loss = nan" in str(by_lr[1e30].error)
+    cfg = tiny_config(**{"train.epochs": 3, "model.name": "mlp", "train.weight_decay": 0.9, "train.lr": 90.0})
+    starts = []
+
+    class CountStarts(tune.Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            starts.append(trial.trial_id)
+
+    rows = sweep(cfg, "uniform", SweepOptions(seeds=[0], storage=str(tmp_path), max_failures=2, name="nan"),
+                 tracking_uri=uri, experiment="nan", callbacks=[CountStarts()]).rows
+    assert list(rows["status"]) == ["ERROR"] and "not finite" in rows["error"][0] and len(starts) == 1
     client = MlflowClient(tracking_uri=uri)
-    runs = {r.data.params["train.lr"]: r for r in client.search_runs([tracking.experiment_id], "tags.run_kind = 'trial'")}
-    assert runs["1e+30"].info.status == "FAILED"
-    assert runs["1e+30"].data.tags["error"].startswith("NonFiniteLossError: train/loss = nan in epoch 1")
-    assert runs["0.05"].info.status == "FINISHED"
+    exp = client.get_experiment_by_name("nan").experiment_id
+    (trial,) = client.search_runs([exp], "tags.run_kind = 'trial'")
+    assert trial.info.status == "FAILED" and trial.data.tags["error"].startswith("NonFiniteError: ")
+    (parent,) = client.search_runs([exp], "tags.run_kind = 'method'")
+    assert parent.info.status == "FAILED" and "1 of 1 trials failed" in parent.data.tags["error"]
 
 
 def test_a_kill_during_save_leaves_the_last_checkpoint_whole(tmp_path, monkeypatch):
@@ -159,11 +124,12 @@ class Gadget:
     pass
 
 
-def test_checkpoints_never_unpickle_arbitrary_objects(tmp_path):
+def test_checkpoints_never_unpickle_arbitrary_objects_nor_advise_it(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"model": Gadget()}, path)
-    with pytest.raises(CheckpointError, match="evil.pt"):
+    with pytest.raises(CheckpointError, match="evil.pt' holds Python objects") as err:
         safe_load(path)
+    assert "weights_only" not in str(err.value) and "never code" in str(err.value)
 
 
 def test_yaml_is_read_safely(tmp_path, capsys):
@@ -184,111 +150,216 @@ def _listening_addresses(port: int) -> set:
     return found
 
 
-def test_the_ui_binds_to_localhost_only(tmp_path):
+def _mlflow_processes() -> set:
+    out = subprocess.run(["pgrep", "-f", "mlflow server"], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+@pytest.mark.slow
+def test_the_ui_binds_to_localhost_only_and_sigterm_stops_its_server(tmp_path):
     from test_tracking import free_port
 
     port = free_port()
+    before = _mlflow_processes()
     ui = subprocess.Popen([sys.executable, "-m", "adalase_tune", "ui", "--tracking-uri", f"sqlite:///{tmp_path}/u.db",
-                           "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          start_new_session=True)
+                           "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        deadline = time.time() + 120
-        while not _listening_addresses(port):
-            assert time.time() < deadline, "the UI did not start listening"
-            time.sleep(0.5)
+        assert f"http://127.0.0.1:{port}" in ui.stdout.readline()  # printed once the server listens
         assert _listening_addresses(port) == {"0100007F"}  # 127.0.0.1, nothing else
+        ui.send_signal(signal.SIGTERM)
+        assert ui.wait(timeout=60) == 128 + signal.SIGTERM
+        deadline = time.time() + 30
+        while _mlflow_processes() - before or _listening_addresses(port):
+            assert time.time() < deadline, "the MLflow server outlived the ui command"
+            time.sleep(0.5)
     finally:
-        os.killpg(ui.pid, signal.SIGTERM)
-        ui.wait(timeout=30)
+        if ui.poll() is None:
+            ui.kill()
 
 
-def test_local_ray_starts_no_dashboard(ray_local):
+@pytest.mark.slow
+def test_the_ui_fails_honestly_when_its_port_is_taken_or_its_server_cannot_start(tmp_path, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["ui", "--tracking-uri", f"sqlite:///{tmp_path}/u.db", "--port", str(port)]) == 2
+        assert f"--port = {port}: something already listens" in capsys.readouterr().err
+    junk = tmp_path / "junk.db"
+    junk.write_text("not a database")
+    from test_tracking import free_port
+
+    proc = subprocess.run([sys.executable, "-m", "adalase_tune", "ui", "--tracking-uri", f"sqlite:///{junk}",
+                           "--port", str(free_port())], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("adalase-tune: error: the MLflow server did not come up")
+
+
+def test_local_ray_has_no_dashboard_and_is_guarded_by_token_authentication(ray_local):
+    """Ray binds its gRPC servers to every interface and rewrites 127.0.0.1 to the machine's
+    address (SECURITY.md): what guards them is token authentication, which must be on."""
     import ray
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
 
     info = ray._private.worker.global_worker.node.address_info
     assert not info.get("webui_url")  # include_dashboard=False: nothing listens for the dashboard
+    assert is_token_auth_enabled()
+    assert os.environ.get("RAY_AUTH_MODE", "token") != "disabled"
+
+
+# --- bad input: one line, exit 2, nothing created --------------------------------------------------
+
+def _npz(path: Path, **arrays) -> str:
+    full = {"x_train": np.random.default_rng(0).random((40, 4)), "y_train": np.arange(40) % 2,
+            "x_test": np.zeros((6, 4)), "y_test": np.arange(6) % 2, **arrays}
+    np.savez(path, **full)
+    return str(path)
 
 
 def _malformed_cases(tmp: Path) -> list:
-    bad_yaml = tmp / "syntax.yaml"
-    bad_yaml.write_text("train:\n  epochs: [3\n")
-    list_yaml = tmp / "list.yaml"
-    list_yaml.write_text("- 1\n- 2\n")
-    typo_yaml = tmp / "typo.yaml"
-    typo_yaml.write_text("trian: {epochs: 3}\n")
-    sweep_yaml = tmp / "sweep.yaml"
-    sweep_yaml.write_text("sweep: {seeds: 0}\n")
-    budget_yaml = tmp / "budget.yaml"
-    budget_yaml.write_text("sweep: {methods: {random: {num_sample: 3}}}\n")
-    import numpy as np
+    """(argv, words the one line must contain); every case gets its own --storage and
+    --tracking-uri (added by the runner) that must still be absent afterwards."""
+    def yaml(name, text):
+        path = tmp / name
+        path.write_text(text)
+        return str(path)
 
-    mismatched = tmp / "mismatched.npz"
-    np.savez(mismatched, x_train=np.zeros((5, 4)), y_train=np.zeros(4, int), x_test=np.zeros((2, 4)), y_test=np.zeros(2, int))
-    nans = tmp / "nans.npz"
-    np.savez(nans, x_train=np.full((5, 4), np.nan), y_train=np.zeros(5, int), x_test=np.zeros((2, 4)), y_test=np.zeros(2, int))
-    labels = tmp / "labels.npz"
-    np.savez(labels, x_train=np.zeros((5, 4)), y_train=-np.ones(5, int), x_test=np.zeros((2, 4)), y_test=np.zeros(2, int))
+    bad_yaml = yaml("syntax.yaml", "train:\n  epochs: [3\n")
     not_npz = tmp / "junk.npz"
     not_npz.write_text("not a zip")
     blocker = tmp / "blocker"
     blocker.write_text("a file")
-    d = "search_spaces/digits.yaml"
-    t = ["train", d]
-    s = ["sweep", d, "--method"]
+    folder = tmp / "a_folder"
+    folder.mkdir()
+    objects = tmp / "objects.npz"
+    np.savez(objects, x_train=np.array([{"a": 1}] * 4, dtype=object), y_train=np.zeros(4, int),
+             x_test=np.zeros((2, 4)), y_test=np.zeros(2, int))
+    d, m = "search_spaces/digits.yaml", "search_spaces/motifs.yaml"
+    t, s, b = ["train", d], ["sweep", d, "--method"], ["benchmark", d]
+    npz = lambda path: ["--set", "data.name=npz", "--set", f"data.path={path}"]  # noqa: E731
     return [
-        # (argv, words the one line must contain)
-        (["train", str(bad_yaml)], ["line 3", "YAML syntax error"]),
-        (["train", str(list_yaml)], ["expected a mapping of sections"]),
-        (["train", str(typo_yaml)], ["'trian'", "did you mean 'train'"]),
+        # config files
+        (["train", bad_yaml], ["line 3", "YAML syntax error"]),
+        (["train", yaml("list.yaml", "- 1\n- 2\n")], ["expected a mapping of sections"]),
+        (["train", yaml("typo.yaml", "trian: {epochs: 3}\n")], ["'trian'", "did you mean 'train'"]),
+        (["train", yaml("dup.yaml", "train: {epochs: 3}\ntrain: {lr: 0.1}\n")], ["'train' is given twice"]),
+        (["train", yaml("dupkey.yaml", "train:\n  lr: 0.1\n  lr: 0.2\n")], ["'lr' is given twice"]),
         (["train", str(tmp / "missing.yaml")], ["does not exist"]),
+        # values
         (t + ["--set", "train.epochs=three"], ["train.epochs = 'three'", "whole number"]),
         (t + ["--set", "train.epochs=-2"], ["train.epochs = -2", "[1, inf]"]),
         (t + ["--set", "train.lr=0"], ["train.lr = 0.0"]),
+        (t + ["--set", "train.lr=.inf"], ["train.lr = inf", "(0.0, 100.0]"]),
+        (t + ["--set", "train.weight_decay=.inf"], ["train.weight_decay = inf"]),
+        (t + ["--set", "train.lr=.nan"], ["train.lr = nan", "not NaN"]),
+        (t + ["--set", "train.seed=-1"], ["train.seed = -1"]),
+        (t + ["--set", "train.seed=99999999999999"], ["train.seed = 99999999999999"]),
         (t + ["--set", "train.batch_size=0"], ["train.batch_size = 0"]),
         (t + ["--set", "train.momentum=1.5"], ["train.momentum = 1.5"]),
         (t + ["--set", "train.nesterov=maybe"], ["train.nesterov = 'maybe'", "true or false"]),
         (t + ["--set", "train.device=tpu"], ["train.device = 'tpu'"]),
+        (t + ["--set", "train.device=cuda:3"], ["train.device = 'cuda:3'"]),
         (t + ["--set", "data.val_fraction=1.5"], ["data.val_fraction = 1.5"]),
+        (t + ["--set", "data.val_fraction=0.0001"], ["data.val_fraction = 0.0001", "holds out no sample"]),
         (t + ["--set", "data.n_train=5000"], ["data.n_train = 5000", "use at most"]),
         (t + ["--set", "data.classes=[1,99]"], ["data.classes", "[99] do not occur"]),
-        (t + ["--set", "data.name=npz", "--set", f"data.path={mismatched}"], ["y_train has shape (4,)", "5 rows"]),
-        (t + ["--set", "data.name=npz", "--set", f"data.path={nans}"], ["x_train contains NaN"]),
-        (t + ["--set", "data.name=npz", "--set", f"data.path={labels}"], ["negative labels"]),
-        (t + ["--set", "data.name=npz", "--set", f"data.path={not_npz}"], ["not a readable .npz"]),
-        (t + ["--set", "data.name=npz", "--set", f"data.path={tmp / 'none.npz'}"], ["no such file"]),
+        (t + ["--set", "data.classes=[]"], ["data.classes = []", "at least two"]),
+        (t + ["--set", "data.classes=[3]"], ["data.classes = [3]", "at least two"]),
+        (t + ["--set", "data.name=cifar11"], ["data.name = 'cifar11'"]),
         (t + ["--set", "model.name=vgg"], ["model.name = 'vgg'", "choose one of"]),
         (t + ["--set", "model.checkpoint=/no/such.pt"], ["model.checkpoint = '/no/such.pt'", "--save-model"]),
         (t + ["--set", "augment.op=rotate"], ["augment.op = 'rotate'"]),
         (t + ["--set", "augment.strength=-1"], ["augment.strength = -1.0"]),
         (t + ["--set", "selection.method=fixed", "--set", "selection.site=9"], ["selection.site = 9", "sites 0..4"]),
+        (t + ["--set", "selection.method=fixed", "--set", "selection.site=layer9"], ["selection.site = 'layer9'"]),
         (t + ["--set", "selection.method=probs", "--set", "selection.weights=[1,-1,1,1,1]"], ["selection.weights"]),
+        (t + ["--set", "selection.method=probs", "--set", "selection.weights=[1,2]"], ["has 2 values"]),
         (t + ["--set", "adalase.eta=-0.5"], ["adalase.eta = -0.5"]),
         (t + ["--set", "adalase.interval=0"], ["adalase.interval = 0"]),
         (t + ["--set", "adalase.val_source=test"], ["adalase.val_source = 'test'", "train, holdout"]),
+        (t + ["--set", "adalase.preset=turbo"], ["adalase.preset = 'turbo'"]),
+        (t + ["--set", "selection.method=adalase", "--set", "adalase.val_source=holdout", "--set",
+              "data.n_train=10", "--set", "adalase.holdout_fraction=0.01"], ["adalase.holdout_fraction = 0.01"]),
         (t + ["--set", "nosection"], ["expected key=value"]),
+        (t + ["--set", "a.b.c=1"], ["keys have the form section.name"]),
+        # data files
+        (t + npz(_npz(tmp / "mism.npz", y_train=np.zeros(4, int))), ["y_train has shape (4,)", "40 rows"]),
+        (t + npz(_npz(tmp / "nans.npz", x_train=np.full((40, 4), np.nan))), ["x_train contains NaN"]),
+        (t + npz(_npz(tmp / "neg.npz", y_train=-np.ones(40, int))), ["negative labels"]),
+        (t + npz(_npz(tmp / "cplx.npz", x_train=np.ones((40, 4), complex))), ["dtype complex128", "real numbers"]),
+        (t + npz(_npz(tmp / "empty.npz", x_train=np.zeros((0, 4)), y_train=np.zeros(0, int))), ["x_train has 0 rows"]),
+        (t + npz(_npz(tmp / "unseen.npz", y_test=np.array([0, 1, 0, 1, 7, 7]))), ["labels [7]", "never has"]),
+        (t + npz(str(objects)), ["x_train is not a readable numeric array"]),
+        (t + npz(str(not_npz)), ["not a readable .npz"]),
+        (t + npz(str(tmp / "none.npz")), ["no such file"]),
+        (["train", m, "--set", "model.name=cnn"], ["model.name = 'cnn' needs images (C, H, W)", "model.name=mlp"]),
+        # output paths: checked before the work
+        (t + ["--out", str(folder)], ["--out", "that is a folder"]),
+        (t + ["--save-model", str(blocker / "m.pt")], ["--save-model", "is a file, so no folder"]),
+        (t + ["--save-model", "/proc/self/nope.pt"], ["--save-model", "not writable"]),
+        (t + ["--checkpoint-dir", str(blocker)], ["--checkpoint-dir", "that is a file"]),
         (t + ["--resume"], ["--resume needs --checkpoint-dir"]),
         (t + ["--epochs", "3"], ["unrecognized arguments: --epochs 3"]),
+        (t + ["--tracking-uri", "mysql+bogus"], ["--tracking-uri", "unknown scheme '(none)'"]),
+        (t + ["--tracking-uri", "gopher://x/y"], ["unknown scheme 'gopher'"]),
+        (t + ["--tracking-uri", "http://127.0.0.1:1"], ["no MLflow server answers there"]),
         (["fly", d], ["invalid choice: 'fly'"]),
+        # sweeps and benchmarks
         (s + ["bogus"], ["--method = 'bogus'", "choose one of"]),
         (s + ["random", "--num-samples", "0"], ["--num-samples = 0"]),
         (s + ["random", "--num-samples", "x"], ["invalid int value: 'x'"]),
         (s + ["random", "--seeds", "0"], ["--seeds = 0"]),
-        (s + ["random", "--storage", str(blocker / "x")], ["--storage", "cannot write there"]),
+        (s + ["random", "--storage", str(blocker / "x")], ["--storage", "is a file, so no folder"]),
+        (s + ["random", "--storage", "ftp://host/x"], ["--storage", "unknown scheme 'ftp'"]),
         (s + ["random", "--cpus-per-trial", "0"], ["--cpus-per-trial = 0"]),
-        (["sweep", str(sweep_yaml), "--method", "random"], ["sweep.seeds = 0"]),
-        (["sweep", str(budget_yaml), "--method", "random"], ["sweep.methods.random.num_sample"]),
-        (["benchmark", d, "--methods", "adalase,grdi"], ["--method = 'grdi'", "did you mean 'grid'"]),
-        (["benchmark", d, "--methods", "uniform,uniform"], ["listed twice"]),
+        (s + ["random", "--cpus-per-trial", "64"], ["--cpus-per-trial = 64.0", "largest node"]),
+        (s + ["random", "--gpus-per-trial", "1"], ["--gpus-per-trial = 1.0", "0 GPUs"]),
+        (s + ["random", "--max-failures", "-1"], ["--max-failures = -1"]),
+        (s + ["random", "--name", "../../x"], ["--name = '../../x'", "one path component"]),
+        (s + ["random", "--name", "/abs/x"], ["--name = '/abs/x'", "one path component"]),
+        (s + ["random", "--name", "it's"], ["--name = \"it's\"", "one path component"]),
+        (s + ["random", "--address", "127.0.0.1:1"], ["--address = '127.0.0.1:1'", "nothing answers there"]),
+        (s + ["random", "--address", "not-an-address"], ["--address = 'not-an-address'", "expected host:port"]),
+        (s + ["pbt", "--num-samples", "0"], ["--num-samples = 0"]),
+        (["sweep", yaml("pop.yaml", "sweep: {methods: {pbt: {population: 0}}}\n"), "--method", "pbt"],
+         ["sweep.methods.pbt.population = 0"]),
+        (["sweep", yaml("grace.yaml", "sweep: {methods: {asha: {grace_period: -2}}}\n"), "--method", "asha"],
+         ["sweep.methods.asha.grace_period = -2"]),
+        (s + ["asha", "--set", "train.epochs=1"], ["sweep.methods.asha.grace_period = 3, but train.epochs = 1"]),
+        (["sweep", yaml("seeds.yaml", "sweep: {seeds: 0}\n"), "--method", "random"], ["sweep.seeds = 0"]),
+        (["sweep", yaml("budget.yaml", "sweep: {methods: {random: {num_sample: 3}}}\n"), "--method", "random"],
+         ["sweep.methods.random.num_sample"]),
+        (b + ["--methods", "adalase,grdi"], ["--method = 'grdi'", "did you mean 'grid'"]),
+        (b + ["--methods", "uniform,uniform"], ["listed twice"]),
+        (b + ["--methods", ""], ["--methods is empty"]),
+        (b + ["--out", str(blocker)], ["--out", "that is a file"]),
+        (b + ["--resume", "--name", "never-started"], ["--resume: no experiment 'never-started-adalase'"]),
         (["report", "--experiment", "nothing-here", "--tracking-uri", f"sqlite:///{tmp}/empty.db"],
          ["no MLflow store there"]),
+        (["report", "--experiment", "x", "--out", str(blocker)], ["--out", "that is a file"]),
+        (["ui", "--port", "0"], ["--port = 0"]),
     ]
 
 
-def test_malformed_inputs_exit_2_with_one_line_before_ray_starts(tmp_path):
+def _with_case_paths(argv: list, case: Path) -> list:
+    argv = list(argv)
+    if argv and argv[0] in ("train", "sweep", "benchmark") and "--tracking-uri" not in argv:
+        argv += ["--tracking-uri", f"sqlite:///{case}/m.db"]
+    if argv and argv[0] in ("sweep", "benchmark") and "--storage" not in argv:
+        argv += ["--storage", str(case / "ray")]
+    return argv
+
+
+@pytest.mark.slow
+def test_malformed_inputs_exit_2_with_one_line_and_create_nothing(tmp_path):
     cases = _malformed_cases(tmp_path)
-    assert len(cases) >= 25
-    proc = subprocess.run([sys.executable, str(HERE / "malformed_inputs.py"), json.dumps([c[0] for c in cases])],
-                          capture_output=True, text=True, timeout=600)
+    runs = []
+    for i, (argv, _) in enumerate(cases):
+        case = tmp_path / f"case{i}"
+        case.mkdir()
+        runs.append((_with_case_paths(argv, case), str(case)))
+    proc = subprocess.run([sys.executable, str(HERE / "malformed_inputs.py"), json.dumps(runs)],
+                          capture_output=True, text=True, timeout=900)
     results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(results) == len(cases), proc.stderr[-2000:]
     for (argv, words), r in zip(cases, results):
@@ -298,4 +369,8 @@ def test_malformed_inputs_exit_2_with_one_line_before_ray_starts(tmp_path):
         assert "Traceback" not in r["stderr"]
         for w in words:
             assert w in lines[0], (argv, w, lines[0])
-        assert not r["ray"], f"Ray was started for {argv}"
+        assert r["created"] == [], (argv, r["created"])  # no MLflow store, no storage folder, no output
+    # Ray started only for the checks that need the cluster (its resources, its address)
+    needs_ray = {i for i, (argv, _) in enumerate(cases) if "--cpus-per-trial" in argv and "64" in argv
+                 or "--gpus-per-trial" in argv}
+    assert {i for i, r in enumerate(results) if r["ray"]} <= needs_ray

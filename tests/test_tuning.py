@@ -1,76 +1,117 @@
-"""Sweeps on a real local Ray (one instance for the test session)."""
+"""Sweeps on a real local Ray (one instance for the test session), through the library API."""
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from adalase_tune.config import ConfigError
+from adalase_tune.experiment import sweep
 from adalase_tune.search import METHODS
-from adalase_tune.tuning import SweepOptions, sweep, trial_rows
+from adalase_tune.tuning import SweepOptions
 
 from conftest import tiny_config
 
 SITES = ["input", "stage1", "stage2", "stage3", "stage4"]
 BUDGETS = {"random": {"num_samples": 3}, "optuna": {"num_samples": 3, "n_startup_trials": 2},
            "asha": {"num_samples": 3, "grace_period": 1, "reduction_factor": 2},
-           "pbt": {"population": 3, "perturbation_interval": 1}, "adalase": {"eta": [0.01, 0.1]}}
+           "pbt": {"population": 3, "perturbation_interval": 1}, "adalase": {"eta": [1.0, 10.0]}}
 EXPECTED = {"adalase": 4, "uniform": 2, "none": 2, "grid": 10, "random": 6, "optuna": 6, "asha": 6, "pbt": 6}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS.names())
 def test_every_method_runs_end_to_end(method, ray_local, tmp_path):
     cfg = tiny_config(**{"train.epochs": 3 if method == "pbt" else 2, "data.n_train": 60})
-    grids = sweep(cfg, method, SweepOptions(seeds=[0, 1], budgets=BUDGETS, storage=str(tmp_path), verbose=0))
-    rows = [r for g in grids for r in trial_rows(g, method)]
+    rows = sweep(cfg, method, SweepOptions(seeds=[0, 1], budgets=BUDGETS, storage=str(tmp_path)),
+                 tracking_uri=None).rows
     assert len(rows) == EXPECTED[method]
-    assert all(r["status"] == "TERMINATED" for r in rows), [r["error"] for r in rows]
-    assert {r["seed"] for r in rows} == {0, 1}
-    for r in rows:
+    assert (rows["status"] == "TERMINATED").all(), list(rows["error"])
+    assert set(rows["seed"]) == {0, 1}
+    weights = [f"da_prob/{s}" for s in SITES]
+    for r in rows.to_dict("records"):
         params = json.loads(r["params"])
         if "da_prob" in params:
             assert set(params["da_prob"]) == set(SITES)
             assert all(0.0 <= w <= 1.0 for w in params["da_prob"].values())
+            assert [r[w] for w in weights] == [params["da_prob"][s] for s in SITES]  # the results.csv columns
         if method == "grid":
             assert params["selection"] == {"method": "fixed", "site": params["selection"]["site"]}
+            assert [r[w] for w in weights] == [float(i == params["selection"]["site"]) for i in range(5)]
+        if method == "adalase":
+            assert abs(sum(r[f"q/{s}"] for s in SITES) - 1) < 1e-9
         assert 0.0 <= r["best_val_acc"] <= 1.0 and r["sample_passes"] > 0
     if method == "grid":
-        assert sorted(json.loads(r["params"])["selection"]["site"] for r in rows) == sorted(list(range(5)) * 2)
-    if method == "asha":  # ASHA stops weak trials: not every trial gets all epochs... or all do, never more
-        assert max(r["epochs"] for r in rows) == 2
+        assert sorted(json.loads(p)["selection"]["site"] for p in rows["params"]) == sorted(list(range(5)) * 2)
     if method in ("adalase", "uniform", "none", "grid"):
-        assert all(r["epochs"] == 2 for r in rows)
+        assert (rows["epochs"] == 2).all()
+
+
+def test_a_sweep_on_a_real_local_ray_writes_rows_and_results_csv(ray_local, tmp_path):
+    """The fast tier's end-to-end sweep: a real local Ray, a real trainable, results.csv."""
+    cfg = tiny_config(**{"data.n_train": 60})
+    out = tmp_path / "out"
+    result = sweep(cfg, "random", SweepOptions(seeds=[0], budgets=BUDGETS, storage=str(tmp_path / "ray")),
+                   out=str(out), tracking_uri=None)
+    rows = pd.read_csv(out / "results.csv")
+    assert len(rows) == 3 and (rows["status"] == "TERMINATED").all() and len(result.rows) == 3
+    assert rows["node_id"].notna().all() and (rows["epochs"] == 2).all()
+
+
+def test_asha_stops_weak_trials_early(ray_local, tmp_path):
+    cfg = tiny_config(**{"train.epochs": 4, "data.n_train": 200, "model.width": 8, "train.lr": 0.1})
+    options = SweepOptions(seeds=[0], budgets={"asha": {"num_samples": 6, "grace_period": 1, "reduction_factor": 2}},
+                           storage=str(tmp_path), max_concurrent=1)
+    rows = sweep(cfg, "asha", options, tracking_uri=None).rows
+    assert (rows["status"] == "TERMINATED").all() and len(rows) == 6
+    assert rows["epochs"].max() == 4 and rows["epochs"].min() < 4  # some ran to the end, some were stopped
+    assert rows["epochs"].sum() < 6 * 4
 
 
 def test_resume_does_not_rerun_finished_trials(ray_local, tmp_path):
     cfg = tiny_config(**{"data.n_train": 60})
-    opts = SweepOptions(seeds=[0], budgets={"random": {"num_samples": 2}}, storage=str(tmp_path), name="r", verbose=0)
-    first = trial_rows(sweep(cfg, "random", opts)[0], "random")
+    opts = SweepOptions(seeds=[0], budgets={"random": {"num_samples": 2}}, storage=str(tmp_path), name="r")
+    first = sweep(cfg, "random", opts, tracking_uri=None).rows
     with pytest.raises(ConfigError, match="already exists.*--resume"):
-        sweep(cfg, "random", opts)
-    again = trial_rows(sweep(cfg, "random", SweepOptions(**{**opts.__dict__, "resume": True}))[0], "random")
-    key = lambda rows: sorted((r["trial_id"], r["finished_at"], r["best_val_acc"]) for r in rows)  # noqa: E731
+        sweep(cfg, "random", opts, tracking_uri=None)
+    with pytest.raises(ConfigError, match=r"--resume: 'r' was started with another config \(differs in train.lr\)"):
+        sweep(tiny_config(**{"data.n_train": 60, "train.lr": 0.01}), "random", replace(opts, resume=True),
+              tracking_uri=None)
+    again = sweep(cfg, "random", replace(opts, resume=True), tracking_uri=None).rows
+    key = lambda rows: sorted(zip(rows["trial_id"], rows["finished_at"], rows["best_val_acc"]))  # noqa: E731
     assert key(again) == key(first)  # same trials, same finishing times: nothing ran again
+    with pytest.raises(ConfigError, match=r"--resume: no experiment 'other'"):
+        sweep(cfg, "random", replace(opts, resume=True, name="other"), tracking_uri=None)
 
 
 def test_more_gpus_than_the_cluster_has_fails_at_once(ray_local, tmp_path):
     with pytest.raises(ConfigError, match=r"--gpus-per-trial = 8, but the largest node of this Ray cluster has 0 GPUs"):
-        sweep(tiny_config(), "uniform", SweepOptions(gpus_per_trial=8, storage=str(tmp_path)))
+        sweep(tiny_config(), "uniform", SweepOptions(gpus_per_trial=8, storage=str(tmp_path)), tracking_uri=None)
 
 
 def test_bad_sweep_options_fail_before_ray(tmp_path):
     with pytest.raises(ConfigError, match="--method = 'bogus'"):
-        sweep(tiny_config(), "bogus", SweepOptions(storage=str(tmp_path)))
+        sweep(tiny_config(), "bogus", SweepOptions(storage=str(tmp_path)), tracking_uri=None)
     with pytest.raises(ConfigError, match="--num-samples = 0"):
         SweepOptions(num_samples=0)
+    for name in ("../x", "/abs", "a b", "quote'd", ".hidden"):
+        with pytest.raises(ConfigError, match="--name = .*one path component"):
+            SweepOptions(name=name)
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(ConfigError, match=r"--storage = .*cannot write there"):
-        sweep(tiny_config(), "uniform", SweepOptions(storage=str(blocker / "sub")))
+    with pytest.raises(ConfigError, match=r"--storage = .*is a file, so no folder can be made there"):
+        sweep(tiny_config(), "uniform", SweepOptions(storage=str(blocker / "sub")), tracking_uri=None)
+    with pytest.raises(ConfigError, match=r"--storage = .*unknown scheme 'ftp'"):
+        sweep(tiny_config(), "uniform", SweepOptions(storage="ftp://host/x"), tracking_uri=None)
+    with pytest.raises(ConfigError, match=r"sweep.methods.asha.grace_period = 5, but train.epochs = 2"):
+        sweep(tiny_config(), "asha", SweepOptions(storage=str(tmp_path), budgets={"asha": {"grace_period": 5}}),
+              tracking_uri=None)
 
 
+@pytest.mark.slow
 def test_benchmark_command_writes_the_comparison_files(ray_local, tmp_path):
     from adalase_tune.cli import main
 
@@ -84,9 +125,12 @@ def test_benchmark_command_writes_the_comparison_files(ray_local, tmp_path):
     report = (out / "report.md").read_text()
     for method in ("adalase", "uniform", "random"):
         assert f"| {method} | 2 |" in report
-    assert (out / "cost_vs_accuracy.png").stat().st_size > 1000
+    assert "- splits: train 60, val 252, test 539 samples" in report
+    assert "| adalase | uniform | 2 |" in report  # the paired differences
+    assert (out / "cost_vs_accuracy.png").stat().st_size > 1000 and (out / "cost_to_accuracy.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_sweep_on_a_three_node_cluster_uses_several_nodes(tmp_path):
     script = Path(__file__).with_name("cluster_sweep.py")
     proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=600)

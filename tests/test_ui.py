@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from adalase_tune.engine import Trainer
-from adalase_tune.tracking import Tracking, config_hash
+from adalase_tune.tracking import Tracking
+from adalase_tune.tuning import SweepOptions
 
 from conftest import tiny_config
 from test_tracking import free_port
@@ -19,27 +19,23 @@ CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(os.environ.get("ADALASE_SCREENSHOTS", "/tmp/adalase_tune_screenshots"))
 
 
-def _log_two_methods(uri):
-    """Real tiny training runs, logged as two method parents with two trials each."""
-    tracking = Tracking(uri, "ui-test")
-    for method, extra in (("adalase", {"selection.method": "adalase"}), ("uniform", {})):
-        cfg = tiny_config(**{**extra, "train.epochs": 1, "data.n_train": 40})
-        parent = tracking.parent_run(method, "uibench", config_hash(cfg), {"plain_passes": 40})
-        for seed in (0, 1):
-            trainer = Trainer(cfg.replace(**{"train.seed": seed}))
-            tracker = tracking.trial_factory(parent)(trainer.cfg, [s.name for s in trainer.sites], f"{method}_{seed}")
-            trainer.report = lambda m, s, t=tracker: t.log_epoch(m)
-            tracker.finish(trainer.run())
-        tracking.finish_parent(parent, {"best_val_acc": 0.5})
-    return tracking.experiment_id
+def _log_two_methods(uri, tmp_path):
+    """A real two-method benchmark (two seeds each) on a real local Ray, logged to ``uri``."""
+    from adalase_tune import run_benchmark
+
+    cfg = tiny_config(**{"train.epochs": 1, "data.n_train": 40})
+    run_benchmark(cfg, ["adalase", "uniform"], SweepOptions(seeds=[0, 1], storage=str(tmp_path / "ray"), name="uibench"),
+                  out=str(tmp_path / "out"), tracking_uri=uri, experiment="ui-test")
+    return Tracking(uri, "ui-test", create=False).experiment_id
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (.ci/run installs it)")
-def test_mlflow_ui_shows_method_runs_and_their_trials(tmp_path):
+def test_mlflow_ui_shows_method_runs_and_their_trials(tmp_path, ray_local):
     from playwright.sync_api import sync_playwright
 
     uri = f"sqlite:///{tmp_path}/ui.db"
-    exp_id = _log_two_methods(uri)
+    exp_id = _log_two_methods(uri, tmp_path)
     port = free_port()
     ui = subprocess.Popen([sys.executable, "-m", "adalase_tune", "ui", "--tracking-uri", uri, "--port", str(port)],
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)

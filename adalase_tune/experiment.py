@@ -1,0 +1,417 @@
+"""The library API: one function per command; ``adalase-tune`` only parses arguments for them.
+
+From Python they give exactly what the command line gives: the MLflow run tree, the files and
+the report. Everything that can be checked is checked before any work starts (the config, the
+data, the names, the paths, the storage, the tracking URI, the scheduler budgets and, for a
+resume, that the config is the one the experiment was started with); a failure raises
+:class:`~adalase_tune.config.ConfigError` and has created nothing. An interrupt (SIGINT or
+SIGTERM) stops the work, ends every MLflow run it touched KILLED and raises :class:`Interrupted`,
+whose message says what finished and how to resume.
+
+Example::
+
+    from adalase_tune import load_config, run_benchmark
+    result = run_benchmark(load_config("search_spaces/motifs.yaml"), methods=["adalase", "grid"],
+                           out="results/mini", tracking_uri="sqlite:///mlflow.db", experiment="motifs")
+    print(result.table)
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional, Sequence
+
+import pandas as pd
+
+from .config import ConfigError, ExperimentConfig, flatten
+from .data import DataBundle, build_data
+from .interrupts import Interrupted, Signals
+from .paths import check_dir, check_file
+from .tracking import DEFAULT_URI
+
+DEFAULT_METHODS = ("adalase", "uniform", "none", "grid", "random", "optuna", "asha", "pbt")
+
+
+# --- shared preparation ---------------------------------------------------------------------------
+
+@dataclass
+class Prepared:
+    """Everything a sweep or a benchmark checked and built before any work."""
+
+    cfg: ExperimentConfig
+    data: Optional[DataBundle]  # None when every node reads the data itself (data.read_on_nodes)
+    sites: list
+    splits: dict
+    plain_passes: int
+    jobs: dict  # method -> [tuning.Job]
+    root: str
+    name: str
+    data_ref: object = None  # the data in the Ray object store, once Ray runs
+
+
+def parse_methods(text: Optional[str], configured: Optional[Sequence[str]] = None) -> list[str]:
+    """``"adalase,grid"`` -> checked list; every name is checked before anything runs."""
+    from .search import METHODS
+
+    names = [m.strip() for m in text.split(",") if m.strip()] if text is not None else list(configured or DEFAULT_METHODS)
+    if not names:
+        raise ConfigError("--methods is empty; give e.g. --methods adalase,uniform,grid")
+    for name in names:
+        METHODS.get(name)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--methods = {','.join(names)}: a method is listed twice")
+    return names
+
+
+def prepare(cfg: ExperimentConfig, methods: Sequence[str], options, name: str, job_name) -> Prepared:
+    """Every check of a sweep or a benchmark that needs no Ray, and the data, built once."""
+    from .models import build_model
+    from .tuning import check_budget, check_name, experiment_exists, load_meta, plan_jobs, storage_root
+
+    check_name(name)
+    cfg = cfg.with_absolute_paths()
+    data = build_data(cfg.data)
+    model = build_model(cfg.model, data.input_shape, data.num_classes)
+    sites = [s.name for s in model.da_sites]
+    from .engine import Trainer
+
+    for method in {"adalase" if "adalase" in methods else cfg.selection.method}:  # policy, op, holdout: checked
+        Trainer(cfg.replace(**{"selection.method": method, "train.device": "cpu"}), data=data)
+    jobs = {m: plan_jobs(m, options, sites, job_name(m)) for m in methods}
+    for job in (j for js in jobs.values() for j in js):
+        check_budget(job.plan, cfg.train.epochs)
+    root = storage_root(options.storage)
+    first = next(iter(jobs.values()))[0].name
+    for method, method_jobs in jobs.items():
+        for job in method_jobs:
+            exists = experiment_exists(root, job.name)
+            if exists and not options.resume:
+                raise ConfigError(f"--name = {name!r}: an experiment {job.name!r} already exists in {root}; pass "
+                                  "--resume to continue it, or choose another --name")
+            meta = load_meta(root, job.name) if exists else None
+            if meta is not None:
+                old, new = flatten(meta["config"]), flatten(cfg.to_dict())
+                diff = [k for k in new if old.get(k) != new[k]]
+                if diff:
+                    raise ConfigError(f"--resume: {job.name!r} was started with another config (differs in "
+                                      f"{', '.join(diff[:5])}); resume with the same config and --set flags")
+    if options.resume and not experiment_exists(root, first):
+        raise ConfigError(f"--resume: no experiment {first!r} in {root} to continue; drop --resume to start it, or "
+                          "give the --name and --storage it was started with")
+    return Prepared(cfg, None if cfg.data.read_on_nodes else data, sites, split_sizes(data),
+                    cfg.train.epochs * len(data.train), jobs, root, name)
+
+
+def split_sizes(data: DataBundle) -> dict:
+    return {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
+
+
+def _tracking(tracking_uri: Optional[str], experiment: Optional[str], default_experiment: str):
+    if tracking_uri is None:
+        return None
+    from .tracking import Tracking, check_tracking_uri
+
+    check_tracking_uri(tracking_uri)
+    return lambda: Tracking(tracking_uri, experiment or default_experiment)
+
+
+def _parent_params(cfg: ExperimentConfig, plain_passes: int, splits: dict) -> dict:
+    return {"plain_passes": plain_passes, "epochs": cfg.train.epochs, "data.name": cfg.data.name,
+            "data.n_train": splits["train"], "data.n_val": splits["val"], "data.n_test": splits["test"],
+            "model.name": cfg.model.name, "augment.op": cfg.augment.op}
+
+
+@dataclass
+class MethodResult:
+    method: str
+    rows: list
+    interrupted: bool
+
+
+def _run_method(prep: Prepared, method: str, options, tracking, signals: Signals, cfg_hash: str,
+                extra_callbacks: Sequence = ()) -> MethodResult:
+    """Run one method's Tuners with driver-side tracking; its parent run ends FINISHED, FAILED
+    (a trial failed) or KILLED (interrupted)."""
+    from . import tuning
+
+    parent = None
+    if tracking is not None:
+        parent = tracking.parent_run(method, prep.name, cfg_hash,
+                                     _parent_params(prep.cfg, prep.plain_passes, prep.splits))
+
+    def callbacks_for(job):
+        callbacks = [tuning.TrialProgress(job.name, job.plan.expected_trials), *extra_callbacks]
+        if tracking is not None:
+            callbacks.append(tuning.MLflowTrials(tracking.uri, tracking.experiment, parent, prep.cfg.to_dict(),
+                                                 prep.sites))
+        return callbacks
+
+    rows, interrupted = [], False
+    try:
+        for job in prep.jobs[method]:
+            if signals.received:  # a signal between two Tuners: stop here
+                interrupted = True
+                break
+            with signals.fitting():
+                grid = tuning.fit(prep.cfg, job, options, prep.root, prep.sites, callbacks_for(job), prep.data_ref)
+            rows += tuning.trial_rows(grid, method, prep.sites)
+            if tuning.unfinished(grid) or signals.received:
+                interrupted = True
+                break
+    except BaseException as err:
+        tuning.close_open_runs()
+        if tracking is not None:
+            status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+            tracking.end_run(parent, status, error="" if status == "KILLED" else f"{type(err).__name__}: {err}")
+        raise
+    if tracking is not None:
+        tuning.close_open_runs()
+        failed = [r for r in rows if r["status"] == "ERROR"]
+        status = "KILLED" if interrupted else "FAILED" if failed else "FINISHED"
+        error = f"{len(failed)} of {len(rows)} trials failed; first: {failed[0]['error']}" if failed and not interrupted else ""
+        tracking.end_run(parent, status, method_totals(pd.DataFrame(rows), prep.plain_passes), error)
+    return MethodResult(method, rows, interrupted)
+
+
+def method_totals(rows: pd.DataFrame, plain_passes: float) -> dict:
+    """A method's totals for its MLflow parent run."""
+    from .report import method_table
+
+    table, _ = method_table(rows, plain_passes)
+    if not len(table):
+        return {}
+    t = table.iloc[0]
+    return {"cost/total_device_s": float(rows["device_s"].sum()), "cost/total_sample_passes": float(rows["sample_passes"].sum()),
+            "cost/plain_run_multiple": t["plain_run_multiple"], "best_val_acc": t["best_val_acc"],
+            "test_acc_selected": t["test_acc"], "test_acc_selected_std": t["test_acc_std"]}
+
+
+def _start_ray(prep: Prepared, options, signals: Signals) -> None:
+    from . import tuning
+
+    tuning.connect(options.address, timeout_s=options.connect_timeout_s)
+    signals.reclaim()
+    if signals.received:
+        raise KeyboardInterrupt  # nothing ran yet
+    tuning.check_resources(options)
+    tuning.make_storage(prep.root)
+    for method, jobs in prep.jobs.items():  # every Tuner registered up front: any interrupt can be resumed
+        for job in jobs:
+            tuning.save_meta(prep.root, job.name, {"config": prep.cfg.to_dict(), "method": method, "sites": prep.sites})
+    prep.data_ref = tuning.put(prep.data) if prep.data is not None else None
+
+
+@contextlib.contextmanager
+def _forced(signals: Signals, resume_hint: str):
+    """A KeyboardInterrupt that got through (a second signal, or one outside Tune): Interrupted."""
+    try:
+        yield
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        raise Interrupted(signals.signum(), "interrupted; the MLflow runs left open are KILLED and no report was "
+                                            f"written. Resume with: {resume_hint}") from None
+
+
+def _interrupted(signals: Signals, done: list[MethodResult], total: int, resume_hint: str) -> Interrupted:
+    finished = sum(r["status"] == "TERMINATED" for m in done for r in m.rows)
+    return Interrupted(signals.signum(), f"interrupted: {finished} of {total} trials had finished; the MLflow runs "
+                                         f"left open are KILLED. Resume with: {resume_hint}")
+
+
+# --- the commands -------------------------------------------------------------------------------------
+
+@dataclass
+class SweepResult:
+    rows: pd.DataFrame
+    name: str
+    root: str
+
+
+def sweep(cfg: ExperimentConfig, method: str, options=None, *, out: Optional[str] = None,
+          tracking_uri: Optional[str] = DEFAULT_URI, experiment: Optional[str] = None,
+          resume_hint: str = "the same call with resume=True", callbacks: Sequence = ()) -> SweepResult:
+    """Run one search method on Ray Tune; with tracking, a parent run for the method and a child
+    run per trial. ``out``: also write results.csv there. ``callbacks``: more Ray Tune callbacks."""
+    from .tuning import SweepOptions
+
+    options = options or SweepOptions()
+    name = options.name or method
+    if out is not None:
+        check_dir(out, "--out")
+    open_tracking = _tracking(tracking_uri, experiment, name)
+    prep = prepare(cfg, [method], options, name, lambda m: name)
+    signals = Signals()
+    with signals.installed(), _forced(signals, resume_hint):
+        _start_ray(prep, options, signals)
+        tracking = open_tracking() if open_tracking else None
+        from .tracking import config_hash
+
+        result = _run_method(prep, method, options, tracking, signals, config_hash(prep.cfg), callbacks)
+    rows = pd.DataFrame(result.rows)
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        rows.to_csv(Path(out) / "results.csv", index=False)
+    if result.interrupted:
+        raise _interrupted(signals, [result], sum(j.plan.expected_trials for j in prep.jobs[method]), resume_hint)
+    return SweepResult(rows, name, prep.root)
+
+
+@dataclass
+class BenchmarkResult:
+    table: pd.DataFrame
+    trials: pd.DataFrame
+    files: dict
+    name: str
+    sites: list
+    plain_passes: int
+
+
+def run_benchmark(cfg: ExperimentConfig, methods: Optional[Sequence[str]] = None, options=None, *,
+                  out: str = "results", tracking_uri: Optional[str] = DEFAULT_URI, experiment: Optional[str] = None,
+                  resume_hint: str = "the same call with resume=True", callbacks: Sequence = ()) -> BenchmarkResult:
+    """Several methods on the same data, model, epochs and seeds, in one Ray session: one MLflow
+    parent run per method, a child per trial, a summary run with the report; the comparison files
+    in ``out`` (results.csv, report.md, the plots). An interrupted benchmark writes a report
+    marked PARTIAL before raising :class:`Interrupted`."""
+    from .report import write_report
+    from .tuning import SweepOptions
+
+    options = options or SweepOptions()
+    methods = parse_methods(",".join(methods) if methods else None)
+    name = options.name or f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}"
+    options = replace(options, name=name)
+    if out is not None:
+        check_dir(out, "--out")
+    open_tracking = _tracking(tracking_uri, experiment, "adalase_tune")
+    prep = prepare(cfg, methods, options, name, lambda m: f"{name}-{m}")
+    signals = Signals()
+    started = time.time()
+    done: list[MethodResult] = []
+    with signals.installed(), _forced(signals, resume_hint):
+        _start_ray(prep, options, signals)
+        tracking = open_tracking() if open_tracking else None
+        from .tracking import config_hash
+
+        for i, method in enumerate(methods, 1):
+            if signals.received:  # a signal between two methods: the rest are not run
+                break
+            print(f"[{i}/{len(methods)}] {method}: running ({time.time() - started:.0f}s elapsed)", file=sys.stderr, flush=True)
+            try:
+                result = _run_method(prep, method, options, tracking, signals, config_hash(prep.cfg), callbacks)
+            except KeyboardInterrupt:  # outside Tune's graceful stop: its runs are closed; report what ran
+                done.append(MethodResult(method, [], True))
+                break
+            done.append(result)
+            ok = [r for r in result.rows if r["status"] == "TERMINATED"]
+            best = max((r["best_val_acc"] for r in ok), default=float("nan"))
+            print(f"[{i}/{len(methods)}] {method}: {len(ok)}/{len(result.rows)} trials done, best val acc {best:.4f}",
+                  file=sys.stderr, flush=True)
+            if result.interrupted:
+                break
+        trials = pd.DataFrame([r for m in done for r in m.rows])
+        partial = len(done) < len(methods) or any(m.interrupted for m in done)
+        meta = benchmark_meta(prep, methods, options, started, done if partial else None)
+        files = write_report(trials, out, prep.plain_passes, meta)
+        if tracking is not None:
+            tracking.summary_run(name, [files["csv"], files["md"], files["png"], files["curve_png"]],
+                                 {"plain_passes": prep.plain_passes}, tags={"partial": str(partial).lower()})
+    if partial:
+        raise _interrupted(signals, done, sum(j.plan.expected_trials for js in prep.jobs.values() for j in js),
+                           resume_hint)
+    return BenchmarkResult(files["table"], trials, files, name, prep.sites, prep.plain_passes)
+
+
+def benchmark_meta(prep: Prepared, methods, options, started: float, partial: Optional[list]) -> dict:
+    cfg = prep.cfg
+    meta = {"title": f"AdaLASE against the baselines: {cfg.model.name} on {cfg.data.name}"}
+    if partial is not None:
+        ran = ", ".join(f"{m.method}{' (interrupted)' if m.interrupted else ''}" for m in partial)
+        meta["PARTIAL"] = (f"interrupted; methods run: {ran or 'none'}; not run: "
+                           f"{', '.join(methods[len(partial):]) or 'none'}")
+    meta.update({
+        "data": f"{cfg.data.name}, classes={list(cfg.data.classes) if cfg.data.classes else 'all'}",
+        "splits": f"train {prep.splits['train']}, val {prep.splits['val']}, test {prep.splits['test']} samples",
+        "model": cfg.model.name, "op": cfg.augment.op, "epochs": cfg.train.epochs,
+        "seeds": list(options.seeds), "methods": ", ".join(methods),
+        "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}",
+        "wall time": f"{time.time() - started:.0f}s"})
+    return meta
+
+
+def train(cfg: ExperimentConfig, *, out: Optional[str] = None, save_model: Optional[str] = None,
+          checkpoint_dir: Optional[str] = None, resume: bool = False, tracking_uri: Optional[str] = DEFAULT_URI,
+          experiment: Optional[str] = None, progress: bool = True) -> dict:
+    """Train one network (no Ray). ``checkpoint_dir``: write ``last.pt`` after every epoch;
+    ``resume``: continue from it, and continue its MLflow run. Returns the summary."""
+    from .engine import CheckpointDir, ProgressBar, Trainer
+
+    if resume and not checkpoint_dir:
+        raise ConfigError("--resume needs --checkpoint-dir DIR (the folder holding last.pt)")
+    for path, flag in ((out, "--out"), (save_model, "--save-model")):
+        if path is not None:
+            check_file(path, flag)
+    if checkpoint_dir:
+        check_dir(checkpoint_dir, "--checkpoint-dir")
+    open_tracking = _tracking(tracking_uri, experiment, "train")
+    ckpt = CheckpointDir(checkpoint_dir, resume) if checkpoint_dir else None
+    trainer = Trainer(cfg)  # every check of the config against the data and the model happens here
+    callbacks = [ProgressBar()] if progress else []
+    if open_tracking:
+        from .tracking import TrainRun
+
+        callbacks.append(TrainRun(open_tracking()))
+    if ckpt is not None:
+        callbacks.append(ckpt)  # after tracking: an epoch is logged before its checkpoint commits it
+    trainer.callbacks = callbacks
+    if ckpt is not None and ckpt.restore(trainer):
+        print(f"resuming {ckpt.path} after epoch {trainer.epoch}", file=sys.stderr)
+    if progress:
+        sites = ", ".join(f"{i}:{s.name}{list(s.shape)}" for i, s in enumerate(trainer.sites))
+        sizes = trainer.split_sizes()
+        print(f"{cfg.model.name} on {cfg.data.name} (train {sizes['train']}, val {sizes['val']}, test {sizes['test']}), "
+              f"{cfg.selection.method}, op {cfg.augment.op}, device {trainer.device}; sites {sites}", file=sys.stderr)
+    signals = Signals(deferred=False)
+    with signals.installed():
+        try:
+            summary = trainer.run()
+        except KeyboardInterrupt:
+            hint = (f"rerun with --checkpoint-dir {checkpoint_dir} --resume" if checkpoint_dir else
+                    "rerun with --checkpoint-dir DIR to be able to resume")
+            raise Interrupted(signals.signum(), f"interrupted after epoch {trainer.epoch}; the MLflow run is KILLED. "
+                                                f"{hint}") from None
+    if save_model:
+        from .models import save_model as write_model
+
+        write_model(trainer.model, save_model, cfg.to_dict())
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def rebuild_report(experiment: str, benchmark: Optional[str] = None, *, tracking_uri: str = DEFAULT_URI,
+                   out: str = "report") -> dict:
+    """Rebuild report.md, results.csv and the plots of a benchmark (default: the latest) from MLflow alone."""
+    from .report import write_report
+    from .tracking import Tracking
+
+    if out is not None:
+        check_dir(out, "--out")
+    tracking = Tracking(tracking_uri, experiment, create=False)
+    benchmark = benchmark or tracking.latest_benchmark()
+    if benchmark is None:
+        raise ConfigError(f"--experiment {experiment!r}: no benchmark or sweep runs found at {tracking.uri}")
+    rows = pd.DataFrame(tracking.trial_rows(benchmark))
+    meta = tracking.benchmark_meta(benchmark)
+    if not len(rows) or "plain_passes" not in meta:
+        raise ConfigError(f"--benchmark {benchmark!r}: no finished trial runs in experiment {experiment!r}")
+    info = {"title": f"{experiment}: {benchmark} (rebuilt from MLflow)", "tracking": tracking.uri}
+    if "data.n_val" in meta:
+        info["splits"] = f"train {meta['data.n_train']}, val {meta['data.n_val']}, test {meta['data.n_test']} samples"
+    return write_report(rows, out, float(meta["plain_passes"]), info)

@@ -1,0 +1,101 @@
+"""Interrupts: SIGINT and SIGTERM stop the work honestly (no traceback, runs closed, a resume hint).
+
+:class:`Signals` turns SIGTERM into the same path as Ctrl-C. Inside a Ray Tune fit the first
+signal asks Tune to stop gracefully (Tune saves its state for ``--resume``, and the trials that
+did not finish are reported as such); anywhere else, or on a second signal, it raises
+KeyboardInterrupt at once. :class:`Interrupted` carries the signal and a message with what
+finished and how to resume; the command line exits with 128 + the signal.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+from typing import Optional
+
+
+class Interrupted(KeyboardInterrupt):
+    """The work stopped on SIGINT or SIGTERM; runs are closed KILLED. ``exit_code`` is 128 + signal."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum, self.message = signum, message
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside a Tune fit: raised like Ctrl-C's KeyboardInterrupt, remembering the signal."""
+
+    signum = signal.SIGTERM
+
+
+class Signals:
+    """SIGINT and SIGTERM, handled alike, for sweeps and benchmarks.
+
+    Inside a Tune fit, the first signal stops Tune gracefully (SIGINT reaches Tune's own handler;
+    SIGTERM is passed on as SIGUSR1, Tune's other stop signal) and Tune saves its state for
+    ``--resume``. Outside a fit, the first signal is only recorded and the work stops at the next
+    safe point (:attr:`received`), so that no library call (an MLflow query, a file write) is cut
+    in half. A second signal raises KeyboardInterrupt at once.
+    """
+
+    def __init__(self, deferred: bool = True):
+        self.received: Optional[int] = None
+        self.in_fit = False
+        self.deferred = deferred  # False (a training loop): the first signal raises at once
+
+    def handler(self, signum, frame):
+        # during a fit Tune holds SIGINT: this handler sees a SIGINT only after Tune took the first
+        tune_had_it = self.in_fit and signum == signal.SIGINT
+        if self.received is None and (self.deferred or self.in_fit) and not tune_had_it:
+            self.received = signum
+            if self.in_fit and hasattr(signal, "SIGUSR1"):
+                os.kill(os.getpid(), signal.SIGUSR1)  # Tune's graceful stop
+            return
+        self.received = self.received or signum
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    def _install(self) -> dict:
+        if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.signal(sig, self.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    @contextlib.contextmanager
+    def installed(self):
+        previous = self._install()
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def reclaim(self) -> None:
+        """Take the signals back after ``ray.init``, which installs a C handler for SIGTERM that
+        dumps a stack and aborts the driver."""
+        self._install()
+
+    @contextlib.contextmanager
+    def fitting(self):
+        self.in_fit = True
+        try:
+            yield
+        finally:
+            self.in_fit = False
+
+    def signum(self) -> int:
+        return self.received or signal.SIGINT
+
+
+def install_for_command() -> None:
+    """For the command line, first thing: SIGTERM raises :class:`Terminated` (Python's default
+    would end the process at once, with no message and runs left RUNNING)."""
+    def terminate(signum, frame):
+        raise Terminated()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminate)

@@ -1,0 +1,223 @@
+"""Interrupts are honest: SIGINT and SIGTERM at several instants of train, sweep and benchmark end
+with 130 or 143, the exact resume command, and no MLflow run left RUNNING; SIGKILL at any
+instant is resumed with one MLflow run per trial. Real processes, real Ray, real MLflow."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["--set", "data.n_train=60", "--set", "model.width=4"]
+SLOW_EPOCHS = ["--set", "data.n_train=null", "--set", "model.width=16"]  # a few tenths of a second each: time to react
+
+
+def _runs(db: Path, experiment: str) -> list:
+    if not db.is_file():
+        return []
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], max_results=1000) if exp else []
+
+
+def _interrupt(cmd: list, trigger, signals: list, cwd=None, timeout=600):
+    """Start ``cmd``; when ``trigger`` (a regex on stderr, or seconds) fires, send ``signals`` (0.3 s
+    apart). Returns (exit code, stderr, whether the trigger fired)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
+    lines, fired, start = [], False, time.time()
+    os.set_blocking(proc.stderr.fileno(), False)
+    while proc.poll() is None and time.time() - start < timeout:
+        chunk = proc.stderr.readline()
+        if chunk:
+            lines.append(chunk)
+        if not fired and (time.time() - start >= trigger if isinstance(trigger, (int, float))
+                          else any(re.search(trigger, line) for line in lines)):
+            fired = True
+            for i, sig in enumerate(signals):
+                if i:
+                    time.sleep(0.3)
+                proc.send_signal(sig)
+        if not chunk:
+            time.sleep(0.05)
+    if proc.poll() is None:
+        proc.kill()
+        pytest.fail(f"{cmd[3]} did not end: {''.join(lines)[-2000:]}")
+    os.set_blocking(proc.stderr.fileno(), True)
+    lines.append(proc.stderr.read())
+    return proc.returncode, "".join(lines), fired
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "adalase_tune", *args]
+
+
+def _resume_command(stderr: str) -> list:
+    found = re.search(r"Resume with: adalase-tune (.*)$", stderr, re.M)
+    assert found, stderr[-2000:]
+    import shlex
+
+    return _cli(*shlex.split(found.group(1)))
+
+
+def _no_run_left_running(db: Path, experiment: str) -> list:
+    runs = _runs(db, experiment)
+    assert all(r.info.status in ("FINISHED", "KILLED", "FAILED") for r in runs), \
+        [(r.data.tags.get("mlflow.runName"), r.info.status) for r in runs]
+    return runs
+
+
+SWEEP_INSTANTS = {"early": 1.5, "mid": r"trial 1/6 done"}
+SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}
+
+
+@pytest.mark.parametrize("sig", SIGNALS)
+@pytest.mark.parametrize("instant", SWEEP_INSTANTS)
+def test_a_signal_stops_a_sweep_honestly_and_it_resumes(tmp_path, sig, instant):
+    db = tmp_path / "m.db"
+    cmd = _cli("sweep", "search_spaces/digits.yaml", "--method", "random", "--num-samples", "6", "--seeds", "1",
+               "--max-concurrent", "2", "--set", "train.epochs=4", *SMALL, "--storage", str(tmp_path / "ray"),
+               "--tracking-uri", f"sqlite:///{db}", "--experiment", "x", "--name", "s")
+    code, err, fired = _interrupt(cmd, SWEEP_INSTANTS[instant], [SIGNALS[sig]])
+    assert fired and code == 128 + SIGNALS[sig], err[-3000:]
+    assert "Traceback" not in err and "trials finished" not in err
+    runs = _no_run_left_running(db, "x")
+    if instant == "early":
+        assert err.strip().splitlines()[-1].startswith("adalase-tune: interrupted")
+        return
+    assert "Resume with: adalase-tune sweep" in err and "--name s --resume" in err
+    parent = [r for r in runs if r.data.tags.get("run_kind") == "method"]
+    assert len(parent) == 1 and parent[0].info.status == "KILLED"
+    resumed = subprocess.run(_resume_command(err), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "random: 6/6 trials finished" in resumed.stdout
+    runs = _runs(db, "x")
+    trials = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
+    assert len(trials) == 6 and len({r.data.tags["ray.trial_id"] for r in trials}) == 6
+    assert all(r.info.status == "FINISHED" for r in runs)
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    for run in trials:  # every epoch logged once
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")]
+        assert sorted(steps) == [1, 2, 3, 4], steps
+
+
+@pytest.mark.parametrize("sig", SIGNALS)
+def test_a_signal_between_benchmark_methods_writes_a_partial_report_and_resumes(tmp_path, sig):
+    db, out = tmp_path / "m.db", tmp_path / "out"
+    cmd = _cli("benchmark", "search_spaces/digits.yaml", "--methods", "uniform,grid", "--seeds", "1",
+               "--set", "train.epochs=3", *SMALL, "--storage", str(tmp_path / "ray"), "--out", str(out),
+               "--tracking-uri", f"sqlite:///{db}", "--experiment", "b", "--name", "bench")
+    code, err, fired = _interrupt(cmd, r"\[1/2\] uniform: running", [SIGNALS[sig]])
+    assert fired and code == 128 + SIGNALS[sig], err[-3000:]
+    assert "Resume with: adalase-tune benchmark" in err and "--name bench --resume" in err
+    report = (out / "report.md").read_text()
+    assert "- PARTIAL: interrupted" in report and "not run: grid" in report
+    runs = _no_run_left_running(db, "b")
+    summary = [r for r in runs if r.data.tags.get("run_kind") == "summary"]
+    assert summary and summary[0].data.tags["partial"] == "true"
+    resumed = subprocess.run(_resume_command(err), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    report = (out / "report.md").read_text()
+    assert "PARTIAL" not in report and "| uniform | 1 |" in report and "| grid | 1 | 5 |" in report
+    runs = _runs(db, "b")
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert sum(r.data.tags.get("run_kind") == "trial" for r in runs) == 1 + 5
+
+
+def test_a_second_ctrl_c_forces_the_exit_and_closes_the_runs(tmp_path):
+    db = tmp_path / "m.db"
+    cmd = _cli("sweep", "search_spaces/digits.yaml", "--method", "random", "--num-samples", "6", "--seeds", "1",
+               "--set", "train.epochs=30", *SMALL, "--storage", str(tmp_path / "ray"),
+               "--tracking-uri", f"sqlite:///{db}", "--experiment", "x", "--name", "s2")
+    start = time.time()
+    code, err, fired = _interrupt(cmd, r"running|trial 1/6", [signal.SIGINT, signal.SIGINT], timeout=300)
+    assert fired and code == 130 and time.time() - start < 120, err[-3000:]
+    assert "Traceback" not in err
+    _no_run_left_running(db, "x")
+
+
+TRAIN_INSTANTS = {"setup": 0.5, "epoch 2": r"epoch +2/"}
+
+
+@pytest.mark.parametrize("sig", SIGNALS)
+@pytest.mark.parametrize("instant", TRAIN_INSTANTS)
+def test_a_signal_stops_train_honestly_and_resume_continues_its_run(tmp_path, sig, instant):
+    db, ck = tmp_path / "m.db", tmp_path / "ck"
+    cmd = _cli("train", "search_spaces/digits.yaml", "--set", "train.epochs=12", *SLOW_EPOCHS, "--checkpoint-dir",
+               str(ck), "--tracking-uri", f"sqlite:///{db}", "--experiment", "t")
+    code, err, fired = _interrupt(cmd, TRAIN_INSTANTS[instant], [SIGNALS[sig]])
+    assert fired and code == 128 + SIGNALS[sig], err[-3000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("adalase-tune: interrupted")
+    runs = _no_run_left_running(db, "t")
+    if instant == "setup":
+        return
+    assert f"--checkpoint-dir {ck} --resume" in err
+    assert len(runs) == 1 and runs[0].info.status == "KILLED"
+    done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "resuming" in done.stderr, done.stderr[-2000:]
+    (run,) = _runs(db, "t")  # the same run, continued
+    assert run.info.run_id == runs[0].info.run_id and run.info.status == "FINISHED"
+    steps = [m.step for m in MlflowClient(f"sqlite:///{db}").get_metric_history(run.info.run_id, "val/acc")]
+    assert sorted(steps) == list(range(1, 13))
+
+
+def test_kill_9_train_again_and_again_gives_one_run_with_every_epoch_once(tmp_path):
+    db, ck = tmp_path / "m.db", tmp_path / "ck"
+    cmd = _cli("train", "search_spaces/digits.yaml", "--set", "train.epochs=8", *SLOW_EPOCHS, "--checkpoint-dir",
+               str(ck), "--tracking-uri", f"sqlite:///{db}", "--experiment", "t9", "--resume")
+    for epoch in (2, 4, 6):  # killed after the line of an epoch: between its MLflow write and its checkpoint, or after
+        code, err, fired = _interrupt(cmd, rf"epoch +{epoch}/", [signal.SIGKILL])
+        assert fired and code == -9, err[-2000:]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = _runs(db, "t9")
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in MlflowClient(f"sqlite:///{db}").get_metric_history(run.info.run_id, "val/acc")]
+    assert sorted(steps) == list(range(1, 9))
+
+
+KILL_INSTANTS = {  # the 5 instants of a driver SIGKILL
+    "early (Ray starting)": 3.0,
+    "mid-trial": r"\[1/2\] uniform: running",
+    "at a checkpoint write": r"trial 2/4 done",
+    "between methods": r"\[1/2\] uniform: \d/4 trials done",
+    "during the report": r"\[2/2\] none: \d/4 trials done",
+}
+
+
+def test_a_driver_killed_at_any_instant_resumes_and_finishes_with_one_run_per_trial(tmp_path):
+    """One loop over the five instants: each time kill -9 the benchmark's driver (and its process
+    group, as a shell would), resume it, and check the outcome."""
+    for i, (instant, trigger) in enumerate(KILL_INSTANTS.items()):
+        db, out = tmp_path / f"m{i}.db", tmp_path / f"out{i}"
+        cmd = _cli("benchmark", "search_spaces/digits.yaml", "--methods", "uniform,none", "--seeds", "4",
+                   "--set", "train.epochs=3", *SMALL, "--storage", str(tmp_path / f"ray{i}"), "--out", str(out),
+                   "--tracking-uri", f"sqlite:///{db}", "--experiment", "k", "--name", f"k{i}", "--checkpoint-s", "0")
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        lines, start = [], time.time()
+        for line in proc.stderr:
+            lines.append(line)
+            if isinstance(trigger, float) and time.time() - start >= trigger or \
+                    isinstance(trigger, str) and re.search(trigger, line):
+                break
+        else:
+            pytest.fail(f"{instant}: the benchmark ended before the trigger: {''.join(lines)[-2000:]}")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        subprocess.run(["pkill", "-9", "-f", f"ray{i}"], check=False)
+        resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
+        if "no experiment 'k" in resumed.stderr:  # killed before anything was stored: start it again
+            resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert resumed.returncode == 0, (instant, resumed.stderr[-3000:])
+        rows = [json.loads(json.dumps(r)) for r in __import__("pandas").read_csv(out / "results.csv").to_dict("records")]
+        assert len(rows) == 8 and all(r["status"] == "TERMINATED" for r in rows), instant
+        trials = [r for r in _runs(db, "k") if r.data.tags.get("run_kind") == "trial"]
+        assert len(trials) == 8 and len({r.data.tags["ray.trial_id"] for r in trials}) == 8, instant
+        assert all(r.info.status == "FINISHED" for r in trials), instant
