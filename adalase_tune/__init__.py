@@ -23,6 +23,7 @@ _EXPORTS = {
     "ops": ("OPS", "get_op"),
     "policies": ("POLICIES", "build_policy"),
     "sites": ("DAContext", "Site", "SiteInfo", "attach_sites"),
+    "tuning": ("SweepOptions",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

@@ -31,7 +31,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_tracking_args(p):
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlflow.db here)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
+                                                         "sqlite:///mlflow.db here)")
     p.add_argument("--experiment", help="MLflow experiment name (default: the config file's name)")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
 
@@ -88,9 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _tracking_uri(args):
-    from .tracking import DEFAULT_URI
-
-    return None if getattr(args, "no_tracking", False) else (args.tracking_uri or DEFAULT_URI)
+    return None if getattr(args, "no_tracking", False) else (args.tracking_uri or "default")
 
 
 def _experiment(args) -> str:
@@ -152,6 +151,7 @@ def cmd_sweep(args, argv) -> int:
     from .config import load_sweep
     from .experiment import sweep
     from .search import METHODS
+    from .tuning import join
 
     METHODS.get(args.method)
     options = _options(args, load_sweep(args.config), args.num_samples)
@@ -160,7 +160,7 @@ def cmd_sweep(args, argv) -> int:
                    experiment=_experiment(args), resume_hint=resume_command(argv, name))
     rows = result.rows
     ok = rows[rows["status"] == "TERMINATED"]
-    print(f"{args.method}: {len(ok)}/{len(rows)} trials finished; results in {result.root}/{name}")
+    print(f"{args.method}: {len(ok)}/{len(rows)} trials finished; results in {join(result.root, name)}")
     if len(ok):
         best = ok.loc[ok["best_val_acc"].idxmax()]
         print(f"best val/acc {best['best_val_acc']:.4f} (seed {best['seed']}), test/acc there "
@@ -187,7 +187,9 @@ def cmd_benchmark(args, argv) -> int:
                            experiment=_experiment(args), resume_hint=resume_command(argv, name))
     print(Path(result.files["md"]).read_text())
     if _tracking_uri(args):
-        print(f"MLflow: experiment {_experiment(args)!r} at {_tracking_uri(args)} (adalase-tune ui to browse)")
+        from .tracking import default_uri
+
+        print(f"MLflow: experiment {_experiment(args)!r} at {default_uri(_tracking_uri(args))} (adalase-tune ui to browse)")
     print(f"wrote {', '.join(str(result.files[k]) for k in ('csv', 'md', 'png', 'curve_png'))}")
     failed = (result.trials["status"] != "TERMINATED").sum()
     return 0 if not failed else EXIT_FAILED
@@ -195,18 +197,17 @@ def cmd_benchmark(args, argv) -> int:
 
 def cmd_report(args, argv) -> int:
     from .experiment import rebuild_report
-    from .tracking import DEFAULT_URI
 
-    files = rebuild_report(args.experiment, args.benchmark, tracking_uri=args.tracking_uri or DEFAULT_URI, out=args.out)
+    files = rebuild_report(args.experiment, args.benchmark, tracking_uri=args.tracking_uri or "default", out=args.out)
     print(Path(files["md"]).read_text())
     print(f"wrote {files['csv']}, {files['md']}, {files['png']}, {files['curve_png']}")
     return 0
 
 
 def cmd_ui(args, argv) -> int:
-    from .tracking import DEFAULT_URI, serve_ui
+    from .tracking import default_uri, serve_ui
 
-    return serve_ui(args.tracking_uri or DEFAULT_URI, args.port)
+    return serve_ui(default_uri(args.tracking_uri or "default"), args.port)
 
 
 COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "benchmark": cmd_benchmark, "report": cmd_report, "ui": cmd_ui}

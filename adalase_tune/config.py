@@ -479,11 +479,11 @@ def read_yaml(path: str | Path) -> dict:
     return tree
 
 
-def load_config(path: str | Path | None = None, overrides=(), extra_sections=()) -> ExperimentConfig:
+def load_config(path: str | Path | None = None, overrides=(), extra_sections=("sweep",)) -> ExperimentConfig:
     """Load YAML (optional), apply ``key=value`` overrides, validate.
 
-    ``extra_sections`` names top-level YAML keys owned by other layers (``sweep``) that are
-    ignored here rather than rejected.
+    ``extra_sections`` names top-level YAML keys owned by other layers that are ignored here
+    rather than rejected: by default the ``sweep:`` section (read by :func:`load_sweep`).
     """
     tree = read_yaml(path) if path is not None else {}
     tree = {k: v for k, v in tree.items() if k not in extra_sections}

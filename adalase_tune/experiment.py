@@ -32,7 +32,6 @@ from .config import ConfigError, ExperimentConfig, flatten
 from .data import DataBundle, build_data
 from .interrupts import Interrupted, Signals
 from .paths import check_dir, check_file
-from .tracking import DEFAULT_URI
 
 DEFAULT_METHODS = ("adalase", "uniform", "none", "grid", "random", "optuna", "asha", "pbt")
 
@@ -112,9 +111,12 @@ def split_sizes(data: DataBundle) -> dict:
 
 
 def _tracking(tracking_uri: Optional[str], experiment: Optional[str], default_experiment: str):
+    """A factory of the :class:`Tracking` handle (created once the checks passed), or None."""
+    from .tracking import Tracking, check_tracking_uri, default_uri
+
+    tracking_uri = default_uri(tracking_uri)
     if tracking_uri is None:
         return None
-    from .tracking import Tracking, check_tracking_uri
 
     check_tracking_uri(tracking_uri)
     return lambda: Tracking(tracking_uri, experiment or default_experiment)
@@ -234,7 +236,7 @@ class SweepResult:
 
 
 def sweep(cfg: ExperimentConfig, method: str, options=None, *, out: Optional[str] = None,
-          tracking_uri: Optional[str] = DEFAULT_URI, experiment: Optional[str] = None,
+          tracking_uri: Optional[str] = "default", experiment: Optional[str] = None,
           resume_hint: str = "the same call with resume=True", callbacks: Sequence = ()) -> SweepResult:
     """Run one search method on Ray Tune; with tracking, a parent run for the method and a child
     run per trial. ``out``: also write results.csv there. ``callbacks``: more Ray Tune callbacks."""
@@ -273,7 +275,7 @@ class BenchmarkResult:
 
 
 def run_benchmark(cfg: ExperimentConfig, methods: Optional[Sequence[str]] = None, options=None, *,
-                  out: str = "results", tracking_uri: Optional[str] = DEFAULT_URI, experiment: Optional[str] = None,
+                  out: str = "results", tracking_uri: Optional[str] = "default", experiment: Optional[str] = None,
                   resume_hint: str = "the same call with resume=True", callbacks: Sequence = ()) -> BenchmarkResult:
     """Several methods on the same data, model, epochs and seeds, in one Ray session: one MLflow
     parent run per method, a child per trial, a summary run with the report; the comparison files
@@ -345,7 +347,7 @@ def benchmark_meta(prep: Prepared, methods, options, started: float, partial: Op
 
 
 def train(cfg: ExperimentConfig, *, out: Optional[str] = None, save_model: Optional[str] = None,
-          checkpoint_dir: Optional[str] = None, resume: bool = False, tracking_uri: Optional[str] = DEFAULT_URI,
+          checkpoint_dir: Optional[str] = None, resume: bool = False, tracking_uri: Optional[str] = "default",
           experiment: Optional[str] = None, progress: bool = True) -> dict:
     """Train one network (no Ray). ``checkpoint_dir``: write ``last.pt`` after every epoch;
     ``resume``: continue from it, and continue its MLflow run. Returns the summary."""
@@ -395,7 +397,7 @@ def train(cfg: ExperimentConfig, *, out: Optional[str] = None, save_model: Optio
     return summary
 
 
-def rebuild_report(experiment: str, benchmark: Optional[str] = None, *, tracking_uri: str = DEFAULT_URI,
+def rebuild_report(experiment: str, benchmark: Optional[str] = None, *, tracking_uri: str = "default",
                    out: str = "report") -> dict:
     """Rebuild report.md, results.csv and the plots of a benchmark (default: the latest) from MLflow alone."""
     from .report import write_report
@@ -403,7 +405,9 @@ def rebuild_report(experiment: str, benchmark: Optional[str] = None, *, tracking
 
     if out is not None:
         check_dir(out, "--out")
-    tracking = Tracking(tracking_uri, experiment, create=False)
+    from .tracking import default_uri
+
+    tracking = Tracking(default_uri(tracking_uri), experiment, create=False)
     benchmark = benchmark or tracking.latest_benchmark()
     if benchmark is None:
         raise ConfigError(f"--experiment {experiment!r}: no benchmark or sweep runs found at {tracking.uri}")

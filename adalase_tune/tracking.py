@@ -36,13 +36,21 @@ import numpy as np
 from .config import ConfigError, ExperimentConfig, flatten
 from .engine import Callback
 
-DEFAULT_URI = "sqlite:///mlflow.db"
+DEFAULT_URI = "sqlite:///mlflow.db"  # in the working folder, unless MLFLOW_TRACKING_URI is set
 FINAL_METRICS = ("best_val_acc", "test_acc_at_best_val", "final_test_acc")
 METRIC_KEYS = ("lr", "best_val_acc", "test_acc_at_best_val", "best_epoch")  # besides every "a/b" key
 SCHEMES = ("sqlite", "http", "https", "file", "databricks", "postgresql", "mysql", "mssql")
 CONNECT_TIMEOUT_S = 10.0
 _RETRIES = 5
 _BATCH = 1000  # MLflow's limit on metrics per log_batch call
+
+
+def default_uri(uri: Optional[str] = "default") -> Optional[str]:
+    """``"default"``: MLflow's own ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///mlflow.db`` in
+    the working folder; any other value (None: no tracking) is returned as it is."""
+    import os
+
+    return (os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI) if uri == "default" else uri
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
@@ -118,9 +126,14 @@ class Tracking:
         exp = _retry(self.client.get_experiment_by_name, experiment)
         if exp is None and not create:
             raise ConfigError(f"--experiment = {experiment!r}: no such experiment at {self.uri}")
-        # the experiment kind makes MLflow 3's UI open on the training runs, not the GenAI pages
+        # the experiment kind makes MLflow 3's UI open on the training runs, not the GenAI pages; a
+        # SQLite store keeps its artifacts beside the database, not in whatever folder one runs from
+        artifacts = None
+        if self.uri.startswith("sqlite:///"):
+            artifacts = (Path(self.uri[len("sqlite:///"):]).parent / "mlruns").as_uri()
         self.experiment_id = exp.experiment_id if exp else _retry(
-            self.client.create_experiment, experiment, tags={"mlflow.experimentKind": "custom_model_development"})
+            self.client.create_experiment, experiment, artifact_location=artifacts,
+            tags={"mlflow.experimentKind": "custom_model_development"})
         self.experiment = experiment
 
     def _find(self, filters: str):

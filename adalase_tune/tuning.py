@@ -36,8 +36,9 @@ METRIC, MODE = "val/acc", "max"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 URI_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "memory")
 STATE_BACKUP = ".adalase_tune_state"
-TOKEN_HINT = ("this Ray cluster uses token authentication (Ray's default): set RAY_AUTH_MODE=token and the "
-              "cluster's token (RAY_AUTH_TOKEN, or the token file `ray start` wrote) in this shell")
+TOKEN_HINT = ("a cluster started by `ray start` uses token authentication (Ray's default): in this shell set "
+              "RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN, or the file ~/.ray/auth_token "
+              "that `ray start` wrote on the head node)")
 
 
 def check_name(name: str, flag: str = "--name") -> str:
@@ -106,6 +107,12 @@ def plan_jobs(method: str, options: SweepOptions, sites: Sequence[str], base_nam
     return [Job(base_name, m.plan(sites, list(options.seeds), budget))]
 
 
+def join(root: str, name: str) -> str:
+    """``root/name`` for a path or a URI, keeping a URI's query (``?endpoint_override=...``) at the end."""
+    base, sep, query = root.partition("?")
+    return f"{base.rstrip('/')}/{name}{sep}{query}"
+
+
 def is_uri(storage: str) -> bool:
     return "://" in storage and not storage.startswith("file://")
 
@@ -134,7 +141,7 @@ def experiment_exists(root: str, name: str) -> bool:
     if not is_uri(root):
         folder = Path(root) / name
         return folder.is_dir() and any(folder.iterdir())
-    return load_meta(root, name) is not None or tune.Tuner.can_restore(f"{root.rstrip('/')}/{name}")
+    return load_meta(root, name) is not None or tune.Tuner.can_restore(join(root, name))
 
 
 META_FILE = "adalase_tune.json"
@@ -182,6 +189,13 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, timeo
     # Tune's default loggers write CSV, JSON and TensorBoard files per trial (with an fsync per
     # result); _tuner() keeps only the JSON one (result.json, which ResultGrid reads)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Tune snapshots its state whenever a trial's old checkpoints are dropped, which keeps a resume
+    # consistent; with frequent checkpoints it then warns at every snapshot: the snapshots stay
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    import logging
+
+    # PBT's exploits make the JSON logger look for a donor's result.json before it exists: harmless
+    logging.getLogger("ray.tune.logger").setLevel(logging.ERROR)
     if address:
         check_reachable(address, timeout_s)
     if ray.is_initialized():
@@ -196,8 +210,11 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, timeo
     except Exception as err:  # ConnectionError, AuthenticationError, RuntimeError, TimeoutError, ...
         ray.shutdown()
         text = " ".join(str(err).split())
-        if "auth" in text.lower() or "token" in text.lower():
-            raise ConfigError(f"--address = {address!r}: {TOKEN_HINT}") from None
+        no_token = address and os.environ.get("RAY_AUTH_MODE", "").lower() != "token"
+        if "auth" in text.lower() or "token" in text.lower() or no_token:
+            # a driver given an address does not use token authentication unless told to; Ray
+            # then retries for half a minute and reports only a ConnectionError
+            raise ConfigError(f"--address = {address!r}: could not join ({type(err).__name__}); {TOKEN_HINT}") from None
         where = f"--address = {address!r}" if address else "local Ray"
         raise ConfigError(f"{where}: could not connect within {timeout_s:.0f} s ({type(err).__name__}: "
                           f"{text[:200]}); check the address and that the cluster is up (`ray status`)") from None
@@ -314,7 +331,7 @@ def _tuner(cfg: ExperimentConfig, job: Job, options: SweepOptions, root: str, si
     if data_ref is not None:
         trainable = tune.with_parameters(trainable, data=data_ref)
     trainable = tune.with_resources(trainable, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
-    path = f"{root.rstrip('/')}/{job.name}"
+    path = join(root, job.name)
     if options.resume and tune.Tuner.can_restore(path):
         repair_state(root, job.name)
         # the callbacks come back from the experiment's tuner.pkl (they hold only plain settings)
@@ -325,7 +342,7 @@ def _tuner(cfg: ExperimentConfig, job: Job, options: SweepOptions, root: str, si
         name=job.name, storage_path=root, callbacks=[*callbacks, JsonLoggerCallback()], verbose=options.verbose,
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
         # PBT exploits other trials' checkpoints at any time: keep them all for pbt
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=None if needs_ckpt else 1),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None if needs_ckpt else 2),
     )
     tune_config = tune.TuneConfig(
         metric=METRIC, mode=MODE, num_samples=job.plan.num_samples,
@@ -343,6 +360,8 @@ def fit(cfg: ExperimentConfig, job: Job, options: SweepOptions, root: str, sites
     trials are never rerun. Tune stops gracefully on SIGINT (or SIGUSR1) and returns the partial
     grid: :func:`unfinished` tells."""
     tuner = _tuner(cfg, job, options, root, sites, [*callbacks, StateGuard(root, job.name)], data_ref)
+    if options.verbose == 0:  # Tune's newer output prints a table and a path even at verbose=0
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     return tuner.fit()
 
 

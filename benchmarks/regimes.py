@@ -18,6 +18,7 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,7 @@ REGIMES = {
     "digits_cnn": "search_spaces/digits_cnn.yaml",  # a control where it does not
 }
 KNOWN_ANSWER = {"motifs": "input"}
+HELPFUL = {"motifs": 0, "digits_mlp": 0}  # the site where DA helps (by construction; digits_mlp: the grid's pick)
 DEFAULT = "adalase"  # the default preset, whatever it is
 FORMS = {  # label: overrides (all with selection.method=adalase)
     DEFAULT: [],
@@ -42,10 +44,17 @@ FORMS = {  # label: overrides (all with selection.method=adalase)
 }
 
 
-def policies(n_sites: int) -> dict[str, list[str]]:
+CLIP = "probs(q at the clip)"  # an analysis, not a method: see summarise()
+
+
+def policies(n_sites: int, helpful: Optional[int] = None) -> dict[str, list[str]]:
     out = {"none": ["selection.method=none"], "uniform": ["selection.method=uniform"]}
     out.update({f"fixed({i})": ["selection.method=fixed", f"selection.site={i}"] for i in range(n_sites)})
     out.update({label: ["selection.method=adalase", *sets] for label, sets in FORMS.items()})
+    if helpful is not None:  # q as AdaLASE's clip allows at best: 1 - (K-1) eps on the helpful site, eps elsewhere
+        eps = 0.1 / n_sites
+        weights = [1 - (n_sites - 1) * eps if i == helpful else eps for i in range(n_sites)]
+        out[CLIP] = ["selection.method=probs", f"selection.weights=[{','.join(f'{w:.6f}' for w in weights)}]"]
     return out
 
 
@@ -86,10 +95,10 @@ def as_trials(rows: list[dict]) -> pd.DataFrame:
     """The report's trial table: fixed sites are the `grid` method (selected per seed on val)."""
     df = pd.DataFrame(rows)
     df["method"] = [("grid" if label.startswith("fixed") else label) for label in df["label"]]
-    return df
+    return df[df["label"] != CLIP].reset_index(drop=True), df[df["label"] == CLIP].reset_index(drop=True)
 
 
-def summarise(regime: str, df: pd.DataFrame, out: Path, smoke: bool) -> list[str]:
+def summarise(regime: str, df: pd.DataFrame, out: Path, smoke: bool, clip: pd.DataFrame) -> list[str]:
     from adalase_tune.report import grid_by_site, paired_differences, site_agreement, write_report
 
     first = df.iloc[0]
@@ -141,9 +150,27 @@ def summarise(regime: str, df: pd.DataFrame, out: Path, smoke: bool) -> list[str
               "'grid's pick' is the fixed site the grid selects on val per seed (its cost is one run per site). "
               "Train time is training plus AdaLASE's extra work, per run, as a ratio to the same seed's "
               "`uniform` run in the same pool.", ""]
+    if len(clip):
+        best = df[df["label"] == f"fixed({HELPFUL[regime]})"].set_index("seed")["test_acc_at_best_val"]
+        ada = df[df["label"] == DEFAULT].set_index("seed")["test_acc_at_best_val"]
+        c = clip.set_index("seed")["test_acc_at_best_val"]
+        lines += [f"Why AdaLASE stays below the best fixed site, decomposed (paired by seed): AdaLASE's clip keeps "
+                  f"every q_j >= 0.1/K, so at best it spends {100 * (len(sites) - 1) * 0.1 / len(sites):.1f}% of its "
+                  f"steps off the helpful site. `{CLIP}` runs that q from the first step (an analysis row, not a "
+                  f"method: it uses the known answer): {100 * c.mean():.2f} ± {100 * c.std(ddof=1):.2f}. The best "
+                  f"fixed site minus it (the clip's cost): {100 * (best - c).mean():+.2f} "
+                  f"[{', '.join(f'{100 * v:+.2f}' for v in bootstrap(best - c))}]; it minus AdaLASE (the cost of "
+                  f"learning q during the run): {100 * (c - ada).mean():+.2f} "
+                  f"[{', '.join(f'{100 * v:+.2f}' for v in bootstrap(c - ada))}].", ""]
     if regime in KNOWN_ANSWER and agreement and not smoke:
         lines += verdict(regime, df, paired, agreement)
     return lines
+
+
+def bootstrap(diffs: pd.Series) -> tuple:
+    from adalase_tune.report import bootstrap_ci
+
+    return bootstrap_ci(diffs.dropna().to_numpy())
 
 
 def verdict(regime: str, df: pd.DataFrame, paired: pd.DataFrame, agreement: dict) -> list[str]:
@@ -182,7 +209,7 @@ def main() -> None:
     jobs = []
     for regime in regimes[:1] if smoke else regimes:
         n_sites = 3 if "mlp" in REGIMES[regime] or regime == "motifs" else 5
-        labels = policies(n_sites)
+        labels = policies(n_sites, HELPFUL.get(regime))
         if smoke:
             labels = {k: labels[k] for k in ("none", "uniform", "fixed(0)", "fixed(1)", "fixed(2)", DEFAULT)}
         for seed in seeds:  # seed-major: each policy's runs share the pool with the others'
@@ -194,9 +221,10 @@ def main() -> None:
     lines = [f"{len(rows)} runs, {len(seeds)} seeds, {args.workers} workers, one torch thread each; "
              f"{time.time() - started:.0f} s in all. Test accuracy at the epoch of best val accuracy, mean ± std "
              "(ddof=1) over seeds; differences are paired by seed (bootstrap 95% CI over seeds).", ""]
-    df = as_trials(rows)
+    df, clip = as_trials(rows)
     for regime in dict.fromkeys(df["regime"]):
-        lines += summarise(regime, df[df["regime"] == regime].reset_index(drop=True), out, smoke)
+        lines += summarise(regime, df[df["regime"] == regime].reset_index(drop=True), out, smoke,
+                           clip[clip["regime"] == regime] if len(clip) else clip)
     print(f"wrote {write_result('regimes', 'Regimes where the site matters, and AdaLASE in each', chr(10).join(lines), smoke)}")
 
 

@@ -25,6 +25,15 @@ def tiny():
     return tiny_config
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _tracking_in_a_temporary_folder(tmp_path_factory):
+    """No test writes mlflow.db into the working folder: the default store is a temporary one."""
+    import os
+
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/default.db"
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _threads():
     torch.set_num_threads(1)  # stable timings on 2 cores, and the same results every time
