@@ -10,6 +10,7 @@ The public surface: the library API (one function per command; docs/api.md) and 
 Names are imported on first use: ``import adalase_tune`` is cheap, so that the command line can
 install its signal handlers before torch loads, and a Ray trial does not load the orchestration.
 """
+
 from importlib import import_module
 
 __version__ = "0.2.0"

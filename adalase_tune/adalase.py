@@ -1,4 +1,4 @@
-"""The hypergradient behind AdaLASE (ALGORITHM.md section 3; T1-T2, Luketina et al. 2016).
+"""The hypergradient behind AdaLASE (docs/algorithm.md; T1-T2, Luketina et al. 2016).
 
 With one SGD step ``theta_{t+1} = theta_t - alpha grad L_DA(theta_t, q)`` and the Hessian taken
 as the identity, ``dL_val(theta_{t+1})/dq_l = -alpha <grad L_val(theta_{t+1}), grad L_l(theta_t)>``.
@@ -11,10 +11,12 @@ stratified part of it that is held out of training (``holdout``, ``adalase.holdo
 Never from the val split (which selects epochs and configurations) or the test set: this is the
 fix to the official code's sampling, which draws from the full training set.
 """
+
 from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Optional
 
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .config import ConfigError, ExperimentConfig
 from .data import DataBundle, Split, augment_inputs, stratified_split
@@ -39,7 +42,7 @@ def flat_grad(model_or_params) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def frozen_batchnorm_stats(bns: list[nn.Module]):
+def frozen_batchnorm_stats(bns: Sequence[_BatchNorm]):
     """Train-mode batch statistics, but running statistics left untouched (as the official code)."""
     for m in bns:
         m.track_running_stats = False
@@ -68,14 +71,18 @@ class PseudoValidation:
     def __init__(self, cfg: ExperimentConfig, data: DataBundle, pool: Optional[Split] = None):
         a = cfg.adalase
         from_train = pool is None
-        self.split = data.train if from_train else pool
+        self.split: Split = pool if pool is not None else data.train
         self.augment = data.input_augment and from_train
         self.rotate = a.val_rotate if (from_train and data.train.x.dim() == 4) else 0.0
         steps = -(-len(data.train) // cfg.train.batch_size)
         wanted = a.val_batch(len(data.train) / steps)
         self.batch_size = min(wanted, len(self.split))
-        self.x = self.y = self.ids = None
-        self._model = None
+        self.x: Optional[torch.Tensor] = None
+        self.y: Optional[torch.Tensor] = None
+        self.ids: Optional[np.ndarray] = None
+        self._model: Optional[nn.Module] = None
+        self._params: list[nn.Parameter] = []
+        self._bns: list[_BatchNorm] = []
 
     def new_epoch(self, rng: np.random.Generator) -> None:
         pick = rng.choice(len(self.split), self.batch_size, replace=False)
@@ -91,8 +98,8 @@ class PseudoValidation:
         """``grad L_val`` at the current weights: train mode, no latent DA, BN stats untouched."""
         if self._model is not model:  # the module lists, once per model (walking modules costs per step)
             self._model, self._params = model, trainable(model)
-            self._bns = [m for m in model.modules()
-                         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+            self._bns = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+        assert self.x is not None, "new_epoch() draws the batch first"
         for p in self._params:
             p.grad = None
         with frozen_batchnorm_stats(self._bns):
@@ -119,9 +126,11 @@ def hold_out(cfg: ExperimentConfig, data: DataBundle) -> tuple[DataBundle, Optio
     y = train.y.cpu().numpy()
     kept, held = stratified_split(y, cfg.adalase.holdout_fraction, cfg.data.subset_seed + 7)
     if len(held) == 0 or len(kept) == 0:
-        raise ConfigError(f"adalase.holdout_fraction = {cfg.adalase.holdout_fraction}: holds out {len(held)} of "
-                          f"the {len(y)} training samples, leaving {len(kept)}; choose a fraction that leaves both "
-                          "parts non-empty, or adalase.val_source=train")
+        raise ConfigError(
+            f"adalase.holdout_fraction = {cfg.adalase.holdout_fraction}: holds out {len(held)} of "
+            f"the {len(y)} training samples, leaving {len(kept)}; choose a fraction that leaves both "
+            "parts non-empty, or adalase.val_source=train"
+        )
     pick = lambda idx: Split(train.x[torch.as_tensor(idx)], train.y[torch.as_tensor(idx)], train.ids[idx])  # noqa: E731
     return replace(data, train=pick(kept)), pick(held)
 

@@ -3,6 +3,7 @@
 A kill during a save never leaves a half-written file under the final name; a corrupted or
 truncated file gives an error that names it.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,9 +44,12 @@ def safe_load(path: str | Path, map_location="cpu"):
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:  # torch's message advises weights_only=False: that would run the file's code
-        raise CheckpointError(f"checkpoint {str(path)!r} holds Python objects besides tensors and plain data, so it "
-                              "is not loaded (adalase-tune reads only tensors and plain data, never code); use a "
-                              "checkpoint written by adalase-tune, or delete this one") from None
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds Python objects besides tensors and plain data, so it "
+            "is not loaded (adalase-tune reads only tensors and plain data, never code); use a "
+            "checkpoint written by adalase-tune, or delete this one"
+        ) from None
     except Exception:  # torch raises RuntimeError, EOFError... by the kind of damage
-        raise CheckpointError(f"checkpoint {str(path)!r} is corrupted or truncated; delete it to start that run "
-                              "afresh") from None
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is corrupted or truncated; delete it to start that run afresh"
+        ) from None

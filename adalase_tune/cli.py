@@ -5,6 +5,7 @@ Exit codes: 0 done; 1 a trial or a later step failed (one line says why); 2 bad 
 line names the field, the value and the fix; nothing was created); 128 + N after signal N
 (130 for Ctrl-C, 143 for SIGTERM), with what finished and the exact resume command.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,13 +27,22 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="experiment YAML, e.g. search_spaces/motifs.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. --set selection.method=adalase (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. --set selection.method=adalase (repeatable)",
+    )
 
 
 def _add_tracking_args(p):
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
-                                                         "sqlite:///mlflow.db here)")
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)",
+    )
     p.add_argument("--experiment", help="MLflow experiment name (default: the config file's name)")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
 
@@ -42,15 +52,23 @@ def _add_ray_args(p):
     p.add_argument("--max-concurrent", type=int, help="trials running at once (default: as resources allow)")
     p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default 1)")
     p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (default 0)")
-    p.add_argument("--address", help="join this Ray cluster (host:port or ray://host:10001; default: a private "
-                                     "local Ray)")
-    p.add_argument("--storage", default="runs/ray", help="results and checkpoints: a path (shared on a cluster) "
-                                                         "or a URI such as s3://bucket/path")
+    p.add_argument(
+        "--address", help="join this Ray cluster (host:port or ray://host:10001; default: a private local Ray)"
+    )
+    p.add_argument(
+        "--storage",
+        default="runs/ray",
+        help="results and checkpoints: a path (shared on a cluster) or a URI such as s3://bucket/path",
+    )
     p.add_argument("--name", help="experiment name, one path component (default: the method, or benchmark-<time>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same --name")
     p.add_argument("--max-failures", type=int, default=2, help="restarts of a failed trial from its checkpoint")
-    p.add_argument("--checkpoint-s", type=float, default=30.0, help="seconds between a trial's checkpoints "
-                                                                    "(PBT: at every perturbation)")
+    p.add_argument(
+        "--checkpoint-s",
+        type=float,
+        default=30.0,
+        help="seconds between a trial's checkpoints (PBT: at every perturbation)",
+    )
     p.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Ray Tune's own output level")
     _add_tracking_args(p)
 
@@ -109,12 +127,20 @@ def _options(args, settings, num_samples=None):
         raise ConfigError(f"--seeds = {args.seeds}: give at least 1")
     pick = lambda flag, value: flag if flag is not None else value  # noqa: E731
     return SweepOptions(
-        seeds=list(range(args.seeds)) if args.seeds is not None else list(settings.seeds), num_samples=num_samples,
-        budgets=settings.methods, max_concurrent=pick(args.max_concurrent, settings.max_concurrent),
+        seeds=list(range(args.seeds)) if args.seeds is not None else list(settings.seeds),
+        num_samples=num_samples,
+        budgets=settings.methods,
+        max_concurrent=pick(args.max_concurrent, settings.max_concurrent),
         cpus_per_trial=pick(args.cpus_per_trial, settings.cpus_per_trial),
-        gpus_per_trial=pick(args.gpus_per_trial, settings.gpus_per_trial), address=args.address,
-        storage=args.storage, name=args.name, resume=args.resume, max_failures=args.max_failures,
-        checkpoint_s=args.checkpoint_s, verbose=args.verbose)
+        gpus_per_trial=pick(args.gpus_per_trial, settings.gpus_per_trial),
+        address=args.address,
+        storage=args.storage,
+        name=args.name,
+        resume=args.resume,
+        max_failures=args.max_failures,
+        checkpoint_s=args.checkpoint_s,
+        verbose=args.verbose,
+    )
 
 
 def resume_command(argv: list[str], name: str) -> str:
@@ -138,12 +164,21 @@ def resume_command(argv: list[str], name: str) -> str:
 def cmd_train(args, argv) -> int:
     from .experiment import train
 
-    summary = train(_config(args), out=args.out, save_model=args.save_model, checkpoint_dir=args.checkpoint_dir,
-                    resume=args.resume, tracking_uri=_tracking_uri(args), experiment=_experiment(args),
-                    progress=not args.quiet)
-    print(f"best val/acc {summary['best_val_acc']:.4f} (epoch {summary['best_epoch']}), "
-          f"test/acc there {summary['test_acc_at_best_val']:.4f}, final test/acc {summary['final_test_acc']:.4f}"
-          + (f"; q {['%.3f' % v for v in summary['q_final']]}" if summary["q_final"] else ""))
+    summary = train(
+        _config(args),
+        out=args.out,
+        save_model=args.save_model,
+        checkpoint_dir=args.checkpoint_dir,
+        resume=args.resume,
+        tracking_uri=_tracking_uri(args),
+        experiment=_experiment(args),
+        progress=not args.quiet,
+    )
+    print(
+        f"best val/acc {summary['best_val_acc']:.4f} (epoch {summary['best_epoch']}), "
+        f"test/acc there {summary['test_acc_at_best_val']:.4f}, final test/acc {summary['final_test_acc']:.4f}"
+        + (f"; q {[f'{v:.3f}' for v in summary['q_final']]}" if summary["q_final"] else "")
+    )
     return 0
 
 
@@ -156,15 +191,24 @@ def cmd_sweep(args, argv) -> int:
     METHODS.get(args.method)
     options = _options(args, load_sweep(args.config), args.num_samples)
     name = options.name or args.method
-    result = sweep(_config(args), args.method, options, out=args.out, tracking_uri=_tracking_uri(args),
-                   experiment=_experiment(args), resume_hint=resume_command(argv, name))
+    result = sweep(
+        _config(args),
+        args.method,
+        options,
+        out=args.out,
+        tracking_uri=_tracking_uri(args),
+        experiment=_experiment(args),
+        resume_hint=resume_command(argv, name),
+    )
     rows = result.rows
     ok = rows[rows["status"] == "TERMINATED"]
     print(f"{args.method}: {len(ok)}/{len(rows)} trials finished; results in {join(result.root, name)}")
     if len(ok):
         best = ok.loc[ok["best_val_acc"].idxmax()]
-        print(f"best val/acc {best['best_val_acc']:.4f} (seed {best['seed']}), test/acc there "
-              f"{best['test_acc_at_best_val']:.4f}; params {best['params']}")
+        print(
+            f"best val/acc {best['best_val_acc']:.4f} (seed {best['seed']}), test/acc there "
+            f"{best['test_acc_at_best_val']:.4f}; params {best['params']}"
+        )
     for r in rows[rows["status"] != "TERMINATED"].itertuples():
         print(f"trial {r.trial_id} {r.status}: {r.error}", file=sys.stderr)
     return 0 if len(ok) == len(rows) else EXIT_FAILED
@@ -183,13 +227,21 @@ def cmd_benchmark(args, argv) -> int:
     from dataclasses import replace
 
     options = replace(options, name=name)
-    result = run_benchmark(_config(args), methods, options, out=args.out, tracking_uri=_tracking_uri(args),
-                           experiment=_experiment(args), resume_hint=resume_command(argv, name))
+    result = run_benchmark(
+        _config(args),
+        methods,
+        options,
+        out=args.out,
+        tracking_uri=_tracking_uri(args),
+        experiment=_experiment(args),
+        resume_hint=resume_command(argv, name),
+    )
     print(Path(result.files["md"]).read_text())
     if _tracking_uri(args):
         from .tracking import default_uri
 
-        print(f"MLflow: experiment {_experiment(args)!r} at {default_uri(_tracking_uri(args))} (adalase-tune ui to browse)")
+        uri = default_uri(_tracking_uri(args))
+        print(f"MLflow: experiment {_experiment(args)!r} at {uri} (adalase-tune ui to browse)")
     print(f"wrote {', '.join(str(result.files[k]) for k in ('csv', 'md', 'png', 'curve_png'))}")
     failed = (result.trials["status"] != "TERMINATED").sum()
     return 0 if not failed else EXIT_FAILED
@@ -232,8 +284,10 @@ def main(argv=None) -> int:
         if os.environ.get("ADALASE_TUNE_DEBUG"):
             raise
         text = " ".join(str(err).split())[:500]
-        print(f"adalase-tune: error: {type(err).__name__}: {text} (set ADALASE_TUNE_DEBUG=1 for the traceback)",
-              file=sys.stderr)
+        print(
+            f"adalase-tune: error: {type(err).__name__}: {text} (set ADALASE_TUNE_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
 
 

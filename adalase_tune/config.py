@@ -8,6 +8,7 @@ Example::
 
     cfg = load_config("search_spaces/digits.yaml", ["selection.method=adalase", "train.epochs=5"])
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -96,7 +97,11 @@ class ModelConfig:
         for w in self.hidden:
             _check_range("model.hidden", w, 1)
         if self.checkpoint and not Path(self.checkpoint).is_file():
-            _fail("model.checkpoint", self.checkpoint, "no such file; write one with `adalase-tune train ... --save-model PATH`")
+            _fail(
+                "model.checkpoint",
+                self.checkpoint,
+                "no such file; write one with `adalase-tune train ... --save-model PATH`",
+            )
 
 
 @dataclass(frozen=True)
@@ -132,9 +137,19 @@ class SelectionConfig:
 #   normalized: the scale-free update at the faithful cost.
 #   fast: the scale-free update; a pseudo-validation gradient (batch 2x) every 10 steps, reused
 #         for the hypergradients of the 9 steps after it: at most 1.2x the passes of a plain run.
-ADALASE_PRESETS = {"faithful": {"update": "raw", "every": 1, "val_batch_multiple": 8, "credit": "step"},
-                   "normalized": {"update": "normalized", "every": 1, "val_batch_multiple": 8, "credit": "step"},
-                   "fast": {"update": "normalized", "every": 10, "val_batch_multiple": 2, "credit": "reuse"}}
+@dataclass(frozen=True)
+class Preset:
+    update: str
+    every: int
+    val_batch_multiple: int
+    credit: str
+
+
+ADALASE_PRESETS = {
+    "faithful": Preset(update="raw", every=1, val_batch_multiple=8, credit="step"),
+    "normalized": Preset(update="normalized", every=1, val_batch_multiple=8, credit="step"),
+    "fast": Preset(update="normalized", every=10, val_batch_multiple=2, credit="reuse"),
+}
 DEFAULT_ETA = {"raw": 0.01, "normalized": 10.0}
 UPDATES = ("raw", "normalized")
 CREDITS = ("step", "reuse", "window")
@@ -165,13 +180,13 @@ class AdalaseConfig:
     norm_decay: float = 0.99  # normalized: decay of the running mean and variance of the hypergradient
 
     def update_form(self) -> str:
-        return self.update if self.update is not None else ADALASE_PRESETS[self.preset]["update"]
+        return self.update if self.update is not None else ADALASE_PRESETS[self.preset].update
 
     def every_steps(self) -> int:
-        return self.every if self.every is not None else ADALASE_PRESETS[self.preset]["every"]
+        return self.every if self.every is not None else ADALASE_PRESETS[self.preset].every
 
     def credit_mode(self) -> str:
-        return self.credit if self.credit is not None else ADALASE_PRESETS[self.preset]["credit"]
+        return self.credit if self.credit is not None else ADALASE_PRESETS[self.preset].credit
 
     def eta_value(self) -> float:
         return self.eta if self.eta is not None else DEFAULT_ETA[self.update_form()]
@@ -182,7 +197,7 @@ class AdalaseConfig:
         training set), so that the preset's cost ratio holds whatever the last batch's size."""
         if self.val_batch_size is not None:
             return self.val_batch_size
-        return max(1, int(ADALASE_PRESETS[self.preset]["val_batch_multiple"] * mean_batch + 1e-9))
+        return max(1, int(ADALASE_PRESETS[self.preset].val_batch_multiple * mean_batch + 1e-9))
 
     def __post_init__(self):
         if self.eta is not None:
@@ -249,16 +264,19 @@ class ExperimentConfig:
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))
 
-    def with_absolute_paths(self) -> "ExperimentConfig":
+    def with_absolute_paths(self) -> ExperimentConfig:
         """Relative file paths made absolute: trials run in their own working folders."""
         fix = {}
-        for key, value in (("data.path", self.data.path), ("data.root", self.data.root),
-                           ("model.checkpoint", self.model.checkpoint)):
+        for key, value in (
+            ("data.path", self.data.path),
+            ("data.root", self.data.root),
+            ("model.checkpoint", self.model.checkpoint),
+        ):
             if value and "://" not in value:
                 fix[key] = str(Path(value).expanduser().resolve())
         return self.replace(**fix)
 
-    def replace(self, **overrides: Any) -> "ExperimentConfig":
+    def replace(self, **overrides: Any) -> ExperimentConfig:
         """A copy with dotted-key overrides, e.g. ``cfg.replace(**{"train.seed": 3})``."""
         tree = self.to_dict()
         for key, value in overrides.items():
@@ -402,8 +420,7 @@ def _build_section(name: str, cls, values: Any):
     for key, value in values.items():
         if key not in hints:
             raise ConfigError(
-                f"unknown config key '{name}.{key}'{_did_you_mean(key, hints)}; "
-                f"valid {name}.* keys: {', '.join(hints)}"
+                f"unknown config key '{name}.{key}'{_did_you_mean(key, hints)}; valid {name}.* keys: {', '.join(hints)}"
             )
         kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])
     return cls(**kwargs)
@@ -455,7 +472,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice (YAML keeps only the last); remove one", key_node.start_mark)
+                    None,
+                    None,
+                    f"key {key!r} is given twice (YAML keeps only the last); remove one",
+                    key_node.start_mark,
+                )
             seen.add(key)
         return super().construct_mapping(node, deep)
 
@@ -464,7 +485,9 @@ def read_yaml(path: str | Path) -> dict:
     """Read a YAML mapping with ``yaml.safe_load``; errors name the file and the line."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist; pass a YAML file such as search_spaces/digits.yaml")
+        raise ConfigError(
+            f"config file {str(path)!r} does not exist; pass a YAML file such as search_spaces/digits.yaml"
+        )
     try:
         tree = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as err:

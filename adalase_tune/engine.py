@@ -12,12 +12,14 @@ Example::
     summary = Trainer(load_config("search_spaces/digits.yaml"), callbacks=[ProgressBar()]).run()
     summary["test_acc_at_best_val"]
 """
+
 from __future__ import annotations
 
 import contextlib
 import math
 import time
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
@@ -29,7 +31,7 @@ from .data import DataBundle, augment_inputs, build_data
 from .models import build_model
 from .ops import get_op
 from .policies import build_policy, q_movement
-from .sites import DAContext
+from .sites import DAContext, sites_of
 
 STATE_FORMAT = "adalase_tune.trainer/1"
 _STREAMS = ("data", "site", "op", "pseudo_val")
@@ -53,16 +55,16 @@ class Callback:
                 print(metrics["epoch"], metrics["val/acc"])
     """
 
-    def on_train_start(self, trainer: "Trainer") -> None:
+    def on_train_start(self, trainer: Trainer) -> None:
         """Before the first epoch of this call to :meth:`Trainer.run` (also after a resume)."""
 
-    def on_epoch_end(self, trainer: "Trainer", metrics: dict) -> None:
+    def on_epoch_end(self, trainer: Trainer, metrics: dict) -> None:
         """After an epoch's evaluation; :meth:`Trainer.state_dict` then holds that epoch."""
 
-    def on_train_end(self, trainer: "Trainer", summary: dict) -> None:
+    def on_train_end(self, trainer: Trainer, summary: dict) -> None:
         """After the last epoch, with :meth:`Trainer.summary`."""
 
-    def on_exception(self, trainer: "Trainer", error: BaseException) -> None:
+    def on_exception(self, trainer: Trainer, error: BaseException) -> None:
         """The run stopped with ``error`` (KeyboardInterrupt included); it is re-raised after."""
 
     def state_dict(self) -> dict:
@@ -112,8 +114,13 @@ class CostMeter:
 
     def metrics(self) -> dict:
         s = self.seconds
-        return {"cost/train_s": s["train_s"], "cost/eval_s": s["eval_s"], "cost/adalase_s": s["adalase_s"],
-                "cost/device_s": sum(s.values()), "cost/sample_passes": self.sample_passes}
+        return {
+            "cost/train_s": s["train_s"],
+            "cost/eval_s": s["eval_s"],
+            "cost/adalase_s": s["adalase_s"],
+            "cost/device_s": sum(s.values()),
+            "cost/sample_passes": self.sample_passes,
+        }
 
     def state_dict(self) -> dict:
         return self.totals()
@@ -177,27 +184,29 @@ class Trainer:
     data and the model happens here, before any training step.
     """
 
-    def __init__(self, cfg: ExperimentConfig, data: Optional[DataBundle] = None,
-                 callbacks: Sequence[Callback] = ()):
+    def __init__(self, cfg: ExperimentConfig, data: Optional[DataBundle] = None, callbacks: Sequence[Callback] = ()):
         self.cfg = cfg
         self.callbacks = list(callbacks)
         self.device = pick_device(cfg.train.device)
         data = data if data is not None else build_data(cfg.data)
         torch.manual_seed(cfg.train.seed)
         model = build_model(cfg.model, data.input_shape, data.num_classes)
-        self.sites = model.da_sites
+        self.sites = sites_of(model)
         self.policy = build_policy(cfg, self.sites)
         self.op = get_op(cfg.augment.op, cfg.augment.strength)
         data, pool = hold_out(cfg, data) if self.policy.learns else (data, None)
         cuda = self.device.type == "cuda"
         self.amp = cuda and cfg.train.amp
         fmt = torch.channels_last if cuda and cfg.train.channels_last and len(data.input_shape) == 3 else None
-        self.model = model.to(self.device, memory_format=fmt) if fmt else model.to(self.device)
+        self.model = model.to(self.device)
+        if fmt is not None:
+            self.model = self.model.to(memory_format=fmt)
         self.data = data.to(self.device)
         t = cfg.train
         self.steps_per_epoch = math.ceil(len(self.data.train) / t.batch_size)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=t.lr, momentum=t.momentum,
-                                         nesterov=t.nesterov, weight_decay=t.weight_decay)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _cosine(t.epochs * self.steps_per_epoch))
         seeds = np.random.SeedSequence(t.seed).spawn(len(_STREAMS) + 1)
         self.rngs = {name: np.random.default_rng(s) for name, s in zip(_STREAMS, seeds)}
@@ -258,11 +267,13 @@ class Trainer:
     def _hypergradients(self, last_of_epoch: bool) -> None:
         """After the optimizer step: feed the kept training gradients to the policy, against a
         fresh ``g_val`` at the current weights when one is due (see :class:`Hypergradient`)."""
+        hyper, pseudo_val = self.hypergradient, self.pseudo_val
+        assert hyper is not None and pseudo_val is not None, "only learning policies take hypergradients"
         g_val = None
-        if self.hypergradient.fresh_due(self.step, last_of_epoch):
-            g_val = self.pseudo_val.gradient(self.model, self._loss)
-            self.meter.sample_passes += self.pseudo_val.sample_passes
-        self.hypergradient.feed(g_val, self.policy)
+        if hyper.fresh_due(self.step, last_of_epoch):
+            g_val = pseudo_val.gradient(self.model, self._loss)
+            self.meter.sample_passes += pseudo_val.sample_passes
+        hyper.feed(g_val, self.policy)
 
     @torch.no_grad()
     def evaluate(self, split, batch_size: int = 1024) -> tuple[float, float]:
@@ -282,9 +293,11 @@ class Trainer:
         if not bad and not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
             bad = ["the model's weights"]
         if bad:
-            raise NonFiniteError(f"{', '.join(bad)} not finite in epoch {metrics['epoch']} "
-                                 f"(train/loss = {metrics['train/loss']}): training diverged; lower train.lr "
-                                 f"(now {self.cfg.train.lr}) or train.weight_decay (now {self.cfg.train.weight_decay})")
+            raise NonFiniteError(
+                f"{', '.join(bad)} not finite in epoch {metrics['epoch']} "
+                f"(train/loss = {metrics['train/loss']}): training diverged; lower train.lr "
+                f"(now {self.cfg.train.lr}) or train.weight_decay (now {self.cfg.train.weight_decay})"
+            )
 
     # --- the run ----------------------------------------------------------------------------------
 
@@ -314,15 +327,27 @@ class Trainer:
             val_loss, val_acc = self.evaluate(self.data.val)
             test_loss, test_acc = self.evaluate(self.data.test)
         self.epoch += 1
-        metrics = {"epoch": self.epoch, "train/loss": train_loss, "val/loss": val_loss, "val/acc": val_acc,
-                   "test/loss": test_loss, "test/acc": test_acc, "lr": self.scheduler.get_last_lr()[0]}
+        metrics = {
+            "epoch": self.epoch,
+            "train/loss": train_loss,
+            "val/loss": val_loss,
+            "val/acc": val_acc,
+            "test/loss": test_loss,
+            "test/acc": test_acc,
+            "lr": self.scheduler.get_last_lr()[0],
+        }
         self._check_finite(metrics)
-        if self.policy.learns:
-            q = self.policy.probs()
+        q = self.policy.probs()
+        if self.policy.learns and q is not None:
             metrics.update({f"adalase/q/{s.name}": float(p) for s, p in zip(self.sites, q)})
             move = q_movement(q)
-            metrics.update({"adalase/q_max_dev": move["max_dev"], "adalase/q_kl": move["kl"],
-                            "adalase/skipped": self.policy.skipped})
+            metrics.update(
+                {
+                    "adalase/q_max_dev": move["max_dev"],
+                    "adalase/q_kl": move["kl"],
+                    "adalase/skipped": self.policy.skipped,
+                }
+            )
         metrics.update(self.meter.metrics())
         self.history.append(dict(metrics))
         return self.epoch_metrics()
@@ -331,14 +356,19 @@ class Trainer:
         """The last epoch's metrics with the running best (so that every report carries the
         selection on val): what :meth:`run_epoch` returns, also after a restore."""
         best = self.history.best()
-        return {**self.history.epochs[-1], "best_val_acc": best["val/acc"], "test_acc_at_best_val": best["test/acc"],
-                "best_epoch": best["epoch"]}
+        assert best is not None, "at least one epoch has run"
+        return {
+            **self.history.epochs[-1],
+            "best_val_acc": best["val/acc"],
+            "test_acc_at_best_val": best["test/acc"],
+            "best_epoch": best["epoch"],
+        }
 
     def summary(self) -> dict:
         """The run's summary: selection on val, test accuracy at the selected epoch, q, costs."""
         h = self.history.epochs
         best = self.history.best()
-        learns = self.policy.learns
+        learns = self.policy.learns and bool(h)
         q_history = [[m[f"adalase/q/{s.name}"] for s in self.sites] for m in h] if learns else None
         return {
             "config": self.cfg.to_dict(),
@@ -349,10 +379,10 @@ class Trainer:
             "best_val_acc": None if best is None else best["val/acc"],
             "test_acc_at_best_val": None if best is None else best["test/acc"],
             "final_test_acc": h[-1]["test/acc"] if h else None,
-            "q_final": q_history[-1] if learns and h else None,
+            "q_final": q_history[-1] if q_history else None,
             "q_history": q_history,
-            "q_movement": q_movement(q_history[-1]) if learns and h else None,
-            "adalase_skipped": self.policy.skipped if learns else None,
+            "q_movement": q_movement(q_history[-1]) if q_history else None,
+            "adalase_skipped": self.policy.skipped if self.policy.learns else None,
             "splits": self.split_sizes(),
             "history": h,
             "cost": {**self.meter.totals(), "device": str(self.device)},
@@ -387,8 +417,9 @@ class Trainer:
             "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks if cb.state_dict()},
         }
 
-    def load_state_dict(self, state: dict, source: str = "checkpoint",
-                        may_differ: Callable[[str], bool] = lambda key: False) -> None:
+    def load_state_dict(
+        self, state: dict, source: str = "checkpoint", may_differ: Callable[[str], bool] = lambda key: False
+    ) -> None:
         """Restore a run. The checkpoint's config must equal this run's, except in keys for which
         ``may_differ(key)`` holds: PBT's exploit loads another trial's weights into a trial whose
         searched keys differ (the Tune layer hands in that rule). The policy's own state is
@@ -398,8 +429,10 @@ class Trainer:
         old, new = flatten(state["config"]), flatten(self.cfg.to_dict())
         diff = [k for k in new if old.get(k) != new[k]]
         if any(not may_differ(k) for k in diff):
-            raise ConfigError(f"{source} was written with another config (differs in {', '.join(diff[:5])}); "
-                              "resume with the same config or start a new run")
+            raise ConfigError(
+                f"{source} was written with another config (differs in {', '.join(diff[:5])}); "
+                "resume with the same config or start a new run"
+            )
         self.epoch, self.step = state["epoch"], state["step"]
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -425,8 +458,14 @@ class ProgressBar(Callback):
     def on_train_start(self, trainer):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=trainer.cfg.train.epochs, initial=trainer.epoch, desc="epochs", unit="ep",
-                        dynamic_ncols=True, leave=False)
+        self.bar = tqdm(
+            total=trainer.cfg.train.epochs,
+            initial=trainer.epoch,
+            desc="epochs",
+            unit="ep",
+            dynamic_ncols=True,
+            leave=False,
+        )
 
     def on_epoch_end(self, trainer, metrics):
         import sys
@@ -451,7 +490,7 @@ class CheckpointDir(Callback):
         self.path = Path(folder) / "last.pt"
         self.resume = resume
 
-    def restore(self, trainer: "Trainer") -> bool:
+    def restore(self, trainer: Trainer) -> bool:
         """Load ``last.pt`` into ``trainer`` when resuming and it exists; True when it did."""
         from .checkpoint import safe_load
 
@@ -467,8 +506,10 @@ class CheckpointDir(Callback):
 
 
 def epoch_line(m: dict, epochs: int, sites) -> str:
-    line = (f"epoch {m['epoch']:>3}/{epochs}  train/loss {m['train/loss']:.4f}  val/acc {m['val/acc']:.4f}"
-            f"  test/acc {m['test/acc']:.4f}  {m['cost/device_s']:.1f}s")
+    line = (
+        f"epoch {m['epoch']:>3}/{epochs}  train/loss {m['train/loss']:.4f}  val/acc {m['val/acc']:.4f}"
+        f"  test/acc {m['test/acc']:.4f}  {m['cost/device_s']:.1f}s"
+    )
     if f"adalase/q/{sites[0].name}" in m:
         line += "  q " + " ".join(f"{s.name}={m[f'adalase/q/{s.name}']:.3f}" for s in sites)
     return line

@@ -15,6 +15,7 @@ Example::
                            out="results/mini", tracking_uri="sqlite:///mlflow.db", experiment="motifs")
     print(result.table)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,9 +23,10 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import pandas as pd
 
@@ -32,11 +34,13 @@ from .config import ConfigError, ExperimentConfig, flatten
 from .data import DataBundle, build_data
 from .interrupts import Interrupted, Signals
 from .paths import check_dir, check_file
+from .sites import sites_of
 
 DEFAULT_METHODS = ("adalase", "uniform", "none", "grid", "random", "optuna", "asha", "pbt")
 
 
 # --- shared preparation ---------------------------------------------------------------------------
+
 
 @dataclass
 class Prepared:
@@ -57,7 +61,9 @@ def parse_methods(text: Optional[str], configured: Optional[Sequence[str]] = Non
     """``"adalase,grid"`` -> checked list; every name is checked before anything runs."""
     from .search import METHODS
 
-    names = [m.strip() for m in text.split(",") if m.strip()] if text is not None else list(configured or DEFAULT_METHODS)
+    names = (
+        [m.strip() for m in text.split(",") if m.strip()] if text is not None else list(configured or DEFAULT_METHODS)
+    )
     if not names:
         raise ConfigError("--methods is empty; give e.g. --methods adalase,uniform,grid")
     for name in names:
@@ -76,7 +82,7 @@ def prepare(cfg: ExperimentConfig, methods: Sequence[str], options, name: str, j
     cfg = cfg.with_absolute_paths()
     data = build_data(cfg.data)
     model = build_model(cfg.model, data.input_shape, data.num_classes)
-    sites = [s.name for s in model.da_sites]
+    sites = [s.name for s in sites_of(model)]
     from .engine import Trainer
 
     for method in {"adalase" if "adalase" in methods else cfg.selection.method}:  # policy, op, holdout: checked
@@ -86,24 +92,38 @@ def prepare(cfg: ExperimentConfig, methods: Sequence[str], options, name: str, j
         check_budget(job.plan, cfg.train.epochs)
     root = storage_root(options.storage)
     first = next(iter(jobs.values()))[0].name
-    for method, method_jobs in jobs.items():
+    for method_jobs in jobs.values():
         for job in method_jobs:
             exists = experiment_exists(root, job.name)
             if exists and not options.resume:
-                raise ConfigError(f"--name = {name!r}: an experiment {job.name!r} already exists in {root}; pass "
-                                  "--resume to continue it, or choose another --name")
+                raise ConfigError(
+                    f"--name = {name!r}: an experiment {job.name!r} already exists in {root}; pass "
+                    "--resume to continue it, or choose another --name"
+                )
             meta = load_meta(root, job.name) if exists else None
             if meta is not None:
                 old, new = flatten(meta["config"]), flatten(cfg.to_dict())
                 diff = [k for k in new if old.get(k) != new[k]]
                 if diff:
-                    raise ConfigError(f"--resume: {job.name!r} was started with another config (differs in "
-                                      f"{', '.join(diff[:5])}); resume with the same config and --set flags")
+                    raise ConfigError(
+                        f"--resume: {job.name!r} was started with another config (differs in "
+                        f"{', '.join(diff[:5])}); resume with the same config and --set flags"
+                    )
     if options.resume and not experiment_exists(root, first):
-        raise ConfigError(f"--resume: no experiment {first!r} in {root} to continue; drop --resume to start it, or "
-                          "give the --name and --storage it was started with")
-    return Prepared(cfg, None if cfg.data.read_on_nodes else data, sites, split_sizes(data),
-                    cfg.train.epochs * len(data.train), jobs, root, name)
+        raise ConfigError(
+            f"--resume: no experiment {first!r} in {root} to continue; drop --resume to start it, or "
+            "give the --name and --storage it was started with"
+        )
+    return Prepared(
+        cfg,
+        None if cfg.data.read_on_nodes else data,
+        sites,
+        split_sizes(data),
+        cfg.train.epochs * len(data.train),
+        jobs,
+        root,
+        name,
+    )
 
 
 def split_sizes(data: DataBundle) -> dict:
@@ -114,18 +134,25 @@ def _tracking(tracking_uri: Optional[str], experiment: Optional[str], default_ex
     """A factory of the :class:`Tracking` handle (created once the checks passed), or None."""
     from .tracking import Tracking, check_tracking_uri, default_uri
 
-    tracking_uri = default_uri(tracking_uri)
     if tracking_uri is None:
         return None
+    tracking_uri = default_uri(tracking_uri)
 
     check_tracking_uri(tracking_uri)
     return lambda: Tracking(tracking_uri, experiment or default_experiment)
 
 
 def _parent_params(cfg: ExperimentConfig, plain_passes: int, splits: dict) -> dict:
-    return {"plain_passes": plain_passes, "epochs": cfg.train.epochs, "data.name": cfg.data.name,
-            "data.n_train": splits["train"], "data.n_val": splits["val"], "data.n_test": splits["test"],
-            "model.name": cfg.model.name, "augment.op": cfg.augment.op}
+    return {
+        "plain_passes": plain_passes,
+        "epochs": cfg.train.epochs,
+        "data.name": cfg.data.name,
+        "data.n_train": splits["train"],
+        "data.n_val": splits["val"],
+        "data.n_test": splits["test"],
+        "model.name": cfg.model.name,
+        "augment.op": cfg.augment.op,
+    }
 
 
 @dataclass
@@ -135,22 +162,25 @@ class MethodResult:
     interrupted: bool
 
 
-def _run_method(prep: Prepared, method: str, options, tracking, signals: Signals, cfg_hash: str,
-                extra_callbacks: Sequence = ()) -> MethodResult:
+def _run_method(
+    prep: Prepared, method: str, options, tracking, signals: Signals, cfg_hash: str, extra_callbacks: Sequence = ()
+) -> MethodResult:
     """Run one method's Tuners with driver-side tracking; its parent run ends FINISHED, FAILED
     (a trial failed) or KILLED (interrupted)."""
     from . import tuning
 
     parent = None
     if tracking is not None:
-        parent = tracking.parent_run(method, prep.name, cfg_hash,
-                                     _parent_params(prep.cfg, prep.plain_passes, prep.splits))
+        parent = tracking.parent_run(
+            method, prep.name, cfg_hash, _parent_params(prep.cfg, prep.plain_passes, prep.splits)
+        )
 
     def callbacks_for(job):
         callbacks = [tuning.TrialProgress(job.name, job.plan.expected_trials), *extra_callbacks]
         if tracking is not None:
-            callbacks.append(tuning.MLflowTrials(tracking.uri, tracking.experiment, parent, prep.cfg.to_dict(),
-                                                 prep.sites))
+            callbacks.append(
+                tuning.MLflowTrials(tracking.uri, tracking.experiment, parent, prep.cfg.to_dict(), prep.sites)
+            )
         return callbacks
 
     rows, interrupted = [], False
@@ -175,7 +205,11 @@ def _run_method(prep: Prepared, method: str, options, tracking, signals: Signals
         tuning.close_open_runs()
         failed = [r for r in rows if r["status"] == "ERROR"]
         status = "KILLED" if interrupted else "FAILED" if failed else "FINISHED"
-        error = f"{len(failed)} of {len(rows)} trials failed; first: {failed[0]['error']}" if failed and not interrupted else ""
+        error = (
+            f"{len(failed)} of {len(rows)} trials failed; first: {failed[0]['error']}"
+            if failed and not interrupted
+            else ""
+        )
         tracking.end_run(parent, status, method_totals(pd.DataFrame(rows), prep.plain_passes), error)
     return MethodResult(method, rows, interrupted)
 
@@ -188,9 +222,14 @@ def method_totals(rows: pd.DataFrame, plain_passes: float) -> dict:
     if not len(table):
         return {}
     t = table.iloc[0]
-    return {"cost/total_device_s": float(rows["device_s"].sum()), "cost/total_sample_passes": float(rows["sample_passes"].sum()),
-            "cost/plain_run_multiple": t["plain_run_multiple"], "best_val_acc": t["best_val_acc"],
-            "test_acc_selected": t["test_acc"], "test_acc_selected_std": t["test_acc_std"]}
+    return {
+        "cost/total_device_s": float(rows["device_s"].sum()),
+        "cost/total_sample_passes": float(rows["sample_passes"].sum()),
+        "cost/plain_run_multiple": t["plain_run_multiple"],
+        "best_val_acc": t["best_val_acc"],
+        "test_acc_selected": t["test_acc"],
+        "test_acc_selected_std": t["test_acc_std"],
+    }
 
 
 def _start_ray(prep: Prepared, options, signals: Signals) -> None:
@@ -216,17 +255,23 @@ def _forced(signals: Signals, resume_hint: str):
     except Interrupted:
         raise
     except KeyboardInterrupt:
-        raise Interrupted(signals.signum(), "interrupted; the MLflow runs left open are KILLED and no report was "
-                                            f"written. Resume with: {resume_hint}") from None
+        raise Interrupted(
+            signals.signum(),
+            f"interrupted; the MLflow runs left open are KILLED and no report was written. Resume with: {resume_hint}",
+        ) from None
 
 
 def _interrupted(signals: Signals, done: list[MethodResult], total: int, resume_hint: str) -> Interrupted:
     finished = sum(r["status"] == "TERMINATED" for m in done for r in m.rows)
-    return Interrupted(signals.signum(), f"interrupted: {finished} of {total} trials had finished; the MLflow runs "
-                                         f"left open are KILLED. Resume with: {resume_hint}")
+    return Interrupted(
+        signals.signum(),
+        f"interrupted: {finished} of {total} trials had finished; the MLflow runs "
+        f"left open are KILLED. Resume with: {resume_hint}",
+    )
 
 
 # --- the commands -------------------------------------------------------------------------------------
+
 
 @dataclass
 class SweepResult:
@@ -235,9 +280,17 @@ class SweepResult:
     root: str
 
 
-def sweep(cfg: ExperimentConfig, method: str, options=None, *, out: Optional[str] = None,
-          tracking_uri: Optional[str] = "default", experiment: Optional[str] = None,
-          resume_hint: str = "the same call with resume=True", callbacks: Sequence = ()) -> SweepResult:
+def sweep(
+    cfg: ExperimentConfig,
+    method: str,
+    options=None,
+    *,
+    out: Optional[str] = None,
+    tracking_uri: Optional[str] = "default",
+    experiment: Optional[str] = None,
+    resume_hint: str = "the same call with resume=True",
+    callbacks: Sequence = (),
+) -> SweepResult:
     """Run one search method on Ray Tune; with tracking, a parent run for the method and a child
     run per trial. ``out``: also write results.csv there. ``callbacks``: more Ray Tune callbacks."""
     from .tuning import SweepOptions
@@ -274,9 +327,17 @@ class BenchmarkResult:
     plain_passes: int
 
 
-def run_benchmark(cfg: ExperimentConfig, methods: Optional[Sequence[str]] = None, options=None, *,
-                  out: str = "results", tracking_uri: Optional[str] = "default", experiment: Optional[str] = None,
-                  resume_hint: str = "the same call with resume=True", callbacks: Sequence = ()) -> BenchmarkResult:
+def run_benchmark(
+    cfg: ExperimentConfig,
+    methods: Optional[Sequence[str]] = None,
+    options=None,
+    *,
+    out: str = "results",
+    tracking_uri: Optional[str] = "default",
+    experiment: Optional[str] = None,
+    resume_hint: str = "the same call with resume=True",
+    callbacks: Sequence = (),
+) -> BenchmarkResult:
     """Several methods on the same data, model, epochs and seeds, in one Ray session: one MLflow
     parent run per method, a child per trial, a summary run with the report; the comparison files
     in ``out`` (results.csv, report.md, the plots). An interrupted benchmark writes a report
@@ -303,7 +364,11 @@ def run_benchmark(cfg: ExperimentConfig, methods: Optional[Sequence[str]] = None
         for i, method in enumerate(methods, 1):
             if signals.received:  # a signal between two methods: the rest are not run
                 break
-            print(f"[{i}/{len(methods)}] {method}: running ({time.time() - started:.0f}s elapsed)", file=sys.stderr, flush=True)
+            print(
+                f"[{i}/{len(methods)}] {method}: running ({time.time() - started:.0f}s elapsed)",
+                file=sys.stderr,
+                flush=True,
+            )
             try:
                 result = _run_method(prep, method, options, tracking, signals, config_hash(prep.cfg), callbacks)
             except KeyboardInterrupt:  # outside Tune's graceful stop: its runs are closed; report what ran
@@ -312,8 +377,11 @@ def run_benchmark(cfg: ExperimentConfig, methods: Optional[Sequence[str]] = None
             done.append(result)
             ok = [r for r in result.rows if r["status"] == "TERMINATED"]
             best = max((r["best_val_acc"] for r in ok), default=float("nan"))
-            print(f"[{i}/{len(methods)}] {method}: {len(ok)}/{len(result.rows)} trials done, best val acc {best:.4f}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"[{i}/{len(methods)}] {method}: {len(ok)}/{len(result.rows)} trials done, best val acc {best:.4f}",
+                file=sys.stderr,
+                flush=True,
+            )
             if result.interrupted:
                 break
         trials = pd.DataFrame([r for m in done for r in m.rows])
@@ -321,37 +389,57 @@ def run_benchmark(cfg: ExperimentConfig, methods: Optional[Sequence[str]] = None
         meta = benchmark_meta(prep, methods, options, started, done if partial else None)
         files = write_report(trials, out, prep.plain_passes, meta)
         if tracking is not None:
-            tracking.summary_run(name, [files["csv"], files["md"], files["png"], files["curve_png"]],
-                                 {"plain_passes": prep.plain_passes}, tags={"partial": str(partial).lower()})
+            tracking.summary_run(
+                name,
+                [files["csv"], files["md"], files["png"], files["curve_png"]],
+                {"plain_passes": prep.plain_passes},
+                tags={"partial": str(partial).lower()},
+            )
     if partial:
-        raise _interrupted(signals, done, sum(j.plan.expected_trials for js in prep.jobs.values() for j in js),
-                           resume_hint)
+        raise _interrupted(
+            signals, done, sum(j.plan.expected_trials for js in prep.jobs.values() for j in js), resume_hint
+        )
     return BenchmarkResult(files["table"], trials, files, name, prep.sites, prep.plain_passes)
 
 
 def benchmark_meta(prep: Prepared, methods, options, started: float, partial: Optional[list]) -> dict:
     cfg = prep.cfg
-    meta = {"title": f"AdaLASE against the baselines: {cfg.model.name} on {cfg.data.name}"}
+    meta: dict[str, object] = {"title": f"AdaLASE against the baselines: {cfg.model.name} on {cfg.data.name}"}
     if partial is not None:
         ran = ", ".join(f"{m.method}{' (interrupted)' if m.interrupted else ''}" for m in partial)
-        meta["PARTIAL"] = (f"interrupted; methods run: {ran or 'none'}; not run: "
-                           f"{', '.join(methods[len(partial):]) or 'none'}")
-    meta.update({
-        "data": f"{cfg.data.name}, classes={list(cfg.data.classes) if cfg.data.classes else 'all'}",
-        "splits": f"train {prep.splits['train']}, val {prep.splits['val']}, test {prep.splits['test']} samples",
-        "model": cfg.model.name, "op": cfg.augment.op, "epochs": cfg.train.epochs,
-        "seeds": list(options.seeds), "methods": ", ".join(methods),
-        "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}",
-        "wall time": f"{time.time() - started:.0f}s"})
+        meta["PARTIAL"] = (
+            f"interrupted; methods run: {ran or 'none'}; not run: {', '.join(methods[len(partial) :]) or 'none'}"
+        )
+    meta.update(
+        {
+            "data": f"{cfg.data.name}, classes={list(cfg.data.classes) if cfg.data.classes else 'all'}",
+            "splits": f"train {prep.splits['train']}, val {prep.splits['val']}, test {prep.splits['test']} samples",
+            "model": cfg.model.name,
+            "op": cfg.augment.op,
+            "epochs": cfg.train.epochs,
+            "seeds": list(options.seeds),
+            "methods": ", ".join(methods),
+            "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}",
+            "wall time": f"{time.time() - started:.0f}s",
+        }
+    )
     return meta
 
 
-def train(cfg: ExperimentConfig, *, out: Optional[str] = None, save_model: Optional[str] = None,
-          checkpoint_dir: Optional[str] = None, resume: bool = False, tracking_uri: Optional[str] = "default",
-          experiment: Optional[str] = None, progress: bool = True) -> dict:
+def train(
+    cfg: ExperimentConfig,
+    *,
+    out: Optional[str] = None,
+    save_model: Optional[str] = None,
+    checkpoint_dir: Optional[str] = None,
+    resume: bool = False,
+    tracking_uri: Optional[str] = "default",
+    experiment: Optional[str] = None,
+    progress: bool = True,
+) -> dict:
     """Train one network (no Ray). ``checkpoint_dir``: write ``last.pt`` after every epoch;
     ``resume``: continue from it, and continue its MLflow run. Returns the summary."""
-    from .engine import CheckpointDir, ProgressBar, Trainer
+    from .engine import Callback, CheckpointDir, ProgressBar, Trainer
 
     if resume and not checkpoint_dir:
         raise ConfigError("--resume needs --checkpoint-dir DIR (the folder holding last.pt)")
@@ -363,7 +451,7 @@ def train(cfg: ExperimentConfig, *, out: Optional[str] = None, save_model: Optio
     open_tracking = _tracking(tracking_uri, experiment, "train")
     ckpt = CheckpointDir(checkpoint_dir, resume) if checkpoint_dir else None
     trainer = Trainer(cfg)  # every check of the config against the data and the model happens here
-    callbacks = [ProgressBar()] if progress else []
+    callbacks: list[Callback] = [ProgressBar()] if progress else []
     if open_tracking:
         from .tracking import TrainRun
 
@@ -376,17 +464,24 @@ def train(cfg: ExperimentConfig, *, out: Optional[str] = None, save_model: Optio
     if progress:
         sites = ", ".join(f"{i}:{s.name}{list(s.shape)}" for i, s in enumerate(trainer.sites))
         sizes = trainer.split_sizes()
-        print(f"{cfg.model.name} on {cfg.data.name} (train {sizes['train']}, val {sizes['val']}, test {sizes['test']}), "
-              f"{cfg.selection.method}, op {cfg.augment.op}, device {trainer.device}; sites {sites}", file=sys.stderr)
+        print(
+            f"{cfg.model.name} on {cfg.data.name} (train {sizes['train']}, val {sizes['val']}, test {sizes['test']}), "
+            f"{cfg.selection.method}, op {cfg.augment.op}, device {trainer.device}; sites {sites}",
+            file=sys.stderr,
+        )
     signals = Signals(deferred=False)
     with signals.installed():
         try:
             summary = trainer.run()
         except KeyboardInterrupt:
-            hint = (f"rerun with --checkpoint-dir {checkpoint_dir} --resume" if checkpoint_dir else
-                    "rerun with --checkpoint-dir DIR to be able to resume")
-            raise Interrupted(signals.signum(), f"interrupted after epoch {trainer.epoch}; the MLflow run is KILLED. "
-                                                f"{hint}") from None
+            hint = (
+                f"rerun with --checkpoint-dir {checkpoint_dir} --resume"
+                if checkpoint_dir
+                else "rerun with --checkpoint-dir DIR to be able to resume"
+            )
+            raise Interrupted(
+                signals.signum(), f"interrupted after epoch {trainer.epoch}; the MLflow run is KILLED. {hint}"
+            ) from None
     if save_model:
         from .models import save_model as write_model
 
@@ -397,8 +492,9 @@ def train(cfg: ExperimentConfig, *, out: Optional[str] = None, save_model: Optio
     return summary
 
 
-def rebuild_report(experiment: str, benchmark: Optional[str] = None, *, tracking_uri: str = "default",
-                   out: str = "report") -> dict:
+def rebuild_report(
+    experiment: str, benchmark: Optional[str] = None, *, tracking_uri: str = "default", out: str = "report"
+) -> dict:
     """Rebuild report.md, results.csv and the plots of a benchmark (default: the latest) from MLflow alone."""
     from .report import write_report
     from .tracking import Tracking

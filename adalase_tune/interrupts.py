@@ -6,6 +6,7 @@ did not finish are reported as such); anywhere else, or on a second signal, it r
 KeyboardInterrupt at once. :class:`Interrupted` carries the signal and a message with what
 finished and how to resume; the command line exits with 128 + the signal.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -13,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Optional
 
 
@@ -50,15 +52,39 @@ class Signals:
         self.deferred = deferred  # False (a training loop): the first signal raises at once
 
     def handler(self, signum, frame):
-        # during a fit Tune holds SIGINT: this handler sees a SIGINT only after Tune took the first
-        tune_had_it = self.in_fit and signum == signal.SIGINT
+        # once Tune's fit is under way it holds SIGINT: this handler sees a SIGINT only after Tune took the first
+        tune_had_it = self.in_fit and self._tune_listens() and signum == signal.SIGINT
         if self.received is None and (self.deferred or self.in_fit) and not tune_had_it:
             self.received = signum
-            if self.in_fit and hasattr(signal, "SIGUSR1"):
-                os.kill(os.getpid(), signal.SIGUSR1)  # Tune's graceful stop
+            if self.in_fit:
+                self._stop_tune()
             return
         self.received = self.received or signum
         raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    @staticmethod
+    def _not_yet(signum, frame) -> None:
+        """SIGUSR1 between the start of a fit and the moment Tune takes it: ignored (its default ends the process)."""
+
+    def _tune_listens(self) -> bool:
+        return hasattr(signal, "SIGUSR1") and signal.getsignal(signal.SIGUSR1) not in (self._not_yet, signal.SIG_DFL)
+
+    def _stop_tune(self) -> None:
+        """Send Tune its graceful stop (SIGUSR1); if the fit has not yet installed Tune's handler,
+        wait for it in a thread, so that a signal in the first instants of a fit is not lost."""
+        if not hasattr(signal, "SIGUSR1"):
+            return
+        if self._tune_listens():
+            os.kill(os.getpid(), signal.SIGUSR1)
+            return
+
+        def when_ready():
+            while self.in_fit and not self._tune_listens():
+                time.sleep(0.05)
+            if self.in_fit:
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+        threading.Thread(target=when_ready, daemon=True, name="adalase-stop-tune").start()
 
     def _install(self) -> dict:
         if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
@@ -81,11 +107,16 @@ class Signals:
 
     @contextlib.contextmanager
     def fitting(self):
+        """Around a Tune fit: SIGUSR1 is parked on a no-op until Tune installs its own handler."""
+        park = hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGUSR1, self._not_yet) if park else None
         self.in_fit = True
         try:
             yield
         finally:
             self.in_fit = False
+            if park:
+                signal.signal(signal.SIGUSR1, previous)
 
     def signum(self) -> int:
         return self.received or signal.SIGINT
@@ -94,6 +125,7 @@ class Signals:
 def install_for_command() -> None:
     """For the command line, first thing: SIGTERM raises :class:`Terminated` (Python's default
     would end the process at once, with no message and runs left RUNNING)."""
+
     def terminate(signum, frame):
         raise Terminated()
 

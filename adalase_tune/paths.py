@@ -1,5 +1,6 @@
 """Checks of output paths that create nothing: a bad path fails before any work, and a failed
 check leaves no folder behind."""
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,9 @@ def check_dir(path: str, flag: str, given: str = "") -> Path:
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise ConfigError(f"{flag} = {given!r}: {ancestor} is a file, so no folder can be made there; choose another path")
+        raise ConfigError(
+            f"{flag} = {given!r}: {ancestor} is a file, so no folder can be made there; choose another path"
+        )
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise ConfigError(f"{flag} = {given!r}: {ancestor} is not writable; choose a folder you can write to")
     return target

@@ -1,8 +1,10 @@
 """Name -> implementation lookup that fails loudly and lists the valid names."""
+
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 

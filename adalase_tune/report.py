@@ -9,10 +9,12 @@ Compute is given in device-seconds and in sample passes, and as a multiple of on
 training run (``epochs x n_train`` sample passes). Differences between methods are paired by
 seed, with a bootstrap 95% confidence interval. No Ray or MLflow here.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -35,10 +37,18 @@ def _per_seed(df: pd.DataFrame, best_val_by_seed: pd.Series) -> pd.DataFrame:
         passes = g["sample_passes"].cumsum().to_numpy()
         running = g["best_val_acc"].cummax().to_numpy()
         reached = np.flatnonzero(running >= best_val_by_seed[seed] - WITHIN)
-        out.append({"method": method, "seed": seed, "trials": len(g), "best_val_acc": chosen["best_val_acc"],
-                    "test_acc_selected": chosen["test_acc_at_best_val"], "device_s": g["device_s"].sum(),
-                    "sample_passes": g["sample_passes"].sum(),
-                    "passes_to_within": passes[reached[0]] if len(reached) else np.nan})
+        out.append(
+            {
+                "method": method,
+                "seed": seed,
+                "trials": len(g),
+                "best_val_acc": chosen["best_val_acc"],
+                "test_acc_selected": chosen["test_acc_at_best_val"],
+                "device_s": g["device_s"].sum(),
+                "sample_passes": g["sample_passes"].sum(),
+                "passes_to_within": passes[reached[0]] if len(reached) else np.nan,
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -62,8 +72,18 @@ def per_seed_table(trials: pd.DataFrame) -> pd.DataFrame:
     """One row per (method, seed): the val-selected configuration's accuracies and the compute."""
     ok = finished(trials)
     if not len(ok):
-        return pd.DataFrame(columns=["method", "seed", "trials", "best_val_acc", "test_acc_selected",
-                                     "device_s", "sample_passes", "passes_to_within"])
+        return pd.DataFrame(
+            columns=[
+                "method",
+                "seed",
+                "trials",
+                "best_val_acc",
+                "test_acc_selected",
+                "device_s",
+                "sample_passes",
+                "passes_to_within",
+            ]
+        )
     return _per_seed(ok, ok.groupby("seed")["best_val_acc"].max())
 
 
@@ -74,18 +94,25 @@ def method_table(trials: pd.DataFrame, plain_passes: float) -> tuple[pd.DataFram
     plain = plain_run(ok, plain_passes) if len(ok) else {"passes": plain_passes, "device_s": np.nan, "from": None}
     rows = []
     for method, g in seeds.groupby("method", sort=False):
-        rows.append({
-            "method": method, "seeds": len(g), "trials": int(g["trials"].sum()),
-            "failed": int((trials["method"] == method).sum() - g["trials"].sum()),
-            "best_val_acc": g["best_val_acc"].mean(), "best_val_acc_std": _std(g["best_val_acc"]),
-            "test_acc": g["test_acc_selected"].mean(), "test_acc_std": _std(g["test_acc_selected"]),
-            "device_s_per_seed": g["device_s"].mean(), "passes_per_seed": g["sample_passes"].mean(),
-            "plain_run_multiple": g["sample_passes"].mean() / plain["passes"],
-            "plain_run_multiple_device": g["device_s"].mean() / plain["device_s"],
-            # mean over the seeds whose best-so-far came within 0.5 points; how many did is kept
-            "to_within_multiple": g["passes_to_within"].mean() / plain["passes"],
-            "to_within_seeds": int(g["passes_to_within"].notna().sum()),
-        })
+        rows.append(
+            {
+                "method": method,
+                "seeds": len(g),
+                "trials": int(g["trials"].sum()),
+                "failed": int((trials["method"] == method).sum() - g["trials"].sum()),
+                "best_val_acc": g["best_val_acc"].mean(),
+                "best_val_acc_std": _std(g["best_val_acc"]),
+                "test_acc": g["test_acc_selected"].mean(),
+                "test_acc_std": _std(g["test_acc_selected"]),
+                "device_s_per_seed": g["device_s"].mean(),
+                "passes_per_seed": g["sample_passes"].mean(),
+                "plain_run_multiple": g["sample_passes"].mean() / plain["passes"],
+                "plain_run_multiple_device": g["device_s"].mean() / plain["device_s"],
+                # mean over the seeds whose best-so-far came within 0.5 points; how many did is kept
+                "to_within_multiple": g["passes_to_within"].mean() / plain["passes"],
+                "to_within_seeds": int(g["passes_to_within"].notna().sum()),
+            }
+        )
     return pd.DataFrame(rows), plain
 
 
@@ -120,8 +147,16 @@ def paired_differences(trials: pd.DataFrame, against: Sequence[str] = ("uniform"
             pair = acc[[method, ref]].dropna()
             diffs = (pair[method] - pair[ref]).to_numpy()
             lo, hi = bootstrap_ci(diffs)
-            rows.append({"method": method, "against": ref, "seeds": len(diffs), "mean_diff": diffs.mean() if len(diffs) else np.nan,
-                         "ci_low": lo, "ci_high": hi})
+            rows.append(
+                {
+                    "method": method,
+                    "against": ref,
+                    "seeds": len(diffs),
+                    "mean_diff": diffs.mean() if len(diffs) else np.nan,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -134,9 +169,13 @@ def grid_by_site(trials: pd.DataFrame, sites: Sequence[str]) -> pd.DataFrame:
         return pd.DataFrame()
     site_of = grid[cols].to_numpy(dtype=float).argmax(1)
     g = grid.assign(site=[sites[i] for i in site_of])
-    out = g.groupby("site").agg(val=("best_val_acc", "mean"), val_std=("best_val_acc", _std),
-                                test=("test_acc_at_best_val", "mean"), test_std=("test_acc_at_best_val", _std),
-                                seeds=("seed", "nunique"))
+    out = g.groupby("site").agg(
+        val=("best_val_acc", "mean"),
+        val_std=("best_val_acc", _std),
+        test=("test_acc_at_best_val", "mean"),
+        test_std=("test_acc_at_best_val", _std),
+        seeds=("seed", "nunique"),
+    )
     return out.reindex([s for s in sites if s in out.index])
 
 
@@ -163,8 +202,14 @@ def site_agreement(trials: pd.DataFrame, sites: Sequence[str]) -> Optional[dict]
         q = g[qcols].to_numpy(dtype=float)
         argmax = [sites[i] for i in q.argmax(1)]
         rhos = [spearmanr(row, grid["val"].to_numpy()).statistic for row in q]
-        out["methods"][method] = {"seeds": len(q), "agree": sum(a in ties for a in argmax), "argmax": argmax,
-                                  "rho": float(np.nanmean(rhos)), "q_mean": q.mean(0), "q_std": q.std(0, ddof=1) if len(q) > 1 else q.std(0)}
+        out["methods"][method] = {
+            "seeds": len(q),
+            "agree": sum(a in ties for a in argmax),
+            "argmax": argmax,
+            "rho": float(np.nanmean(rhos)),
+            "q_mean": q.mean(0),
+            "q_std": q.std(0, ddof=1) if len(q) > 1 else q.std(0),
+        }
     return out
 
 
@@ -176,8 +221,14 @@ def _signed(v: float) -> str:
     return f"{100 * v:+.2f}"
 
 
-def render_markdown(table: pd.DataFrame, plain: dict, meta: dict, paired: Optional[pd.DataFrame] = None,
-                    agreement: Optional[dict] = None, grid: Optional[pd.DataFrame] = None) -> str:
+def render_markdown(
+    table: pd.DataFrame,
+    plain: dict,
+    meta: dict,
+    paired: Optional[pd.DataFrame] = None,
+    agreement: Optional[dict] = None,
+    grid: Optional[pd.DataFrame] = None,
+) -> str:
     lines = [f"# {meta.get('title', 'AdaLASE against the baselines')}", ""]
     for key, value in meta.items():
         if key != "title":
@@ -190,49 +241,82 @@ def render_markdown(table: pd.DataFrame, plain: dict, meta: dict, paired: Option
         "- compute per seed; 'to within 0.5' = compute spent (in plain runs, by sample passes) until the method's "
         "best-so-far val accuracy came within 0.5 points of the best val accuracy any method found for that seed, "
         "averaged over the seeds where it did (their count in brackets when not all)",
+        "- device-s are timed inside each trial while other trials share the machine, so they move with "
+        "contention; sample passes do not (`benchmarks/overhead.py` times methods side by side on an idle machine)",
         "",
         "| method | seeds | trials | best val acc | test acc (selected on val) | device-s / seed | "
         "sample passes / seed | × plain run (passes) | × plain run (device-s) | to within 0.5 (× plain) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table.itertuples():
-        within = "never" if r.to_within_seeds == 0 else f"{r.to_within_multiple:.2f}" + (
-            f" ({r.to_within_seeds}/{r.seeds} seeds)" if r.to_within_seeds < r.seeds else "")
+        within = (
+            "never"
+            if r.to_within_seeds == 0
+            else f"{r.to_within_multiple:.2f}"
+            + (f" ({r.to_within_seeds}/{r.seeds} seeds)" if r.to_within_seeds < r.seeds else "")
+        )
         failed = f" ({r.failed} failed)" if r.failed else ""
         device_multiple = "n/a" if np.isnan(r.plain_run_multiple_device) else f"{r.plain_run_multiple_device:.2f}"
-        lines.append(f"| {r.method} | {r.seeds} | {r.trials}{failed} | {_pm(r.best_val_acc, r.best_val_acc_std)} | "
-                     f"{_pm(r.test_acc, r.test_acc_std)} | {r.device_s_per_seed:.1f} | {r.passes_per_seed:.0f} | "
-                     f"{r.plain_run_multiple:.2f} | {device_multiple} | {within} |")
+        lines.append(
+            f"| {r.method} | {r.seeds} | {r.trials}{failed} | {_pm(r.best_val_acc, r.best_val_acc_std)} | "
+            f"{_pm(r.test_acc, r.test_acc_std)} | {r.device_s_per_seed:.1f} | {r.passes_per_seed:.0f} | "
+            f"{r.plain_run_multiple:.2f} | {device_multiple} | {within} |"
+        )
     if len(table):
         reached = table[table["to_within_seeds"] > 0]
         if len(reached):
-            best = reached.assign(order=-reached["to_within_seeds"]).sort_values(["order", "to_within_multiple"]).iloc[0]
-            lines += ["", f"Least compute to come within 0.5 points of the best, in the most seeds: **{best['method']}** "
-                          f"({best['to_within_multiple']:.2f} plain runs, {best['to_within_seeds']}/{best['seeds']} seeds)."]
+            best = (
+                reached.assign(order=-reached["to_within_seeds"]).sort_values(["order", "to_within_multiple"]).iloc[0]
+            )
+            lines += [
+                "",
+                f"Least compute to come within 0.5 points of the best, in the most seeds: **{best['method']}** "
+                f"({best['to_within_multiple']:.2f} plain runs, {best['to_within_seeds']}/{best['seeds']} seeds).",
+            ]
     if paired is not None and len(paired):
-        lines += ["", "## Paired differences in test accuracy (points, method − reference, same seeds)", "",
-                  "A 95% CI that excludes 0 is a difference beyond the seed noise.", "",
-                  "| method | against | seeds | mean difference | 95% CI (bootstrap over seeds) |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Paired differences in test accuracy (points, method − reference, same seeds)",
+            "",
+            "A 95% CI that excludes 0 is a difference beyond the seed noise.",
+            "",
+            "| method | against | seeds | mean difference | 95% CI (bootstrap over seeds) |",
+            "|---|---|---|---|---|",
+        ]
         for r in paired.itertuples():
             ci = "n/a (one seed)" if np.isnan(r.ci_low) else f"[{_signed(r.ci_low)}, {_signed(r.ci_high)}]"
             lines.append(f"| {r.method} | {r.against} | {r.seeds} | {_signed(r.mean_diff)} | {ci} |")
     if grid is not None and len(grid):
-        lines += ["", "## Where DA helps: the grid's fixed sites", "",
-                  "| site | val acc | test acc | seeds |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "## Where DA helps: the grid's fixed sites",
+            "",
+            "| site | val acc | test acc | seeds |",
+            "|---|---|---|---|",
+        ]
         for site, r in grid.iterrows():
-            lines.append(f"| {site} | {_pm(r['val'], r['val_std'])} | {_pm(r['test'], r['test_std'])} | {int(r['seeds'])} |")
+            lines.append(
+                f"| {site} | {_pm(r['val'], r['val_std'])} | {_pm(r['test'], r['test_std'])} | {int(r['seeds'])} |"
+            )
         spread = grid["val"].max() - grid["val"].min()
         pooled = float(np.sqrt(np.nanmean(np.square(grid["val_std"].to_numpy()))))
         ratio = f"{spread / pooled:.1f}× the pooled seed std ({100 * pooled:.2f})" if pooled > 0 else "n/a (one seed)"
         lines.append(f"\nBest minus worst site (val): {100 * spread:.2f} points = {ratio}.")
     if agreement:
         tied = f" (tied within one seed std: {', '.join(agreement['tied'])})" if agreement["tied"] else ""
-        lines += ["", "## Does AdaLASE's q find the grid's best site?", "",
-                  f"The grid's best site on val accuracy: **{agreement['best_site']}**{tied}.", "",
-                  "| method | seeds where argmax q_final is the best site | Spearman(q_final, grid val acc) | "
-                  "q_final, mean ± std over seeds | argmax per seed |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Does AdaLASE's q find the grid's best site?",
+            "",
+            f"The grid's best site on val accuracy: **{agreement['best_site']}**{tied}.",
+            "",
+            "| method | seeds where argmax q_final is the best site | Spearman(q_final, grid val acc) | "
+            "q_final, mean ± std over seeds | argmax per seed |",
+            "|---|---|---|---|---|",
+        ]
+        site_names = list(grid.index) if grid is not None else []
         for method, a in agreement["methods"].items():
-            q = ", ".join(f"{s} {m:.3f} ± {sd:.3f}" for s, m, sd in zip(grid.index, a["q_mean"], a["q_std"]))
+            q = ", ".join(f"{s} {m:.3f} ± {sd:.3f}" for s, m, sd in zip(site_names, a["q_mean"], a["q_std"]))
             lines.append(f"| {method} | {a['agree']}/{a['seeds']} | {a['rho']:+.2f} | {q} | {', '.join(a['argmax'])} |")
     return "\n".join(lines) + "\n"
 
@@ -244,11 +328,20 @@ def _curves(ok: pd.DataFrame, plain_passes: float) -> dict:
         per_seed = []
         for _, s in g.groupby("seed"):
             s = s.sort_values("finished_at", kind="stable")
-            per_seed.append((s["sample_passes"].cumsum().to_numpy() / plain_passes, s["best_val_acc"].cummax().to_numpy()))
+            per_seed.append(
+                (s["sample_passes"].cumsum().to_numpy() / plain_passes, s["best_val_acc"].cummax().to_numpy())
+            )
         grid = np.unique(np.concatenate([x for x, _ in per_seed]))
         # step functions: a seed's best-so-far at compute c is its last value with x <= c (nan before its first trial)
-        ys = np.array([[y[np.searchsorted(x, c, side="right") - 1] if c >= x[0] else np.nan for c in grid]
-                       for x, y in per_seed]) * 100
+        ys = (
+            np.array(
+                [
+                    [y[np.searchsorted(x, c, side="right") - 1] if c >= x[0] else np.nan for c in grid]
+                    for x, y in per_seed
+                ]
+            )
+            * 100
+        )
         with np.errstate(all="ignore"):
             out[method] = (grid, np.nanmean(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0))
     return out
@@ -264,7 +357,7 @@ def plot_cost_to_accuracy(trials: pd.DataFrame, plain_passes: float, path: Path)
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method, (x, mean, lo, hi) in _curves(finished(trials), plain_passes).items():
-        line, = ax.step(x, mean, where="post", marker="o", markersize=3, label=method)
+        (line,) = ax.step(x, mean, where="post", marker="o", markersize=3, label=method)
         ax.fill_between(x, lo, hi, step="post", alpha=0.15, color=line.get_color())
     ax.set_xlabel("cumulative compute (plain training runs, by sample passes)")
     ax.set_ylabel("best-so-far val accuracy (%)")
@@ -317,12 +410,18 @@ def write_report(trials: pd.DataFrame, out_dir: str | Path, plain_passes: float,
     paths and the method table."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out / "results.csv", "md": out / "report.md", "png": out / "cost_vs_accuracy.png",
-             "curve_png": out / "cost_to_accuracy.png"}
+    paths = {
+        "csv": out / "results.csv",
+        "md": out / "report.md",
+        "png": out / "cost_vs_accuracy.png",
+        "curve_png": out / "cost_to_accuracy.png",
+    }
     trials.to_csv(paths["csv"], index=False)
     if not len(finished(trials)):  # an interrupted or failed benchmark: say so, never a traceback
         lines = render_markdown(pd.DataFrame(), {"passes": plain_passes, "device_s": np.nan, "from": None}, meta or {})
-        paths["md"].write_text(lines.split("\n| method |")[0] + "\nNo trial finished, so there is nothing to compare yet.\n")
+        paths["md"].write_text(
+            lines.split("\n| method |")[0] + "\nNo trial finished, so there is nothing to compare yet.\n"
+        )
         for key in ("png", "curve_png"):
             _placeholder_plot(paths[key])
         return {**paths, "table": pd.DataFrame()}

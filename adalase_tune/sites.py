@@ -3,7 +3,7 @@
 A model publishes its sites (``model.da_sites``: name and per-sample shape, input first). A
 :class:`Site` module is an exact identity unless the step's :class:`DAContext` selected it;
 the model's ``forward`` knows nothing about training. The loss reads the same context to mix
-the targets (ALGORITHM.md section 1).
+the targets (docs/algorithm.md).
 
 Example::
 
@@ -12,17 +12,19 @@ Example::
         logits = model(x)
     loss = soft_cross_entropy(logits, ctx.mix_targets(one_hot(y)))
 """
+
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
 from torch import nn
 
-_CURRENT: contextvars.ContextVar[Optional["DAContext"]] = contextvars.ContextVar("da_context", default=None)
+_CURRENT: contextvars.ContextVar[Optional[DAContext]] = contextvars.ContextVar("da_context", default=None)
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,13 @@ class SiteInfo:
 class DAContext:
     """The choice made for one forward pass: which site, which op, and the random source."""
 
-    def __init__(self, site: Optional[int], op=None, rng: Optional[np.random.Generator] = None,
-                 torch_generator: Optional[torch.Generator] = None):
+    def __init__(
+        self,
+        site: Optional[int],
+        op=None,
+        rng: Optional[np.random.Generator] = None,
+        torch_generator: Optional[torch.Generator] = None,
+    ):
         self.site = site
         self.op = op
         self.rng = rng
@@ -115,8 +122,9 @@ def describe_sites(model: nn.Module, example: torch.Tensor) -> list[SiteInfo]:
     return rec.seen
 
 
-def attach_sites(model: nn.Module, module_names: Sequence[str], example: torch.Tensor,
-                 include_input: bool = True) -> list[SiteInfo]:
+def attach_sites(
+    model: nn.Module, module_names: Sequence[str], example: torch.Tensor, include_input: bool = True
+) -> list[SiteInfo]:
     """Give any torch model DA sites at the outputs of the named submodules (forward hooks).
 
     Sets and returns ``model.da_sites``. Example, on a torchvision ViT::
@@ -130,10 +138,12 @@ def attach_sites(model: nn.Module, module_names: Sequence[str], example: torch.T
     if missing:
         from .config import ConfigError
 
-        raise ConfigError(f"sites {missing}: no such submodules in {type(model).__name__}; "
-                          f"names look like {list(modules)[1:6]}")
+        raise ConfigError(
+            f"sites {missing}: no such submodules in {type(model).__name__}; names look like {list(modules)[1:6]}"
+        )
     offset = 1 if include_input else 0
     if include_input:
+
         def input_hook(module, args):
             ctx = _CURRENT.get()
             if ctx is None:
@@ -142,10 +152,20 @@ def attach_sites(model: nn.Module, module_names: Sequence[str], example: torch.T
 
         model.register_forward_pre_hook(input_hook)
     for i, name in enumerate(module_names):
+
         def output_hook(module, args, out, index=i + offset, site_name=name):
             ctx = _CURRENT.get()
             return None if ctx is None else ctx.visit(index, site_name, out)
 
         modules[name].register_forward_hook(output_hook)
-    model.da_sites = describe_sites(model, example)
-    return model.da_sites
+    sites = describe_sites(model, example)
+    setattr(model, "da_sites", sites)  # noqa: B010 (a plain attribute; nn.Module's typed __setattr__ wants tensors)
+    return sites
+
+
+def sites_of(model: nn.Module) -> list[SiteInfo]:
+    """The sites a model publishes (``model.da_sites``, set by ``build_model`` or :func:`attach_sites`)."""
+    sites = model.__dict__.get("da_sites")
+    if sites is None:
+        raise ValueError(f"{type(model).__name__} publishes no DA sites: build it with build_model or attach_sites")
+    return sites

@@ -17,6 +17,7 @@ Example::
     tracking = Tracking("sqlite:///mlflow.db", "digits")
     parent = tracking.parent_run(method="adalase", benchmark="b1", config_hash=config_hash(cfg))
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,8 +29,9 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -45,9 +47,9 @@ _RETRIES = 5
 _BATCH = 1000  # MLflow's limit on metrics per log_batch call
 
 
-def default_uri(uri: Optional[str] = "default") -> Optional[str]:
+def default_uri(uri: str = "default") -> str:
     """``"default"``: MLflow's own ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///mlflow.db`` in
-    the working folder; any other value (None: no tracking) is returned as it is."""
+    the working folder; any other URI is returned as it is."""
     import os
 
     return (os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI) if uri == "default" else uri
@@ -75,7 +77,7 @@ def _retry(fn, *args, **kwargs):
         except Exception as err:  # mlflow wraps sqlite's OperationalError in MlflowException
             if "locked" not in str(err).lower() or attempt == _RETRIES - 1:
                 raise
-            time.sleep(0.2 * 2 ** attempt)
+            time.sleep(0.2 * 2**attempt)
 
 
 def literal(value: str) -> str:
@@ -93,8 +95,10 @@ def check_tracking_uri(uri: str) -> str:
     server answers (within ``CONNECT_TIMEOUT_S``): before any run is created."""
     scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
     if scheme not in SCHEMES:
-        raise ConfigError(f"--tracking-uri = {uri!r}: unknown scheme {scheme or '(none)'!r}; use sqlite:///path.db, "
-                          "http://host:port or another MLflow URI (" + ", ".join(SCHEMES) + ")")
+        raise ConfigError(
+            f"--tracking-uri = {uri!r}: unknown scheme {scheme or '(none)'!r}; use sqlite:///path.db, "
+            "http://host:port or another MLflow URI (" + ", ".join(SCHEMES) + ")"
+        )
     if scheme == "sqlite":
         path = Path(uri.removeprefix("sqlite:///"))
         path = path if path.is_absolute() else Path.cwd() / path
@@ -106,12 +110,15 @@ def check_tracking_uri(uri: str) -> str:
     if scheme in ("http", "https"):
         parts = urllib.parse.urlsplit(uri)
         try:
-            with socket.create_connection((parts.hostname, parts.port or (443 if scheme == "https" else 80)),
-                                          timeout=CONNECT_TIMEOUT_S):
+            with socket.create_connection(
+                (parts.hostname, parts.port or (443 if scheme == "https" else 80)), timeout=CONNECT_TIMEOUT_S
+            ):
                 pass
         except (OSError, ValueError) as err:
-            raise ConfigError(f"--tracking-uri = {uri!r}: no MLflow server answers there ({err}); start it "
-                              f"(mlflow server --host 127.0.0.1 --port ...) or fix the address") from None
+            raise ConfigError(
+                f"--tracking-uri = {uri!r}: no MLflow server answers there ({err}); start it "
+                f"(mlflow server --host 127.0.0.1 --port ...) or fix the address"
+            ) from None
     return uri
 
 
@@ -120,7 +127,7 @@ class Tracking:
 
     def __init__(self, uri: str, experiment: str, create: bool = True):
         self.uri = check_tracking_uri(uri)
-        if not create and self.uri.startswith("sqlite:///") and not Path(self.uri[len("sqlite:///"):]).is_file():
+        if not create and self.uri.startswith("sqlite:///") and not Path(self.uri[len("sqlite:///") :]).is_file():
             raise ConfigError(f"--tracking-uri = {uri!r}: no MLflow store there; give the store a benchmark logged to")
         self.client = _client(self.uri)
         exp = _retry(self.client.get_experiment_by_name, experiment)
@@ -130,10 +137,17 @@ class Tracking:
         # SQLite store keeps its artifacts beside the database, not in whatever folder one runs from
         artifacts = None
         if self.uri.startswith("sqlite:///"):
-            artifacts = (Path(self.uri[len("sqlite:///"):]).parent / "mlruns").as_uri()
-        self.experiment_id = exp.experiment_id if exp else _retry(
-            self.client.create_experiment, experiment, artifact_location=artifacts,
-            tags={"mlflow.experimentKind": "custom_model_development"})
+            artifacts = (Path(self.uri[len("sqlite:///") :]).parent / "mlruns").as_uri()
+        self.experiment_id = (
+            exp.experiment_id
+            if exp
+            else _retry(
+                self.client.create_experiment,
+                experiment,
+                artifact_location=artifacts,
+                tags={"mlflow.experimentKind": "custom_model_development"},
+            )
+        )
         self.experiment = experiment
 
     def _find(self, filters: str):
@@ -142,13 +156,19 @@ class Tracking:
 
     def parent_run(self, method: str, benchmark: str, config_hash: str, params: Optional[dict] = None) -> str:
         """The parent run of ``method`` in ``benchmark``: reused (RUNNING again) when it exists."""
-        found = self._find(f"tags.method = {literal(method)} and tags.benchmark = {literal(benchmark)} "
-                           "and tags.run_kind = 'method'")
+        found = self._find(
+            f"tags.method = {literal(method)} and tags.benchmark = {literal(benchmark)} and tags.run_kind = 'method'"
+        )
         if found:
             _retry(self.client.update_run, found.info.run_id, status="RUNNING")
             return found.info.run_id
-        tags = {"method": method, "benchmark": benchmark, "config_hash": config_hash, "run_kind": "method",
-                "mlflow.runName": f"{method} ({benchmark})"}
+        tags = {
+            "method": method,
+            "benchmark": benchmark,
+            "config_hash": config_hash,
+            "run_kind": "method",
+            "mlflow.runName": f"{method} ({benchmark})",
+        }
         run_id = _retry(self.client.create_run, self.experiment_id, tags=tags).info.run_id
         if params:
             self.log_params(run_id, params)
@@ -159,7 +179,7 @@ class Tracking:
 
         items = [Param(k, str(v)) for k, v in params.items()]
         for i in range(0, len(items), 100):
-            _retry(self.client.log_batch, run_id, params=items[i:i + 100])
+            _retry(self.client.log_batch, run_id, params=items[i : i + 100])
 
     def end_run(self, run_id: str, status: str, metrics: Optional[dict] = None, error: str = "") -> None:
         """End a run FINISHED, FAILED (with ``error`` as the reason) or KILLED."""
@@ -169,12 +189,19 @@ class Tracking:
             _retry(self.client.set_tag, run_id, "error", error[:5000])
         _retry(self.client.set_terminated, run_id, status)
 
-    def summary_run(self, benchmark: str, files: Sequence[Path], metrics: Optional[dict] = None,
-                    tags: Optional[dict] = None) -> str:
+    def summary_run(
+        self, benchmark: str, files: Sequence[Path], metrics: Optional[dict] = None, tags: Optional[dict] = None
+    ) -> str:
         found = self._find(f"tags.benchmark = {literal(benchmark)} and tags.run_kind = 'summary'")
-        run_id = found.info.run_id if found else _retry(
-            self.client.create_run, self.experiment_id,
-            tags={"benchmark": benchmark, "run_kind": "summary", "mlflow.runName": f"summary ({benchmark})"}).info.run_id
+        run_id = (
+            found.info.run_id
+            if found
+            else _retry(
+                self.client.create_run,
+                self.experiment_id,
+                tags={"benchmark": benchmark, "run_kind": "summary", "mlflow.runName": f"summary ({benchmark})"},
+            ).info.run_id
+        )
         for key, value in (tags or {}).items():
             _retry(self.client.set_tag, run_id, key, value)
         for f in files:
@@ -182,8 +209,9 @@ class Tracking:
         self.end_run(run_id, "FINISHED", metrics)
         return run_id
 
-    def run_logger(self, name: str, tags: dict, params: dict, trial_id: Optional[str] = None,
-                   run_id: Optional[str] = None) -> "RunLogger":
+    def run_logger(
+        self, name: str, tags: dict, params: dict, trial_id: Optional[str] = None, run_id: Optional[str] = None
+    ) -> RunLogger:
         """A run to log into: the trial's existing run (by ``trial_id``) or ``run_id`` when there is
         one, continued after the last epoch it holds; else a new run with ``tags`` and ``params``."""
         found = None
@@ -209,12 +237,17 @@ class Tracking:
 
     def trial_rows(self, benchmark: Optional[str] = None) -> list[dict]:
         """One row per trial run of the experiment (optionally of one benchmark), as the report wants."""
-        parents = _retry(self.client.search_runs, [self.experiment_id], filter_string="tags.run_kind = 'method'",
-                         max_results=10000)
-        method_of = {p.info.run_id: p.data.tags for p in parents
-                     if benchmark is None or p.data.tags.get("benchmark") == benchmark}
-        children = _retry(self.client.search_runs, [self.experiment_id], filter_string="tags.run_kind = 'trial'",
-                          max_results=50000)
+        parents = _retry(
+            self.client.search_runs, [self.experiment_id], filter_string="tags.run_kind = 'method'", max_results=10000
+        )
+        method_of = {
+            p.info.run_id: p.data.tags
+            for p in parents
+            if benchmark is None or p.data.tags.get("benchmark") == benchmark
+        }
+        children = _retry(
+            self.client.search_runs, [self.experiment_id], filter_string="tags.run_kind = 'trial'", max_results=50000
+        )
         rows = []
         for run in children:
             parent = run.data.tags.get("mlflow.parentRunId")
@@ -222,18 +255,27 @@ class Tracking:
                 continue
             m, p = run.data.metrics, run.data.params
             status = {"FINISHED": "TERMINATED", "FAILED": "ERROR"}.get(run.info.status, run.info.status)
-            rows.append({
-                "method": method_of[parent]["method"], "seed": int(p.get("train.seed", 0)),
-                "trial_id": run.data.tags.get("ray.trial_id"), "status": status,
-                "error": run.data.tags.get("error", ""),
-                "params": json.dumps({k: v for k, v in p.items() if k.startswith(("da_prob/", "selection."))},
-                                     sort_keys=True),
-                "best_val_acc": m.get("best_val_acc", np.nan), "test_acc_at_best_val": m.get("test_acc_at_best_val", np.nan),
-                "final_test_acc": m.get("final_test_acc", np.nan), "epochs": int(m.get("epochs", 0)),
-                "device_s": m.get("cost/total_device_s", np.nan), "sample_passes": m.get("cost/total_sample_passes", np.nan),
-                "finished_at": (run.info.end_time or 0) / 1000.0, "node_id": run.data.tags.get("node_id"),
-                **_site_columns(run),
-            })
+            rows.append(
+                {
+                    "method": method_of[parent]["method"],
+                    "seed": int(p.get("train.seed", 0)),
+                    "trial_id": run.data.tags.get("ray.trial_id"),
+                    "status": status,
+                    "error": run.data.tags.get("error", ""),
+                    "params": json.dumps(
+                        {k: v for k, v in p.items() if k.startswith(("da_prob/", "selection."))}, sort_keys=True
+                    ),
+                    "best_val_acc": m.get("best_val_acc", np.nan),
+                    "test_acc_at_best_val": m.get("test_acc_at_best_val", np.nan),
+                    "final_test_acc": m.get("final_test_acc", np.nan),
+                    "epochs": int(m.get("epochs", 0)),
+                    "device_s": m.get("cost/total_device_s", np.nan),
+                    "sample_passes": m.get("cost/total_sample_passes", np.nan),
+                    "finished_at": (run.info.end_time or 0) / 1000.0,
+                    "node_id": run.data.tags.get("node_id"),
+                    **_site_columns(run),
+                }
+            )
         return rows
 
     def benchmark_meta(self, benchmark: str) -> dict:
@@ -242,8 +284,13 @@ class Tracking:
         return dict(found.data.params) if found else {}
 
     def latest_benchmark(self) -> Optional[str]:
-        runs = _retry(self.client.search_runs, [self.experiment_id], filter_string="tags.run_kind = 'method'",
-                      max_results=1, order_by=["attributes.start_time DESC"])
+        runs = _retry(
+            self.client.search_runs,
+            [self.experiment_id],
+            filter_string="tags.run_kind = 'method'",
+            max_results=1,
+            order_by=["attributes.start_time DESC"],
+        )
         return runs[0].data.tags["benchmark"] if runs else None
 
 
@@ -270,16 +317,22 @@ def trial_params(cfg: ExperimentConfig, weights: dict) -> dict:
 
 def epoch_metrics(result: dict) -> dict:
     """The numeric metrics of a trainer report worth logging (not Ray's bookkeeping fields)."""
-    return {k: float(v) for k, v in result.items()
-            if ("/" in k or k in METRIC_KEYS) and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {
+        k: float(v)
+        for k, v in result.items()
+        if ("/" in k or k in METRIC_KEYS) and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
 
 
 def _log_final(client, run_id: str, values: dict) -> None:
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    metrics = [Metric(k, float(v), now, 0) for k, v in values.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))]
+    metrics = [
+        Metric(k, float(v), now, 0)
+        for k, v in values.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+    ]
     if metrics:
         _retry(client.log_batch, run_id, metrics=metrics)
 
@@ -312,7 +365,7 @@ class RunLogger:
 
     def flush(self) -> None:
         for i in range(0, len(self.buffer), _BATCH):
-            _retry(self.client.log_batch, self.run_id, metrics=self.buffer[i:i + _BATCH])
+            _retry(self.client.log_batch, self.run_id, metrics=self.buffer[i : i + _BATCH])
         self.buffer = []
         self.last_flush = time.monotonic()
 
@@ -362,9 +415,14 @@ class RunLogger:
 def final_metrics(result: dict) -> dict:
     """A finished trial's final metrics, from its last epoch's report."""
     out = {k: result[k] for k in FINAL_METRICS[:2] if k in result}
-    out.update({"final_test_acc": result.get("test/acc"), "epochs": result.get("epoch"),
-                "cost/total_device_s": result.get("cost/device_s"),
-                "cost/total_sample_passes": result.get("cost/sample_passes")})
+    out.update(
+        {
+            "final_test_acc": result.get("test/acc"),
+            "epochs": result.get("epoch"),
+            "cost/total_device_s": result.get("cost/device_s"),
+            "cost/total_sample_passes": result.get("cost/sample_passes"),
+        }
+    )
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -382,8 +440,20 @@ def serve_ui(uri: str, port: int, startup_s: float = 90.0) -> int:
     with socket.socket() as s:
         if s.connect_ex(("127.0.0.1", port)) == 0:
             raise ConfigError(f"--port = {port}: something already listens on 127.0.0.1:{port}; choose another port")
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
-           "--port", str(port), "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, stdout=sys.stderr, start_new_session=True)
     received: list = []
 
@@ -405,8 +475,11 @@ def serve_ui(uri: str, port: int, startup_s: float = 90.0) -> int:
         if received:
             proc.wait(timeout=30)
             return 128 + received[0]
-        print(f"adalase-tune: error: the MLflow server did not come up on 127.0.0.1:{port} within {startup_s:.0f} s "
-              f"(exit code {proc.poll()}); see its output above", file=sys.stderr)
+        print(
+            f"adalase-tune: error: the MLflow server did not come up on 127.0.0.1:{port} within {startup_s:.0f} s "
+            f"(exit code {proc.poll()}); see its output above",
+            file=sys.stderr,
+        )
         return 1
     finally:
         for sig, handler in previous.items():
@@ -431,7 +504,9 @@ class TrainRun(Callback):
         self.logger = self.tracking.run_logger(
             f"train {cfg.selection.method} seed {cfg.train.seed}",
             {"run_kind": "train", "method_selection": cfg.selection.method, "sites": ",".join(sites)},
-            trial_params(cfg, {}), run_id=self.run_id)
+            trial_params(cfg, {}),
+            run_id=self.run_id,
+        )
         self.run_id = self.logger.run_id
 
     def on_epoch_end(self, trainer, metrics):

@@ -10,14 +10,16 @@ never opens the MLflow store: the driver logs what it reports.
 A diverged trial (a loss or a weight not finite) ends at once with its reason in the field
 ``error`` of its last report: retrying it from a checkpoint would diverge again.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 import ray
 import torch
@@ -46,8 +48,9 @@ class TuneReport(Callback):
     much again, which matters for epochs of a tenth of a second.
     """
 
-    def __init__(self, checkpoint_every: Optional[int], checkpoint_s: float, every_epoch: bool = True,
-                 report_s: float = 1.0):
+    def __init__(
+        self, checkpoint_every: Optional[int], checkpoint_s: float, every_epoch: bool = True, report_s: float = 1.0
+    ):
         self.every, self.checkpoint_s = checkpoint_every, checkpoint_s
         self.every_epoch, self.report_s = every_epoch, report_s
         self.node = ray.get_runtime_context().get_node_id()
@@ -78,8 +81,14 @@ class TuneReport(Callback):
         self.last_save = time.monotonic()
 
 
-def make_trainable(base: dict, sites: Sequence[str], threads: int = 1, checkpoint_every: Optional[int] = None,
-                   checkpoint_s: float = 30.0, every_epoch: bool = True) -> Callable:
+def make_trainable(
+    base: dict,
+    sites: Sequence[str],
+    threads: int = 1,
+    checkpoint_every: Optional[int] = None,
+    checkpoint_s: float = 30.0,
+    every_epoch: bool = True,
+) -> Callable:
     """A function trainable ``(params, data=None)`` for ``base`` (the resolved experiment dict) over
     ``sites``; pass the data with ``tune.with_parameters(trainable, data=ref)`` (an object ref)."""
     sites = list(sites)
@@ -97,8 +106,14 @@ def make_trainable(base: dict, sites: Sequence[str], threads: int = 1, checkpoin
             with checkpoint.as_directory() as d:
                 trainer.load_state_dict(safe_load(Path(d) / STATE_FILE), source="Tune checkpoint", may_differ=searched)
         if trainer.epoch >= cfg.train.epochs and trainer.history.epochs:  # restored at its last checkpoint
-            tune.report({**trainer.epoch_metrics(), "node_id": ray.get_runtime_context().get_node_id(),
-                         "pid": os.getpid(), "device": str(trainer.device)})
+            tune.report(
+                {
+                    **trainer.epoch_metrics(),
+                    "node_id": ray.get_runtime_context().get_node_id(),
+                    "pid": os.getpid(),
+                    "device": str(trainer.device),
+                }
+            )
             return
         try:
             trainer.run()

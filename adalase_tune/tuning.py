@@ -11,6 +11,7 @@ Example::
     connect()
     grid = fit(cfg, job, options, root, sites, callbacks=[TrialProgress(job.name, job.plan.expected_trials)])
 """
+
 from __future__ import annotations
 
 import json
@@ -20,32 +21,48 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 from ray import tune
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
 from .config import ConfigError, ExperimentConfig
-from .search import (METHODS, ASHASpec, Grid, OptunaSearcher, PBTSpec, RandomSearcher, SearchPlan, Uniform, nest,
-                     site_weights, trial_config)
+from .search import (
+    METHODS,
+    ASHASpec,
+    Grid,
+    OptunaSearcher,
+    PBTSpec,
+    RandomSearcher,
+    SearchPlan,
+    Uniform,
+    nest,
+    site_weights,
+    trial_config,
+)
 
 METRIC, MODE = "val/acc", "max"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 URI_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "memory")
 STATE_BACKUP = ".adalase_tune_state"
-TOKEN_HINT = ("a cluster started by `ray start` uses token authentication (Ray's default): in this shell set "
-              "RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN, or the file ~/.ray/auth_token "
-              "that `ray start` wrote on the head node)")
+TOKEN_HINT = (
+    "a cluster started by `ray start` uses token authentication (Ray's default): in this shell set "
+    "RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN, or the file ~/.ray/auth_token "
+    "that `ray start` wrote on the head node)"
+)
 
 
 def check_name(name: str, flag: str = "--name") -> str:
     """A name that is one safe path component and one safe MLflow filter literal."""
     if not NAME.match(name):
-        raise ConfigError(f"{flag} = {name!r}: use letters, digits, '.', '_' and '-' only (one path component, "
-                          "at most 100 characters, not starting with '.' or '-')")
+        raise ConfigError(
+            f"{flag} = {name!r}: use letters, digits, '.', '_' and '-' only (one path component, "
+            "at most 100 characters, not starting with '.' or '-')"
+        )
     return name
 
 
@@ -72,8 +89,11 @@ class SweepOptions:
     def __post_init__(self):
         if not self.seeds:
             raise ConfigError("--seeds = 0: give at least one seed")
-        for flag, value, low in (("--num-samples", self.num_samples, 1), ("--max-concurrent", self.max_concurrent, 1),
-                                 ("--max-failures", self.max_failures, 0)):
+        for flag, value, low in (
+            ("--num-samples", self.num_samples, 1),
+            ("--max-concurrent", self.max_concurrent, 1),
+            ("--max-failures", self.max_failures, 0),
+        ):
             if value is not None and value < low:
                 raise ConfigError(f"{flag} = {value}: it must be >= {low}")
         if not 0 < self.cpus_per_trial < 1e6:
@@ -122,8 +142,10 @@ def storage_root(storage: str) -> str:
     if is_uri(storage):
         scheme = storage.split("://", 1)[0]
         if scheme not in URI_SCHEMES:
-            raise ConfigError(f"--storage = {storage!r}: unknown scheme {scheme!r}; use a path or one of "
-                              + ", ".join(f"{s}://" for s in URI_SCHEMES))
+            raise ConfigError(
+                f"--storage = {storage!r}: unknown scheme {scheme!r}; use a path or one of "
+                + ", ".join(f"{s}://" for s in URI_SCHEMES)
+            )
         return storage
     from .paths import check_dir
 
@@ -178,6 +200,7 @@ def load_meta(root: str, name: str) -> Optional[dict]:
 
 # --- everything below talks to Ray -------------------------------------------------------------
 
+
 def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, timeout_s: float = 60.0) -> None:
     """Start a private local Ray (``address="local"``: never a stale cluster that ``ray start``
     left behind) without a dashboard, or join ``address`` after checking that something answers
@@ -201,7 +224,7 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, timeo
     if ray.is_initialized():
         return
     # trials' own output stays in Ray's logs: failures come back with their reason in the results
-    kwargs = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": False}
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": False}
     try:
         if address:
             ray.init(address=address, **kwargs)
@@ -216,8 +239,10 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, timeo
             # then retries for half a minute and reports only a ConnectionError
             raise ConfigError(f"--address = {address!r}: could not join ({type(err).__name__}); {TOKEN_HINT}") from None
         where = f"--address = {address!r}" if address else "local Ray"
-        raise ConfigError(f"{where}: could not connect within {timeout_s:.0f} s ({type(err).__name__}: "
-                          f"{text[:200]}); check the address and that the cluster is up (`ray status`)") from None
+        raise ConfigError(
+            f"{where}: could not connect within {timeout_s:.0f} s ({type(err).__name__}: "
+            f"{text[:200]}); check the address and that the cluster is up (`ray status`)"
+        ) from None
 
 
 def check_reachable(address: str, timeout_s: float) -> None:
@@ -230,14 +255,18 @@ def check_reachable(address: str, timeout_s: float) -> None:
     host_port = address.split("://", 1)[-1]
     host, _, port = host_port.rpartition(":")
     if not host or not port.isdigit():
-        raise ConfigError(f"--address = {address!r}: expected host:port (a cluster's GCS, e.g. 10.0.0.5:6379) or "
-                          "ray://host:10001 (a Ray client server)")
+        raise ConfigError(
+            f"--address = {address!r}: expected host:port (a cluster's GCS, e.g. 10.0.0.5:6379) or "
+            "ray://host:10001 (a Ray client server)"
+        )
     try:
         with socket.create_connection((host, int(port)), timeout=min(timeout_s, 15.0)):
             pass
     except OSError as err:
-        raise ConfigError(f"--address = {address!r}: nothing answers there ({err.strerror or err}); check the address "
-                          "and that the cluster is up (`ray status` on its head node)") from None
+        raise ConfigError(
+            f"--address = {address!r}: nothing answers there ({err.strerror or err}); check the address "
+            "and that the cluster is up (`ray status` on its head node)"
+        ) from None
 
 
 def check_resources(options: SweepOptions) -> None:
@@ -248,11 +277,15 @@ def check_resources(options: SweepOptions) -> None:
     most_gpu = max((n.get("GPU", 0) for n in nodes), default=0)
     most_cpu = max((n.get("CPU", 0) for n in nodes), default=0)
     if options.gpus_per_trial > most_gpu:
-        raise ConfigError(f"--gpus-per-trial = {options.gpus_per_trial}, but the largest node of this Ray cluster "
-                          f"has {most_gpu:g} GPUs; lower it (fractions like 0.5 share a GPU) or add GPU nodes")
+        raise ConfigError(
+            f"--gpus-per-trial = {options.gpus_per_trial}, but the largest node of this Ray cluster "
+            f"has {most_gpu:g} GPUs; lower it (fractions like 0.5 share a GPU) or add GPU nodes"
+        )
     if options.cpus_per_trial > most_cpu:
-        raise ConfigError(f"--cpus-per-trial = {options.cpus_per_trial}, but the largest node of this Ray cluster "
-                          f"has {most_cpu:g} CPUs; lower it")
+        raise ConfigError(
+            f"--cpus-per-trial = {options.cpus_per_trial}, but the largest node of this Ray cluster "
+            f"has {most_cpu:g} CPUs; lower it"
+        )
 
 
 def put(value):
@@ -291,15 +324,23 @@ def _scheduler(plan: SearchPlan, epochs: int):
     if spec is None:
         return FIFOScheduler()
     if isinstance(spec, ASHASpec):
-        return ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=spec.grace_period,
-                             reduction_factor=spec.reduction_factor)
+        return ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=epochs,
+            grace_period=spec.grace_period,
+            reduction_factor=spec.reduction_factor,
+        )
     if isinstance(spec, PBTSpec):
         random.seed(spec.seed)  # PBT perturbs with Python's global random module
         np.random.seed(spec.seed)
         mutations = nest({k: _ray_value(v) for k, v in spec.mutations.items()})
-        return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=spec.perturbation_interval,
-                                       hyperparam_mutations=mutations, resample_probability=spec.resample_probability,
-                                       custom_explore_fn=clip_weights)
+        return PopulationBasedTraining(
+            time_attr="training_iteration",
+            perturbation_interval=spec.perturbation_interval,
+            hyperparam_mutations=mutations,
+            resample_probability=spec.resample_probability,
+            custom_explore_fn=clip_weights,
+        )
     raise TypeError(f"unknown scheduler spec {spec!r}")
 
 
@@ -314,20 +355,29 @@ def check_budget(plan: SearchPlan, epochs: int) -> None:
     """Scheduler settings that cannot work with this run length, before Ray starts."""
     spec = plan.scheduler
     if isinstance(spec, ASHASpec) and spec.grace_period > epochs:
-        raise ConfigError(f"sweep.methods.asha.grace_period = {spec.grace_period}, but train.epochs = {epochs}: "
-                          "no trial could be stopped early; lower it")
+        raise ConfigError(
+            f"sweep.methods.asha.grace_period = {spec.grace_period}, but train.epochs = {epochs}: "
+            "no trial could be stopped early; lower it"
+        )
     if isinstance(spec, PBTSpec) and spec.perturbation_interval >= epochs:
-        raise ConfigError(f"sweep.methods.pbt.perturbation_interval = {spec.perturbation_interval}, but train.epochs = "
-                          f"{epochs}: the population would never be perturbed; lower it below train.epochs")
+        raise ConfigError(
+            f"sweep.methods.pbt.perturbation_interval = {spec.perturbation_interval}, but train.epochs = "
+            f"{epochs}: the population would never be perturbed; lower it below train.epochs"
+        )
 
 
 def _tuner(cfg: ExperimentConfig, job: Job, options: SweepOptions, root: str, sites, callbacks, data_ref):
     from .trainable import make_trainable
 
     needs_ckpt = job.plan.checkpoint_every()
-    trainable = make_trainable(cfg.to_dict(), sites, threads=max(1, int(options.cpus_per_trial)),
-                               checkpoint_every=needs_ckpt, checkpoint_s=options.checkpoint_s,
-                               every_epoch=job.plan.scheduler is not None)  # ASHA and PBT act on every epoch
+    trainable = make_trainable(
+        cfg.to_dict(),
+        sites,
+        threads=max(1, int(options.cpus_per_trial)),
+        checkpoint_every=needs_ckpt,
+        checkpoint_s=options.checkpoint_s,
+        every_epoch=job.plan.scheduler is not None,
+    )  # ASHA and PBT act on every epoch
     if data_ref is not None:
         trainable = tune.with_parameters(trainable, data=data_ref)
     trainable = tune.with_resources(trainable, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
@@ -339,13 +389,18 @@ def _tuner(cfg: ExperimentConfig, job: Job, options: SweepOptions, root: str, si
     from ray.tune.logger import JsonLoggerCallback
 
     run_config = tune.RunConfig(
-        name=job.name, storage_path=root, callbacks=[*callbacks, JsonLoggerCallback()], verbose=options.verbose,
+        name=job.name,
+        storage_path=root,
+        callbacks=[*callbacks, JsonLoggerCallback()],
+        verbose=options.verbose,
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
         # PBT exploits other trials' checkpoints at any time: keep them all for pbt
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None if needs_ckpt else 2),
     )
     tune_config = tune.TuneConfig(
-        metric=METRIC, mode=MODE, num_samples=job.plan.num_samples,
+        metric=METRIC,
+        mode=MODE,
+        num_samples=job.plan.num_samples,
         search_alg=_searcher(job.plan, options.max_concurrent),
         scheduler=_scheduler(job.plan, cfg.train.epochs),
         reuse_actors=options.reuse_actors,
@@ -354,8 +409,15 @@ def _tuner(cfg: ExperimentConfig, job: Job, options: SweepOptions, root: str, si
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
 
 
-def fit(cfg: ExperimentConfig, job: Job, options: SweepOptions, root: str, sites: Sequence[str],
-        callbacks: Sequence = (), data_ref=None):
+def fit(
+    cfg: ExperimentConfig,
+    job: Job,
+    options: SweepOptions,
+    root: str,
+    sites: Sequence[str],
+    callbacks: Sequence = (),
+    data_ref=None,
+):
     """Run (or, with ``options.resume``, continue) one Tuner; returns its ResultGrid. Finished
     trials are never rerun. Tune stops gracefully on SIGINT (or SIGUSR1) and returns the partial
     grid: :func:`unfinished` tells."""
@@ -379,17 +441,31 @@ def trial_rows(grid, method: str, sites: Sequence[str] = ()) -> list[dict]:
     for result in grid:
         params = result.config or {}
         m = result.metrics or {}  # the last report: it carries the running best (no progress file needed)
-        row = {"method": method, "seed": params.get("train", {}).get("seed"), "trial_id": m.get("trial_id"),
-               "status": "TERMINATED", "error": "", "params": json.dumps(params, sort_keys=True, default=str)}
+        row = {
+            "method": method,
+            "seed": params.get("train", {}).get("seed"),
+            "trial_id": m.get("trial_id"),
+            "status": "TERMINATED",
+            "error": "",
+            "params": json.dumps(params, sort_keys=True, default=str),
+        }
         if result.error is not None or ERROR_KEY in m:
             row.update(status="ERROR", error=str(m.get(ERROR_KEY) or result.error)[:300])
         elif not m.get("done"):
             row.update(status="UNFINISHED", error="interrupted before it finished")
         if "best_val_acc" in m and row["status"] == "TERMINATED":
-            row.update({"best_val_acc": float(m["best_val_acc"]), "test_acc_at_best_val": float(m["test_acc_at_best_val"]),
-                        "final_test_acc": float(m["test/acc"]), "epochs": int(m["epoch"]),
-                        "device_s": float(m["cost/device_s"]), "sample_passes": int(m["cost/sample_passes"]),
-                        "finished_at": float(m.get("timestamp", 0)), "node_id": m.get("node_id")})
+            row.update(
+                {
+                    "best_val_acc": float(m["best_val_acc"]),
+                    "test_acc_at_best_val": float(m["test_acc_at_best_val"]),
+                    "final_test_acc": float(m["test/acc"]),
+                    "epochs": int(m["epoch"]),
+                    "device_s": float(m["cost/device_s"]),
+                    "sample_passes": int(m["cost/sample_passes"]),
+                    "finished_at": float(m.get("timestamp", 0)),
+                    "node_id": m.get("node_id"),
+                }
+            )
         elif row["status"] == "TERMINATED":
             row.update(status="ERROR", error="the trial reported no epoch")
         if params.get("selection", {}).get("method") == "adalase":
@@ -403,6 +479,7 @@ def trial_rows(grid, method: str, sites: Sequence[str] = ()) -> list[dict]:
 # --- driver-side callbacks -----------------------------------------------------------------------
 # Tune pickles a Tuner's callbacks into its tuner.pkl and uses those copies on a restore, so they
 # keep only plain settings in their state and rebuild their connections in setup().
+
 
 class TrialProgress(tune.Callback):
     """One line per finished trial: the progress display of sweeps and benchmarks."""
@@ -419,8 +496,12 @@ class TrialProgress(tune.Callback):
             what, acc = "FAILED", r[ERROR_KEY][:120]
         else:
             acc = f"val/acc {r['best_val_acc']:.4f}" if "best_val_acc" in r else "no result"
-        print(f"  {self.job_name}: trial {self.done}/{self.expected} {what}: {trial.trial_id} "
-              f"({acc}, epoch {r.get('epoch', 0)})", file=sys.stderr, flush=True)
+        print(
+            f"  {self.job_name}: trial {self.done}/{self.expected} {what}: {trial.trial_id} "
+            f"({acc}, epoch {r.get('epoch', 0)})",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._line(trial, "done")
@@ -439,8 +520,11 @@ class MLflowTrials(MLflowLoggerCallback):
     call goes through :mod:`adalase_tune.tracking`."""
 
     def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, base: dict, sites: Sequence[str]):
-        super().__init__(tracking_uri=tracking_uri, experiment_name=experiment,
-                         tags={"run_kind": "trial", "mlflow.parentRunId": parent_run_id, "sites": ",".join(sites)})
+        super().__init__(
+            tracking_uri=tracking_uri,
+            experiment_name=experiment,
+            tags={"run_kind": "trial", "mlflow.parentRunId": parent_run_id, "sites": ",".join(sites)},
+        )
         self.base, self.sites = base, list(sites)
         self.__setstate__(self.__getstate__())
 
@@ -536,8 +620,11 @@ class StateGuard(tune.Callback):
 
 
 def _state_files(folder: Path) -> list[Path]:
-    return [p for p in folder.glob("*") if p.is_file() and p.name.startswith(("experiment_state", "searcher-state",
-                                                                                 "basic-variant-state"))]
+    return [
+        p
+        for p in folder.glob("*")
+        if p.is_file() and p.name.startswith(("experiment_state", "searcher-state", "basic-variant-state"))
+    ]
 
 
 def _readable(path: Path) -> bool:
@@ -583,6 +670,9 @@ def repair_state(root: str, name: str) -> list[str]:
             shutil.copyfile(good, path)
             repaired.append(path.name)
     if repaired:
-        print(f"  {name}: restored {', '.join(repaired)} from the last good copy (the driver was killed while "
-              "Ray wrote it); trials resume from their latest checkpoints", file=sys.stderr)
+        print(
+            f"  {name}: restored {', '.join(repaired)} from the last good copy (the driver was killed while "
+            "Ray wrote it); trials resume from their latest checkpoints",
+            file=sys.stderr,
+        )
     return repaired

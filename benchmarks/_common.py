@@ -1,4 +1,5 @@
 """Shared bits of the benchmark scripts: machine description and result files."""
+
 from __future__ import annotations
 
 import os
@@ -30,14 +31,18 @@ def versions() -> str:
     import torch
     import torchvision
 
-    return (f"Python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
-            f"ray {ray.__version__}, optuna {optuna.__version__}, mlflow {mlflow.__version__}")
+    return (
+        f"Python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
+        f"ray {ray.__version__}, optuna {optuna.__version__}, mlflow {mlflow.__version__}"
+    )
 
 
 def write_result(name: str, title: str, body: str, smoke: bool) -> Path:
     """Write ``results/<name>.md`` with the command, machine and versions (smoke runs: a temp file)."""
-    head = (f"# {title}\n\n- command: `python {' '.join(['benchmarks/' + Path(sys.argv[0]).name] + sys.argv[1:])}`\n"
-            f"- machine: {machine()}\n- versions: {versions()}\n\n")
+    head = (
+        f"# {title}\n\n- command: `python {' '.join(['benchmarks/' + Path(sys.argv[0]).name] + sys.argv[1:])}`\n"
+        f"- machine: {machine()}\n- versions: {versions()}\n\n"
+    )
     path = (Path(os.environ.get("ADALASE_BENCH_OUT", tempfile.gettempdir())) if smoke else RESULTS) / f"{name}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(head + body)

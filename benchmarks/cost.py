@@ -7,6 +7,7 @@ job) and search_spaces/digits_mlp.yaml (the embedded digits).
     python benchmarks/cost.py --regimes motifs
     python benchmarks/cost.py --smoke-test
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,13 +36,21 @@ def main() -> None:
         cfg = load_config(path, ["train.epochs=1"] if smoke else [])
         sweep = load_sweep(path)
         methods = ["adalase", "uniform"] if smoke else list(sweep.methods)
-        options = SweepOptions(seeds=[0] if smoke else list(sweep.seeds), budgets=sweep.methods,
-                               max_concurrent=sweep.max_concurrent, storage=storage, name=f"cost-{regime}")
+        options = SweepOptions(
+            seeds=[0] if smoke else list(sweep.seeds),
+            budgets=sweep.methods,
+            max_concurrent=sweep.max_concurrent,
+            storage=storage,
+            name=f"cost-{regime}",
+        )
         result = run_benchmark(cfg, methods, options, out=str(out_root / f"cost_{regime}"), tracking_uri=None)
         report = result.files["md"].read_text().split("\n", 1)[1]
-        sections.append(f"## {regime}\n\n`run_benchmark(load_config({path!r}), {methods}, seeds {list(options.seeds)})`"
-                        f"\n\n![cost to accuracy](cost_{regime}/cost_to_accuracy.png)\n{report}")
-    print(f"wrote {write_result('cost', 'Cost against accuracy, every method, two regimes', chr(10).join(sections), smoke)}")
+        sections.append(
+            f"## {regime}\n\n`run_benchmark(load_config({path!r}), {methods}, seeds {list(options.seeds)})`"
+            f"\n\n![cost to accuracy](cost_{regime}/cost_to_accuracy.png)\n{report}"
+        )
+    path = write_result("cost", "Cost against accuracy, every method, two regimes", "\n".join(sections), smoke)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ driver; trials never open it), as a ratio measured side by side.
     python benchmarks/mlflow_overhead.py
     python benchmarks/mlflow_overhead.py --smoke-test
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke_test:
         args.trials, args.epochs, args.repeats = 2, 1, 1
-    cfg = from_dict({"data": {"name": "digits", "n_train": 300}, "model": {"name": "cnn", "width": 8},
-                     "train": {"epochs": args.epochs, "batch_size": 64, "lr": 0.05, "device": "cpu"}})
+    cfg = from_dict(
+        {
+            "data": {"name": "digits", "n_train": 300},
+            "model": {"name": "cnn", "width": 8},
+            "train": {"epochs": args.epochs, "batch_size": 64, "lr": 0.05, "device": "cpu"},
+        }
+    )
     connect(num_cpus=2)
     walls = {"without MLflow": [], "with MLflow": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -42,12 +48,14 @@ def main() -> None:
                 walls[label].append(time.perf_counter() - start)
             assert (rows["status"] == "TERMINATED").all()
     mean = {k: sum(v) / len(v) for k, v in walls.items()}
-    body = (f"{args.trials} trials of {args.epochs} epochs (cnn width 8, digits n_train=300), 2 at a time, warm trial "
-            "actors. With MLflow, the driver logs every trial from Tune's callbacks into a local SQLite store: a parent "
-            "run, one run per trial with its params, per-epoch metrics buffered and written in batches, final metrics. "
-            "After a warm-up sweep the two settings alternate.\n\n| run | wall (each sweep) | mean |\n|---|---|---|\n"
-            + "".join(f"| {k} | {', '.join(f'{w:.1f} s' for w in v)} | {mean[k]:.1f} s |\n" for k, v in walls.items())
-            + f"\n**MLflow overhead ratio** (with / without): **{mean['with MLflow'] / mean['without MLflow']:.2f}**\n")
+    body = (
+        f"{args.trials} trials of {args.epochs} epochs (cnn width 8, digits n_train=300), 2 at a time, warm trial "
+        "actors. With MLflow, the driver logs every trial from Tune's callbacks into a local SQLite store: a parent "
+        "run, one run per trial with its params, per-epoch metrics buffered and written in batches, final metrics. "
+        "After a warm-up sweep the two settings alternate.\n\n| run | wall (each sweep) | mean |\n|---|---|---|\n"
+        + "".join(f"| {k} | {', '.join(f'{w:.1f} s' for w in v)} | {mean[k]:.1f} s |\n" for k, v in walls.items())
+        + f"\n**MLflow overhead ratio** (with / without): **{mean['with MLflow'] / mean['without MLflow']:.2f}**\n"
+    )
     print(body)
     print(f"wrote {write_result('mlflow_overhead', 'MLflow logging overhead', body, args.smoke_test)}")
 

@@ -5,6 +5,7 @@ hand-written PyTorch loop (same model, data, batch order, the op at a random sit
     python benchmarks/overhead.py              # cnn + mlp on digits, resnet18 on CIFAR-shaped tensors
     python benchmarks/overhead.py --smoke-test
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,20 +36,35 @@ SETTINGS = {  # name: adalase overrides
 
 def synthetic_cifar(path: Path, n: int) -> str:
     rng = np.random.default_rng(0)
-    np.savez(path, x_train=rng.random((n, 3, 32, 32), dtype=np.float32), y_train=rng.integers(0, 10, n),
-             x_test=rng.random((256, 3, 32, 32), dtype=np.float32), y_test=rng.integers(0, 10, 256))
+    np.savez(
+        path,
+        x_train=rng.random((n, 3, 32, 32), dtype=np.float32),
+        y_train=rng.integers(0, 10, n),
+        x_test=rng.random((256, 3, 32, 32), dtype=np.float32),
+        y_test=rng.integers(0, 10, 256),
+    )
     return str(path)
 
 
 def workloads(smoke: bool, tmp: Path) -> dict:
-    digits = {"data": {"name": "digits", "n_train": 200 if smoke else None},
-              "train": {"batch_size": 64, "lr": 0.05, "epochs": 1 if smoke else 10, "device": "auto"}}
-    motifs = {"data": {"name": "motifs", "n_train": 200}, "model": {"name": "mlp", "hidden": [256, 256]},
-              "augment": {"op": "translate"},
-              "train": {"batch_size": 8, "lr": 0.05, "epochs": 1 if smoke else 40, "device": "auto"}}
-    cifar = {"data": {"name": "npz", "path": synthetic_cifar(tmp / "cifar_like.npz", 64 if smoke else 256),
-                      "input_augment": True},
-             "train": {"batch_size": 32, "lr": 0.05, "epochs": 1, "device": "auto"}}
+    digits = {
+        "data": {"name": "digits", "n_train": 200 if smoke else None},
+        "train": {"batch_size": 64, "lr": 0.05, "epochs": 1 if smoke else 10, "device": "auto"},
+    }
+    motifs = {
+        "data": {"name": "motifs", "n_train": 200},
+        "model": {"name": "mlp", "hidden": [256, 256]},
+        "augment": {"op": "translate"},
+        "train": {"batch_size": 8, "lr": 0.05, "epochs": 1 if smoke else 40, "device": "auto"},
+    }
+    cifar = {
+        "data": {
+            "name": "npz",
+            "path": synthetic_cifar(tmp / "cifar_like.npz", 64 if smoke else 256),
+            "input_augment": True,
+        },
+        "train": {"batch_size": 32, "lr": 0.05, "epochs": 1, "device": "auto"},
+    }
     return {
         "mlp / motifs (the main job's regime)": motifs,
         "cnn / digits": {**digits, "model": {"name": "cnn", "width": 16}},
@@ -61,8 +77,11 @@ def run(tree: dict, selection: str, extra: dict) -> dict:
     cfg = from_dict({**tree, "selection": {"method": selection}}).replace(**extra)
     s = Trainer(cfg).run()
     c = s["cost"]
-    return {"epoch_s": (c["train_s"] + c["adalase_s"]) / s["epochs"], "passes": c["sample_passes"] / s["epochs"],
-            "val_acc": s["best_val_acc"]}
+    return {
+        "epoch_s": (c["train_s"] + c["adalase_s"]) / s["epochs"],
+        "passes": c["sample_passes"] / s["epochs"],
+        "val_acc": s["best_val_acc"],
+    }
 
 
 def hand_loop(tree: dict) -> float:
@@ -83,7 +102,7 @@ def hand_loop(tree: dict) -> float:
     for _ in range(cfg.train.epochs):
         order = torch.as_tensor(rng.permutation(len(y_all)), device=device)
         for i in range(0, len(order), cfg.train.batch_size):
-            idx = order[i:i + cfg.train.batch_size]
+            idx = order[i : i + cfg.train.batch_size]
             x, y = x_all[idx], F.one_hot(y_all[idx], data.num_classes).float()
             with DAContext(int(rng.integers(k)), op, rng) as ctx:
                 logits = model(x)
@@ -105,10 +124,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     repeats = 1 if args.smoke_test else args.repeats
     device = pick_device("auto")
-    lines = [f"Device: {device}. Per-epoch training wall time (training + AdaLASE's extra work, evaluation "
-             f"excluded), median of {repeats} runs (1 for resnet18 on CPU); torch threads {args.threads}. Ratios are "
-             "to `uniform` measured in the same run, interleaved with it. Sample passes count every per-sample "
-             "forward and backward pass, the pseudo-validation batches included.", ""]
+    lines = [
+        f"Device: {device}. Per-epoch training wall time (training + AdaLASE's extra work, evaluation "
+        f"excluded), median of {repeats} runs (1 for resnet18 on CPU); torch threads {args.threads}. Ratios are "
+        "to `uniform` measured in the same run, interleaved with it. Sample passes count every per-sample "
+        "forward and backward pass, the pseudo-validation batches included.",
+        "",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         for name, tree in workloads(args.smoke_test, Path(tmp)).items():
             run(tree, "uniform", {}), hand_loop(tree)  # warm-up: first-call allocations and kernel selection
@@ -120,22 +142,33 @@ def main() -> None:
                     runs[label].append(run(tree, "adalase", extra))
             base = runs["uniform"]
             base_s = statistics.median(r["epoch_s"] for r in base)
-            lines += [f"## {name}", "", "| setting | s / epoch | × uniform (time) | × uniform (sample passes) | best val acc |",
-                      "|---|---|---|---|---|",
-                      f"| uniform | {base_s:.3f} | 1.00 | 1.00 | {base[0]['val_acc']:.4f} |"]
+            lines += [
+                f"## {name}",
+                "",
+                "| setting | s / epoch | × uniform (time) | × uniform (sample passes) | best val acc |",
+                "|---|---|---|---|---|",
+                f"| uniform | {base_s:.3f} | 1.00 | 1.00 | {base[0]['val_acc']:.4f} |",
+            ]
             for label in SETTINGS:
                 rs = runs[label]
                 t = statistics.median(r["epoch_s"] for r in rs)
-                lines.append(f"| adalase, {label} | {t:.3f} | {t / base_s:.2f} | {rs[0]['passes'] / base[0]['passes']:.2f} "
-                             f"| {rs[0]['val_acc']:.4f} |")
+                lines.append(
+                    f"| adalase, {label} | {t:.3f} | {t / base_s:.2f} | {rs[0]['passes'] / base[0]['passes']:.2f} "
+                    f"| {rs[0]['val_acc']:.4f} |"
+                )
             hand = statistics.median(hand_loop(tree) for _ in range(reps))
-            lines += ["", f"Engine throughput under `uniform` against a minimal hand-written loop: "
-                          f"**{hand / base_s:.2f}** (hand-written s/epoch {hand:.3f} / engine {base_s:.3f}; "
-                          "≥ 1.0 means the engine is as fast).", ""]
+            lines += [
+                "",
+                f"Engine throughput under `uniform` against a minimal hand-written loop: "
+                f"**{hand / base_s:.2f}** (hand-written s/epoch {hand:.3f} / engine {base_s:.3f}; "
+                "≥ 1.0 means the engine is as fast).",
+                "",
+            ]
             print("\n".join(lines[-12:]), flush=True)
     if device.type != "cuda":
         lines.append("GPU figures are still owed: no GPU was available for this run.")
-    print(f"wrote {write_result('overhead', 'AdaLASE overhead per epoch', chr(10).join(lines) + chr(10), args.smoke_test)}")
+    path = write_result("overhead", "AdaLASE overhead per epoch", "\n".join(lines) + "\n", args.smoke_test)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ overhead), at two trial lengths; and where the per-trial fixed cost goes.
     python benchmarks/ray_overhead.py            # 16 trials of about 0.5 s and of about 5 s
     python benchmarks/ray_overhead.py --smoke-test
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,9 +28,14 @@ CASES = [("about 0.5 s", 7, 16), ("about 0.5 s", 7, 48), ("about 5 s", 70, 16)]
 
 
 def config(epochs: int):
-    return from_dict({"data": {"name": "digits", "n_train": None}, "model": {"name": "cnn", "width": 8},
-                      "selection": {"method": "uniform"},
-                      "train": {"epochs": epochs, "batch_size": 64, "lr": 0.05, "device": "cpu"}})
+    return from_dict(
+        {
+            "data": {"name": "digits", "n_train": None},
+            "model": {"name": "cnn", "width": 8},
+            "selection": {"method": "uniform"},
+            "train": {"epochs": epochs, "batch_size": 64, "lr": 0.05, "device": "cpu"},
+        }
+    )
 
 
 def measure(epochs: int, trials: int, concurrency: int, storage: str, name: str) -> dict:
@@ -38,8 +44,12 @@ def measure(epochs: int, trials: int, concurrency: int, storage: str, name: str)
     summaries = [Trainer(cfg.replace(**{"train.seed": s})).run() for s in range(trials)]
     back_to_back = time.perf_counter() - start
     start = time.perf_counter()
-    rows = sweep(cfg, "uniform", SweepOptions(seeds=list(range(trials)), storage=storage, name=name,
-                                              max_concurrent=concurrency), tracking_uri=None).rows
+    rows = sweep(
+        cfg,
+        "uniform",
+        SweepOptions(seeds=list(range(trials)), storage=storage, name=name, max_concurrent=concurrency),
+        tracking_uri=None,
+    ).rows
     swept = time.perf_counter() - start
     assert len(rows) == trials and (rows["status"] == "TERMINATED").all()
     start = time.perf_counter()
@@ -47,9 +57,17 @@ def measure(epochs: int, trials: int, concurrency: int, storage: str, name: str)
     data_s = time.perf_counter() - start
     inside = rows["device_s"].sum()
     in_process = sum(s["cost"]["train_s"] + s["cost"]["eval_s"] for s in summaries)
-    return {"epochs": epochs, "trials": trials, "back_to_back": back_to_back, "swept": swept,
-            "ratio": swept * concurrency / back_to_back, "train_s": in_process / trials, "inside": inside / in_process,
-            "fixed_s": (swept * concurrency - inside) / trials, "data_s": data_s}
+    return {
+        "epochs": epochs,
+        "trials": trials,
+        "back_to_back": back_to_back,
+        "swept": swept,
+        "ratio": swept * concurrency / back_to_back,
+        "train_s": in_process / trials,
+        "inside": inside / in_process,
+        "fixed_s": (swept * concurrency - inside) / trials,
+        "data_s": data_s,
+    }
 
 
 def main() -> None:
@@ -62,26 +80,40 @@ def main() -> None:
     connect(num_cpus=args.concurrency)
     results = []
     with tempfile.TemporaryDirectory() as storage:
-        sweep(config(1), "uniform", SweepOptions(seeds=[0, 1], storage=storage, name="warmup",
-                                                 max_concurrent=args.concurrency), tracking_uri=None)  # start workers
+        sweep(
+            config(1),
+            "uniform",
+            SweepOptions(seeds=[0, 1], storage=storage, name="warmup", max_concurrent=args.concurrency),
+            tracking_uri=None,
+        )  # start workers
         for i, (label, epochs, trials) in enumerate(cases):
             results.append((label, measure(epochs, trials, args.concurrency, storage, f"case{i}")))
-    lines = [f"cnn width 8 on all training digits (1006 samples), 1 thread per trial, {args.concurrency} trials at a time "
-             "under Ray Tune, against the same trials back to back in one process. Ray is started once before (as "
-             "`adalase-tune` does at the start of a sweep). Trials report every epoch, checkpoint every 30 s (so "
-             "never, at these lengths), and get their data from the object store, built once on the driver.", "",
-             "| trial length (training + eval, in-process) | trials | back to back | sweep wall | **overhead ratio** | "
-             "training + eval time inside the trials / in-process | fixed cost per trial ((wall × concurrency − "
-             "time inside trials) / trials) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"cnn width 8 on all training digits (1006 samples), 1 thread per trial, {args.concurrency} trials at a time "
+        "under Ray Tune, against the same trials back to back in one process. Ray is started once before (as "
+        "`adalase-tune` does at the start of a sweep). Trials report every epoch, checkpoint every 30 s (so "
+        "never, at these lengths), and get their data from the object store, built once on the driver.",
+        "",
+        "| trial length (training + eval, in-process) | trials | back to back | sweep wall | **overhead ratio** | "
+        "training + eval time inside the trials / in-process | fixed cost per trial ((wall × concurrency − "
+        "time inside trials) / trials) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for label, r in results:
-        lines.append(f"| {label} ({r['train_s']:.2f} s, {r['epochs']} epochs) | {r['trials']} | {r['back_to_back']:.1f} s | "
-                     f"{r['swept']:.1f} s | **{r['ratio']:.2f}** | {r['inside']:.2f} | {r['fixed_s']:.2f} s |")
+        lines.append(
+            f"| {label} ({r['train_s']:.2f} s, {r['epochs']} epochs) | {r['trials']} | {r['back_to_back']:.1f} s | "
+            f"{r['swept']:.1f} s | **{r['ratio']:.2f}** | {r['inside']:.2f} | {r['fixed_s']:.2f} s |"
+        )
     first = results[0][1]
-    lines += ["", f"Where the fixed cost goes: building the data takes {first['data_s']:.2f} s and happens once per "
-              "sweep, on the driver (before: once per trial). The rest is Ray: scheduling a trial on a warm worker, "
-              "Tune's per-result bookkeeping (a report per epoch) and its experiment-state snapshots, and the "
-              "sweep's start and end (creating the Tuner, the final sync). MLflow is measured separately "
-              "(mlflow_overhead.md).", ""]
+    lines += [
+        "",
+        f"Where the fixed cost goes: building the data takes {first['data_s']:.2f} s and happens once per "
+        "sweep, on the driver (before: once per trial). The rest is Ray: scheduling a trial on a warm worker, "
+        "Tune's per-result bookkeeping (a report per epoch) and its experiment-state snapshots, and the "
+        "sweep's start and end (creating the Tuner, the final sync). MLflow is measured separately "
+        "(mlflow_overhead.md).",
+        "",
+    ]
     body = "\n".join(lines)
     print(body)
     print(f"wrote {write_result('ray_overhead', 'Ray Tune overhead', body, args.smoke_test)}")

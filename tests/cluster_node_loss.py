@@ -2,6 +2,7 @@
 
 Run by tests/test_reliability.py in its own process.
 """
+
 import json
 import sys
 import threading
@@ -49,14 +50,26 @@ thread.start()
 try:
     cfg = tiny_config(**{"data.n_train": 60, "train.epochs": 4})
     ray.init(address=cluster.address)
-    rows = sweep(cfg, "uniform", SweepOptions(seeds=[0, 1, 2, 3], address=cluster.address, storage=storage,
-                                              max_failures=3, checkpoint_s=0), tracking_uri=None,
-                 callbacks=[RemoveWorker()]).rows
+    rows = sweep(
+        cfg,
+        "uniform",
+        SweepOptions(seeds=[0, 1, 2, 3], address=cluster.address, storage=storage, max_failures=3, checkpoint_s=0),
+        tracking_uri=None,
+        callbacks=[RemoveWorker()],
+    ).rows
     reports = tune.ExperimentAnalysis(f"{storage}/uniform").trial_dataframes.values()  # every report, replays too
-    print("RESULT " + json.dumps({"removed": bool(removed), "trials": len(rows),
-                      "errors": int((rows["status"] != "TERMINATED").sum()),
-                      "final_epochs": [int(e) for e in rows["epochs"]],
-                      "epoch1_counts": [int((df["epoch"] == 1).sum()) for df in reports]}))
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "removed": bool(removed),
+                "trials": len(rows),
+                "errors": int((rows["status"] != "TERMINATED").sum()),
+                "final_epochs": [int(e) for e in rows["epochs"]],
+                "epoch1_counts": [int((df["epoch"] == 1).sum()) for df in reports],
+            }
+        )
+    )
 finally:
     stop.set()
     ray.shutdown()

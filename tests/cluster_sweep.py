@@ -2,6 +2,7 @@
 
 Run by tests/test_tuning.py in its own process, since a process joins one Ray cluster only.
 """
+
 import json
 import sys
 
@@ -21,12 +22,25 @@ for _ in range(2):
 cluster.wait_for_nodes()
 try:
     cfg = tiny_config(**{"data.n_train": 300, "train.epochs": 3})  # long enough to overlap on three nodes
-    rows = sweep(cfg, "random", SweepOptions(seeds=[0], num_samples=6, address=cluster.address, storage=storage,
-                                             max_concurrent=3), tracking_uri=None).rows.to_dict("records")
+    rows = sweep(
+        cfg,
+        "random",
+        SweepOptions(seeds=[0], num_samples=6, address=cluster.address, storage=storage, max_concurrent=3),
+        tracking_uri=None,
+    ).rows.to_dict("records")
     nodes = {r["node_id"] for r in rows}
     alive = sum(1 for n in ray.nodes() if n["Alive"])
-    print("RESULT " + json.dumps({"trials": len(rows), "errors": sum(r["status"] != "TERMINATED" for r in rows),
-                      "nodes_used": len(nodes), "nodes_alive": alive}))
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "trials": len(rows),
+                "errors": sum(r["status"] != "TERMINATED" for r in rows),
+                "nodes_used": len(nodes),
+                "nodes_alive": alive,
+            }
+        )
+    )
 finally:
     ray.shutdown()
     cluster.shutdown()

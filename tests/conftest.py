@@ -1,4 +1,5 @@
 """Shared fixtures: tiny configs on the embedded digits data, so the default run is fast."""
+
 import numpy as np
 import pytest
 import torch

@@ -4,6 +4,7 @@ Run by tests/test_reliability.py with a list of (argv, case folder). Each case m
 with one stderr line and no traceback, and leave its case folder empty (no MLflow store, no
 storage folder). Whether the case started Ray is recorded.
 """
+
 import contextlib
 import io
 import json
@@ -28,5 +29,7 @@ for argv, case in json.loads(sys.argv[1]):
     if started:
         ray.shutdown()  # each case starts from a process without Ray, as a command does
     created = sorted(str(p.relative_to(case)) for p in Path(case).rglob("*"))
-    print(json.dumps({"argv": argv, "code": code, "stderr": err.getvalue(), "ray": started, "created": created}),
-          flush=True)
+    print(
+        json.dumps({"argv": argv, "code": code, "stderr": err.getvalue(), "ray": started, "created": created}),
+        flush=True,
+    )

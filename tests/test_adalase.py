@@ -1,4 +1,5 @@
 """AdaLASE maths: the engine's hypergradient is the exact derivative of L_val(theta_{t+1}) in q."""
+
 import numpy as np
 import pytest
 import torch
@@ -10,11 +11,22 @@ from conftest import tiny_config
 
 
 def _plain_sgd_trainer(**extra):
-    cfg = tiny_config(**{"selection.method": "adalase", "adalase.preset": "faithful", "model.name": "mlp",
-                         "model.hidden": [12, 6],
-                         "train.momentum": 0.0, "train.nesterov": False, "train.weight_decay": 0.0,
-                         "train.batch_size": 100, "train.lr": 0.1, "data.n_train": 60,
-                         "adalase.val_batch_size": 40, **extra})
+    cfg = tiny_config(
+        **{
+            "selection.method": "adalase",
+            "adalase.preset": "faithful",
+            "model.name": "mlp",
+            "model.hidden": [12, 6],
+            "train.momentum": 0.0,
+            "train.nesterov": False,
+            "train.weight_decay": 0.0,
+            "train.batch_size": 100,
+            "train.lr": 0.1,
+            "data.n_train": 60,
+            "adalase.val_batch_size": 40,
+            **extra,
+        }
+    )
     trainer = Trainer(cfg)
     trainer.model.double()
     for split in (trainer.data.train, trainer.data.val):
@@ -109,9 +121,19 @@ class _ScaledLoss(Trainer):
 
 
 def _q_trajectory(form, scale=1.0, lr=0.05, wd=5e-4, seed=0):
-    cfg = tiny_config(**{"selection.method": "adalase", "adalase.preset": "faithful", "adalase.update": form,
-                         "train.lr": lr, "train.seed": seed,
-                         "train.weight_decay": wd, "train.epochs": 4, "data.n_train": 200, "train.batch_size": 16})
+    cfg = tiny_config(
+        **{
+            "selection.method": "adalase",
+            "adalase.preset": "faithful",
+            "adalase.update": form,
+            "train.lr": lr,
+            "train.seed": seed,
+            "train.weight_decay": wd,
+            "train.epochs": 4,
+            "data.n_train": 200,
+            "train.batch_size": 16,
+        }
+    )
     trainer = _ScaledLoss(cfg)
     trainer.scale = scale
     return np.array(trainer.run()["q_history"])
@@ -138,6 +160,7 @@ def test_normalized_q_moves_alike_across_a_100x_range_of_learning_rates():
     """Learning rates 0.005, 0.05 and 0.5 (3 seeds each): the normalized q's mean distance from
     uniform stays within a factor 3 across them (measured: 0.30 to 0.68); the raw rule's varies by
     more than 5x (0.016 to 0.0017), shrinking as the learning rate grows."""
+
     def moves(form):
         return [np.mean([_movement(_q_trajectory(form, lr=lr, seed=s)) for s in range(3)]) for lr in (0.005, 0.05, 0.5)]
 
@@ -147,8 +170,15 @@ def test_normalized_q_moves_alike_across_a_100x_range_of_learning_rates():
 
 
 def test_a_nan_pseudo_validation_gradient_is_skipped_and_q_stays_finite():
-    cfg = tiny_config(**{"selection.method": "adalase", "adalase.val_source": "holdout", "data.n_train": 60,
-                         "adalase.update": "normalized", "train.epochs": 3})
+    cfg = tiny_config(
+        **{
+            "selection.method": "adalase",
+            "adalase.val_source": "holdout",
+            "data.n_train": 60,
+            "adalase.update": "normalized",
+            "train.epochs": 3,
+        }
+    )
     trainer = Trainer(cfg)
     trainer.pseudo_val.split.x[0] = float("nan")  # one poisoned held-out sample: training never sees it
     with pytest.warns(RuntimeWarning, match="non-finite hypergradient"):

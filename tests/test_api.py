@@ -1,4 +1,5 @@
 """The README's Python example runs as written and gives the same MLflow tree as the command line."""
+
 import re
 import subprocess
 import sys
@@ -12,7 +13,7 @@ ROOT = Path(__file__).parent.parent
 
 def readme_example() -> str:
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("## From Python"):]
+    section = text[text.index("## From Python") :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
@@ -27,7 +28,8 @@ def tree(db: Path, experiment: str) -> dict:
         name = re.sub(r" [0-9a-f]{5}_\d{5}$", "", r.data.tags["mlflow.runName"])  # without the Ray trial id
         name = re.sub(r"\(.*\)", "(bench)", name)
         shape.setdefault((kind, name, r.info.status), []).append(
-            (tuple(sorted(r.data.params)), tuple(sorted(r.data.metrics))))
+            (tuple(sorted(r.data.params)), tuple(sorted(r.data.metrics)))
+        )
     return {k: sorted(v) for k, v in shape.items()}
 
 
@@ -43,10 +45,33 @@ def test_the_readme_python_example_gives_the_cli_s_mlflow_tree(tmp_path):
     cli = tmp_path / "cli"
     cli.mkdir()
     (cli / "search_spaces").symlink_to(ROOT / "search_spaces")
-    done = subprocess.run([sys.executable, "-m", "adalase_tune", "benchmark", "search_spaces/motifs.yaml", "--methods",
-                           "adalase,grid", "--seeds", "2", "--set", "train.epochs=5", "--name", "mini", "--out",
-                           "results/mini", "--tracking-uri", "sqlite:///mlflow.db", "--experiment", "motifs"],
-                          cwd=cli, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "adalase_tune",
+            "benchmark",
+            "search_spaces/motifs.yaml",
+            "--methods",
+            "adalase,grid",
+            "--seeds",
+            "2",
+            "--set",
+            "train.epochs=5",
+            "--name",
+            "mini",
+            "--out",
+            "results/mini",
+            "--tracking-uri",
+            "sqlite:///mlflow.db",
+            "--experiment",
+            "motifs",
+        ],
+        cwd=cli,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     python_tree, cli_tree = tree(tmp_path / "mlflow.db", "motifs"), tree(cli / "mlflow.db", "motifs")
     assert python_tree == cli_tree

@@ -1,5 +1,6 @@
 """Every benchmark script runs in --smoke-test mode (thin programs over the public API), and
 every script has its committed results."""
+
 import os
 import subprocess
 import sys
@@ -22,8 +23,14 @@ def test_every_benchmark_has_committed_results_naming_its_command(script):
 @pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_benchmark_smoke_test(script, tmp_path):
-    proc = subprocess.run([sys.executable, f"benchmarks/{script}", "--smoke-test"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900, env={**os.environ, "ADALASE_BENCH_OUT": str(tmp_path)})
+    proc = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", "--smoke-test"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "ADALASE_BENCH_OUT": str(tmp_path)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     written = Path(proc.stdout.strip().splitlines()[-1].removeprefix("wrote "))
     assert written.parent == tmp_path and written.read_text().startswith("# ")

@@ -1,4 +1,5 @@
 """The command line: a working train run, and bad input that exits 2 with one readable line."""
+
 import json
 import subprocess
 import sys
@@ -22,8 +23,17 @@ def test_train_writes_the_summary_json(tmp_path, capsys):
     code, io = _run(capsys, "train", DIGITS, *FAST, "--set", "selection.method=adalase", "--out", str(out))
     assert code == 0
     s = json.loads(out.read_text())
-    for key in ("config", "sites", "best_val_acc", "test_acc_at_best_val", "final_test_acc", "epochs",
-                "q_final", "q_history", "cost"):
+    for key in (
+        "config",
+        "sites",
+        "best_val_acc",
+        "test_acc_at_best_val",
+        "final_test_acc",
+        "epochs",
+        "q_final",
+        "q_history",
+        "cost",
+    ):
         assert key in s
     assert set(s["cost"]) >= {"train_s", "eval_s", "adalase_s", "sample_passes", "device"}
     assert "best val/acc" in io.out
@@ -34,8 +44,20 @@ def test_transfer_source_then_target(tmp_path, capsys):
     code, _ = _run(capsys, "train", "search_spaces/digits_source.yaml", *FAST, "--save-model", str(src))
     assert code == 0 and src.is_file()
     out = tmp_path / "t.json"
-    code, io = _run(capsys, "train", "search_spaces/digits_transfer.yaml", "--set", f"model.checkpoint={src}",
-                    "--set", "train.epochs=1", "--set", "model.width=4", "--quiet", "--out", str(out))
+    code, io = _run(
+        capsys,
+        "train",
+        "search_spaces/digits_transfer.yaml",
+        "--set",
+        f"model.checkpoint={src}",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "model.width=4",
+        "--quiet",
+        "--out",
+        str(out),
+    )
     assert code == 0, io.err
     s = json.loads(out.read_text())
     assert s["config"]["data"]["classes"] == [5, 6, 7, 8, 9] and s["config"]["data"]["n_train"] == 50
@@ -88,8 +110,12 @@ def test_npz_with_missing_keys(bad_npz, capsys):
 
 
 def test_python_dash_m_works_and_prints_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "adalase_tune", "train", DIGITS, "--set", "train.epochs=oops"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "adalase_tune", "train", DIGITS, "--set", "train.epochs=oops"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip() == "adalase-tune: error: train.epochs = 'oops': expected a whole number"

@@ -5,6 +5,8 @@ on an S3-compatible server (moto) on 127.0.0.1, MLflow in a SQLite file only the
 The namespaced worker needs `unshare -m` (root, as CI is); the tests that need it skip, with the
 reason, where it is not permitted.
 """
+
+import contextlib
 import json
 import os
 import re
@@ -43,19 +45,29 @@ def _unshare_permitted() -> bool:
 def _ray_start(*args) -> int:
     """`ray start` in a process group of its own; returns the group, whose kill stops exactly the
     daemons it started (never `ray stop`, which stops every Ray on the machine, the test session's too)."""
-    proc = subprocess.Popen([str(PYTHON), "-m", "ray.scripts.scripts", "start", *args, "--include-dashboard=false",
-                             "--disable-usage-stats"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            str(PYTHON),
+            "-m",
+            "ray.scripts.scripts",
+            "start",
+            *args,
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-2000:]
     return proc.pid
 
 
 def _kill_group(pgid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +86,12 @@ def s3(tmp_path_factory):
     """A real S3-compatible server (moto) on 127.0.0.1, with a bucket; yields the storage URI."""
     port = free_port()
     moto = shutil.which("moto_server", path=str(PYTHON.parent))
-    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [moto, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     creds = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
     os.environ.update(creds)
     deadline = time.time() + 60
@@ -109,13 +125,21 @@ class HiddenWorker:
         self.venv, self.src = scratch / "venv", scratch / "site"
         self.venv.mkdir(parents=True, exist_ok=True)
         shutil.copytree(ROOT / "adalase_tune", self.src / "adalase_tune", dirs_exist_ok=True)
-        mounts = " && ".join([f"mount --bind {PYTHON.parent.parent} {self.venv}"]
-                             + [f"mount -t tmpfs tmpfs {h}" for h in hide])
+        mounts = " && ".join(
+            [f"mount --bind {PYTHON.parent.parent} {self.venv}"] + [f"mount -t tmpfs tmpfs {h}" for h in hide]
+        )
         check = " && ".join(f'test -z "$(ls -A {h})"' for h in hide)  # really hidden
-        script = (f"{mounts} && {check} && exec env RAY_AUTH_MODE=token PYTHONPATH={self.src} {self.venv}/bin/python -m "
-                  f"ray.scripts.scripts start --address={address} --num-cpus={cpus} --disable-usage-stats --block")
-        self.proc = subprocess.Popen(["unshare", "-m", "sh", "-c", script], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
+        script = (
+            f"{mounts} && {check} && exec env RAY_AUTH_MODE=token PYTHONPATH={self.src} {self.venv}/bin/python -m "
+            f"ray.scripts.scripts start --address={address} --num-cpus={cpus} --disable-usage-stats --block"
+        )
+        self.proc = subprocess.Popen(
+            ["unshare", "-m", "sh", "-c", script],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
 
     def stop(self):
         if self.proc.poll() is None:
@@ -125,10 +149,17 @@ class HiddenWorker:
 
 def _nodes(address: str) -> dict:
     """{node id: CPUs} of the cluster's live nodes (asked from a separate process)."""
-    code = ("import json, ray; ray.init(address=%r, logging_level='ERROR'); "
-            "print(json.dumps({n['NodeID']: n['Resources'].get('CPU', 0) for n in ray.nodes() if n['Alive']}))" % address)
-    out = subprocess.run([str(PYTHON), "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "RAY_AUTH_MODE": "token"})
+    code = (
+        f"import json, ray; ray.init(address={address!r}, logging_level='ERROR'); "
+        "print(json.dumps({n['NodeID']: n['Resources'].get('CPU', 0) for n in ray.nodes() if n['Alive']}))"
+    )
+    out = subprocess.run(
+        [str(PYTHON), "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "RAY_AUTH_MODE": "token"},
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -143,13 +174,53 @@ def _wait_for_nodes(address: str, n: int, timeout: float = 120) -> dict:
 
 
 def _sweep(workdir: Path, address: str, storage: str, name: str, extra=(), **kwargs):
-    cmd = [str(PYTHON), "-m", "adalase_tune", "sweep", str(ROOT / "search_spaces/digits.yaml"), "--method", "random",
-           "--num-samples", "6", "--seeds", "1", "--max-concurrent", "3", "--set", "train.epochs=4", "--set",
-           "data.n_train=300", "--set", "model.width=8", "--address", address, "--storage", storage, "--name", name,
-           "--out", "out", "--tracking-uri", "sqlite:///mlflow.db", "--experiment", "cluster", "--checkpoint-s", "0",
-           "--max-failures", "3", *extra]
-    return subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "RAY_AUTH_MODE": "token"}, **kwargs)
+    cmd = [
+        str(PYTHON),
+        "-m",
+        "adalase_tune",
+        "sweep",
+        str(ROOT / "search_spaces/digits.yaml"),
+        "--method",
+        "random",
+        "--num-samples",
+        "6",
+        "--seeds",
+        "1",
+        "--max-concurrent",
+        "3",
+        "--set",
+        "train.epochs=4",
+        "--set",
+        "data.n_train=300",
+        "--set",
+        "model.width=8",
+        "--address",
+        address,
+        "--storage",
+        storage,
+        "--name",
+        name,
+        "--out",
+        "out",
+        "--tracking-uri",
+        "sqlite:///mlflow.db",
+        "--experiment",
+        "cluster",
+        "--checkpoint-s",
+        "0",
+        "--max-failures",
+        "3",
+        *extra,
+    ]
+    return subprocess.Popen(
+        cmd,
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "RAY_AUTH_MODE": "token"},
+        **kwargs,
+    )
 
 
 @pytest.mark.skipif(not _unshare_permitted(), reason="`unshare -m` is not permitted here (it needs root)")
@@ -191,10 +262,35 @@ def test_a_sweep_on_a_node_that_shares_no_files_with_the_driver(head, s3, tmp_pa
 
 def test_a_driver_killed_mid_sweep_resumes_from_the_bucket(s3, tmp_path):
     """No cluster needed: a local Ray, storage on the S3 server; kill -9 the driver, --resume."""
-    cmd = [str(PYTHON), "-m", "adalase_tune", "sweep", str(ROOT / "search_spaces/digits.yaml"), "--method", "random",
-           "--num-samples", "6", "--seeds", "1", "--set", "train.epochs=4", "--set", "data.n_train=60", "--set",
-           "model.width=4", "--storage", s3, "--name", "killed", "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
-           "--experiment", "s3", "--checkpoint-s", "0"]
+    cmd = [
+        str(PYTHON),
+        "-m",
+        "adalase_tune",
+        "sweep",
+        str(ROOT / "search_spaces/digits.yaml"),
+        "--method",
+        "random",
+        "--num-samples",
+        "6",
+        "--seeds",
+        "1",
+        "--set",
+        "train.epochs=4",
+        "--set",
+        "data.n_train=60",
+        "--set",
+        "model.width=4",
+        "--storage",
+        s3,
+        "--name",
+        "killed",
+        "--tracking-uri",
+        f"sqlite:///{tmp_path}/m.db",
+        "--experiment",
+        "s3",
+        "--checkpoint-s",
+        "0",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     for line in proc.stderr:
         if "trial 2/6 done" in line:
@@ -213,9 +309,26 @@ def test_a_driver_killed_mid_sweep_resumes_from_the_bucket(s3, tmp_path):
 
 def test_joining_a_cluster_without_its_token_is_one_line_that_says_what_to_set(head, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}  # as a new shell has it
-    done = subprocess.run([str(PYTHON), "-m", "adalase_tune", "sweep", str(ROOT / "search_spaces/digits.yaml"),
-                           "--method", "uniform", "--address", head, "--storage", str(tmp_path / "ray"),
-                           "--no-tracking"], capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run(
+        [
+            str(PYTHON),
+            "-m",
+            "adalase_tune",
+            "sweep",
+            str(ROOT / "search_spaces/digits.yaml"),
+            "--method",
+            "uniform",
+            "--address",
+            head,
+            "--storage",
+            str(tmp_path / "ray"),
+            "--no-tracking",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert done.returncode == 2, done.stderr[-3000:]
     lines = done.stderr.strip().splitlines()
     assert lines[-1].startswith(f"adalase-tune: error: --address = '{head}'") and "RAY_AUTH_MODE=token" in lines[-1]
@@ -232,9 +345,26 @@ def test_a_stale_cluster_left_by_ray_start_does_not_hang_a_local_sweep(restore_r
     time.sleep(2)
     assert str(port) in ADDRESS_FILE.read_text()  # the stale address is still there
     start = time.time()
-    done = subprocess.run([str(PYTHON), "-m", "adalase_tune", "sweep", str(ROOT / "search_spaces/digits.yaml"),
-                           "--method", "uniform", "--set", "train.epochs=1", "--set", "data.n_train=60",
-                           "--storage", str(tmp_path / "ray"), "--no-tracking"], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [
+            str(PYTHON),
+            "-m",
+            "adalase_tune",
+            "sweep",
+            str(ROOT / "search_spaces/digits.yaml"),
+            "--method",
+            "uniform",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "data.n_train=60",
+            "--storage",
+            str(tmp_path / "ray"),
+            "--no-tracking",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert time.time() - start < 120 and re.search(r"uniform: 3/3 trials finished", done.stdout)  # digits.yaml: 3 seeds

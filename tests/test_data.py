@@ -1,7 +1,8 @@
 """Digits and npz data: splits, subsets, class selection, and npz validation."""
+
 import numpy as np
-import torch
 import pytest
+import torch
 
 from adalase_tune.config import ConfigError, DataConfig
 from adalase_tune.data import build_data
@@ -36,23 +37,38 @@ def _npz(tmp_path, **arrays):
 
 def test_npz_images_vectors_and_val(tmp_path):
     rng = np.random.default_rng(0)
-    path = _npz(tmp_path, x_train=rng.random((40, 6, 6)), y_train=np.arange(40) % 4,
-                x_test=rng.random((12, 6, 6)), y_test=np.arange(12) % 4)
+    path = _npz(
+        tmp_path,
+        x_train=rng.random((40, 6, 6)),
+        y_train=np.arange(40) % 4,
+        x_test=rng.random((12, 6, 6)),
+        y_test=np.arange(12) % 4,
+    )
     d = build_data(DataConfig(name="npz", path=path))
     assert d.input_shape == (1, 6, 6) and len(d.train) + len(d.val) == 40 and len(d.test) == 12
-    path = _npz(tmp_path, x_train=rng.random((40, 7)), y_train=np.arange(40) % 2, x_test=rng.random((10, 7)),
-                y_test=np.arange(10) % 2, x_val=rng.random((8, 7)), y_val=np.arange(8) % 2)
+    path = _npz(
+        tmp_path,
+        x_train=rng.random((40, 7)),
+        y_train=np.arange(40) % 2,
+        x_test=rng.random((10, 7)),
+        y_test=np.arange(10) % 2,
+        x_val=rng.random((8, 7)),
+        y_val=np.arange(8) % 2,
+    )
     d = build_data(DataConfig(name="npz", path=path))
     assert d.input_shape == (7,) and len(d.train) == 40 and len(d.val) == 8
 
 
-@pytest.mark.parametrize("arrays, message", [
-    ({"x_train": np.zeros((4, 3)), "y_train": np.zeros(5, int)}, r"y_train has shape \(5,\), but its x has 4 rows"),
-    ({"x_train": np.full((4, 3), np.nan), "y_train": np.zeros(4, int)}, "x_train contains NaN"),
-    ({"x_train": np.zeros((4, 3)), "y_train": -np.ones(4, int)}, "negative labels"),
-    ({"x_train": np.zeros((4, 3)), "y_train": np.full(4, 0.5)}, "integer class labels"),
-    ({"x_train": np.zeros((4, 3)), "y_train": np.zeros(4, int), "x_val": np.zeros((2, 3))}, "both x_val and y_val"),
-])
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"x_train": np.zeros((4, 3)), "y_train": np.zeros(5, int)}, r"y_train has shape \(5,\), but its x has 4 rows"),
+        ({"x_train": np.full((4, 3), np.nan), "y_train": np.zeros(4, int)}, "x_train contains NaN"),
+        ({"x_train": np.zeros((4, 3)), "y_train": -np.ones(4, int)}, "negative labels"),
+        ({"x_train": np.zeros((4, 3)), "y_train": np.full(4, 0.5)}, "integer class labels"),
+        ({"x_train": np.zeros((4, 3)), "y_train": np.zeros(4, int), "x_val": np.zeros((2, 3))}, "both x_val and y_val"),
+    ],
+)
 def test_npz_errors_name_the_key(tmp_path, arrays, message):
     full = {"x_test": np.zeros((2, 3)), "y_test": np.zeros(2, int), **arrays}
     with pytest.raises(ConfigError, match=message):

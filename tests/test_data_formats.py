@@ -5,6 +5,7 @@ MATLAB 5 files, MNIST's idx files, an ImageFolder tree of PNGs), a few dozen ima
 returns what it wrote, so the tests can check the loaded splits pixel by pixel and label by label.
 Nothing is downloaded.
 """
+
 import pickle
 import struct
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ def _images(n, c, h, w, rng):
 
 # --- CIFAR: pickles written by Python 2 ------------------------------------------------------------
 
+
 class _Py2Str(bytes):
     """A Python 2 ``str``: loads as ``str`` under encoding='latin1' (torchvision), ``bytes`` under 'bytes'."""
 
@@ -78,8 +80,12 @@ def _py2_pickle(path: Path, tree: dict):
 
 
 def _cifar_batch(x, y, label_key, name):
-    tree = {"batch_label": name, label_key: [int(v) for v in y], "data": x.reshape(len(x), 3 * 32 * 32),
-            "filenames": [f"img_{i:05d}.png" for i in range(len(y))]}
+    tree = {
+        "batch_label": name,
+        label_key: [int(v) for v in y],
+        "data": x.reshape(len(x), 3 * 32 * 32),
+        "filenames": [f"img_{i:05d}.png" for i in range(len(y))],
+    }
     if label_key == "fine_labels":
         tree["coarse_labels"] = [int(v) // 5 for v in y]
     return tree
@@ -93,13 +99,16 @@ def write_cifar10(tmp_path: Path, rng) -> Written:
     x_tr, x_te = _images(len(y_tr), 3, 32, 32, rng), _images(len(y_te), 3, 32, 32, rng)
     for b in range(5):
         part = slice(8 * b, 8 * (b + 1))
-        _py2_pickle(folder / f"data_batch_{b + 1}",
-                    _cifar_batch(x_tr[part], y_tr[part], "labels", f"training batch {b + 1} of 5"))
+        _py2_pickle(
+            folder / f"data_batch_{b + 1}",
+            _cifar_batch(x_tr[part], y_tr[part], "labels", f"training batch {b + 1} of 5"),
+        )
     _py2_pickle(folder / "test_batch", _cifar_batch(x_te, y_te, "labels", "testing batch 1 of 1"))
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     _py2_pickle(folder / "batches.meta", {"num_cases_per_batch": 8, "label_names": names, "num_vis": 3072})
-    return Written({"name": "cifar10", "root": str(tmp_path / "root")},
-                   x_tr / 255.0, y_tr, x_te / 255.0, y_te, 10, True)
+    return Written(
+        {"name": "cifar10", "root": str(tmp_path / "root")}, x_tr / 255.0, y_tr, x_te / 255.0, y_te, 10, True
+    )
 
 
 def write_cifar100(tmp_path: Path, rng) -> Written:
@@ -111,17 +120,26 @@ def write_cifar100(tmp_path: Path, rng) -> Written:
     x_tr, x_te = _images(len(y_tr), 3, 32, 32, rng), _images(len(y_te), 3, 32, 32, rng)
     _py2_pickle(folder / "train", _cifar_batch(x_tr, y_tr, "fine_labels", "training batch 1 of 1"))
     _py2_pickle(folder / "test", _cifar_batch(x_te, y_te, "fine_labels", "testing batch 1 of 1"))
-    _py2_pickle(folder / "meta", {"fine_label_names": [f"fine{i}" for i in range(100)],
-                                  "coarse_label_names": [f"coarse{i}" for i in range(20)]})
-    return Written({"name": "cifar100", "root": str(tmp_path / "root")},
-                   x_tr / 255.0, y_tr, x_te / 255.0, y_te, 100, True)
+    _py2_pickle(
+        folder / "meta",
+        {"fine_label_names": [f"fine{i}" for i in range(100)], "coarse_label_names": [f"coarse{i}" for i in range(20)]},
+    )
+    return Written(
+        {"name": "cifar100", "root": str(tmp_path / "root")}, x_tr / 255.0, y_tr, x_te / 255.0, y_te, 100, True
+    )
 
 
 # --- SVHN: MATLAB 5 files, X (32, 32, 3, N), y (N, 1) with 10 for the digit 0 ------------------------
 
+
 def _svhn_mat(path: Path, x, y):
-    scipy.io.savemat(str(path), {"X": np.ascontiguousarray(x.transpose(2, 3, 1, 0)),  # X[h, w, c, n]
-                                 "y": np.where(y == 0, 10, y).astype(np.uint8).reshape(-1, 1)})
+    scipy.io.savemat(
+        str(path),
+        {
+            "X": np.ascontiguousarray(x.transpose(2, 3, 1, 0)),  # X[h, w, c, n]
+            "y": np.where(y == 0, 10, y).astype(np.uint8).reshape(-1, 1),
+        },
+    )
 
 
 def write_svhn(tmp_path: Path, rng) -> Written:
@@ -136,6 +154,7 @@ def write_svhn(tmp_path: Path, rng) -> Written:
 
 
 # --- MNIST / Fashion-MNIST: uncompressed idx files --------------------------------------------------
+
 
 def _idx(path: Path, arr: np.ndarray):
     arr = np.ascontiguousarray(arr, dtype=np.uint8)
@@ -153,8 +172,7 @@ def _write_mnist_like(tmp_path: Path, rng, name: str, folder: str) -> Written:
     _idx(raw / "train-labels-idx1-ubyte", y_tr)
     _idx(raw / "t10k-images-idx3-ubyte", x_te[:, 0])
     _idx(raw / "t10k-labels-idx1-ubyte", y_te)
-    return Written({"name": name, "root": str(tmp_path / "root")},
-                   x_tr / 255.0, y_tr, x_te / 255.0, y_te, 10, False)
+    return Written({"name": name, "root": str(tmp_path / "root")}, x_tr / 255.0, y_tr, x_te / 255.0, y_te, 10, False)
 
 
 def write_mnist(tmp_path, rng):
@@ -190,12 +208,25 @@ def write_imagefolder(tmp_path: Path, rng) -> Written:
     path = tmp_path / "images"
     x_tr, y_tr = _write_folder(path / "train", [12, 8, 5], rng)
     x_te, y_te = _write_folder(path / "test", [3, 3, 3], rng)
-    return Written({"name": "imagefolder", "path": str(path), "image_size": IMAGE_SIZE},
-                   x_tr, y_tr, x_te, y_te, len(FOLDER_CLASSES), True)
+    return Written(
+        {"name": "imagefolder", "path": str(path), "image_size": IMAGE_SIZE},
+        x_tr,
+        y_tr,
+        x_te,
+        y_te,
+        len(FOLDER_CLASSES),
+        True,
+    )
 
 
-WRITERS = {"cifar10": write_cifar10, "cifar100": write_cifar100, "svhn": write_svhn,
-           "mnist": write_mnist, "fashion_mnist": write_fashion_mnist, "imagefolder": write_imagefolder}
+WRITERS = {
+    "cifar10": write_cifar10,
+    "cifar100": write_cifar100,
+    "svhn": write_svhn,
+    "mnist": write_mnist,
+    "fashion_mnist": write_fashion_mnist,
+    "imagefolder": write_imagefolder,
+}
 TORCHVISION = ["cifar10", "cifar100", "svhn", "mnist", "fashion_mnist"]
 MD5_CHECKED = {"cifar10", "cifar100", "svhn"}
 
@@ -231,6 +262,7 @@ def _normalised(x, train_x):
 
 # --- the tests ----------------------------------------------------------------------------------------
 
+
 @every_dataset
 def test_source_parses_the_files_exactly(written):
     raw = SOURCES[written.cfg["name"]](DataConfig(**written.cfg))
@@ -254,7 +286,7 @@ def test_splits_shapes_labels_and_provenance(written):
         assert split.x.ndim == 4 and tuple(split.x.shape[1:]) == sample
         assert split.x.dtype.is_floating_point and str(split.y.dtype) == "torch.int64"
         assert len(split.x) == len(split.y) == len(split.ids)
-        assert 0 <= int(split.y.min()) and int(split.y.max()) < data.num_classes
+        assert int(split.y.min()) >= 0 and int(split.y.max()) < data.num_classes
 
     # train and val partition the written training data; test is the written test split, in order
     assert not set(data.train.ids) & set(data.val.ids)

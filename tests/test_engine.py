@@ -1,4 +1,5 @@
 """The engine: determinism, exact resume, cost accounting, summary, pseudo-val provenance, callbacks."""
+
 import time
 
 import numpy as np
@@ -66,8 +67,9 @@ def test_cost_accounting_counts_every_sample_pass():
     s = Trainer(cfg).run()
     assert s["cost"]["sample_passes"] == 2 * 100
     assert s["cost"]["adalase_s"] == 0 and s["cost"]["train_s"] > 0 and s["cost"]["eval_s"] > 0
-    cfg = tiny_config(**{"selection.method": "adalase", "train.epochs": 2, "adalase.val_batch_size": 40,
-                         "adalase.every": 2})
+    cfg = tiny_config(
+        **{"selection.method": "adalase", "train.epochs": 2, "adalase.val_batch_size": 40, "adalase.every": 2}
+    )
     s = Trainer(cfg).run()
     steps = 2 * 4  # ceil(100 / 32) steps per epoch; a hypergradient on steps 0, 2, 4, 6
     assert s["cost"]["sample_passes"] == 2 * 100 + (steps // 2) * 40
@@ -76,8 +78,15 @@ def test_cost_accounting_counts_every_sample_pass():
 
 
 def test_window_credit_feeds_every_step_and_never_crosses_an_epoch():
-    cfg = tiny_config(**{"selection.method": "adalase", "train.epochs": 2, "adalase.val_batch_size": 40,
-                         "adalase.every": 3, "adalase.credit": "window"})
+    cfg = tiny_config(
+        **{
+            "selection.method": "adalase",
+            "train.epochs": 2,
+            "adalase.val_batch_size": 40,
+            "adalase.every": 3,
+            "adalase.credit": "window",
+        }
+    )
     tr = Trainer(cfg)
     fed = []
     observe = tr.policy.observe
@@ -90,8 +99,15 @@ def test_window_credit_feeds_every_step_and_never_crosses_an_epoch():
 
 
 def test_reuse_credit_feeds_every_step_with_one_fresh_pseudo_validation_gradient_per_every_steps():
-    cfg = tiny_config(**{"selection.method": "adalase", "train.epochs": 2, "adalase.val_batch_size": 40,
-                         "adalase.every": 3, "adalase.credit": "reuse"})
+    cfg = tiny_config(
+        **{
+            "selection.method": "adalase",
+            "train.epochs": 2,
+            "adalase.val_batch_size": 40,
+            "adalase.every": 3,
+            "adalase.credit": "reuse",
+        }
+    )
     tr = Trainer(cfg)
     fed, fresh = [], []
     observe, gradient = tr.policy.observe, tr.pseudo_val.gradient
@@ -119,8 +135,11 @@ def test_summary_selects_on_val_and_reports_test_there():
 
 
 def test_adalase_learns_on_digits_and_q_leaves_uniform():
-    s = Trainer(tiny_config(**{"selection.method": "adalase", "train.epochs": 5, "data.n_train": 300,
-                               "model.width": 8, "train.lr": 0.1})).run()
+    s = Trainer(
+        tiny_config(
+            **{"selection.method": "adalase", "train.epochs": 5, "data.n_train": 300, "model.width": 8, "train.lr": 0.1}
+        )
+    ).run()
     assert s["best_val_acc"] > 0.8
     assert s["q_movement"]["max_dev"] > 0.1 and s["q_movement"]["kl"] > 0.01
     assert s["history"][-1]["adalase/q_max_dev"] == s["q_movement"]["max_dev"]
@@ -145,13 +164,24 @@ def test_pseudo_validation_never_leaves_the_runs_training_subset(source):
         assert trained == subset and tr.pseudo_val.batch_size == 30  # 8 x 32 capped at the 30-sample subset
     else:  # 20% of the subset, stratified, is never trained on and is the whole pool
         assert len(trained) == 24 and seen == subset - trained and len(seen) == 6
-        assert tr.summary()["splits"] == {"train": 24, "val": len(tr.data.val), "test": len(tr.data.test),
-                                          "pseudo_val_pool": 6, "pseudo_val_batch": 6}
+        assert tr.summary()["splits"] == {
+            "train": 24,
+            "val": len(tr.data.val),
+            "test": len(tr.data.test),
+            "pseudo_val_pool": 6,
+            "pseudo_val_batch": 6,
+        }
 
 
 def test_holdout_that_leaves_nothing_is_refused_before_training():
-    cfg = tiny_config(**{"selection.method": "adalase", "data.n_train": 10, "adalase.val_source": "holdout",
-                         "adalase.holdout_fraction": 0.01})
+    cfg = tiny_config(
+        **{
+            "selection.method": "adalase",
+            "data.n_train": 10,
+            "adalase.val_source": "holdout",
+            "adalase.holdout_fraction": 0.01,
+        }
+    )
     with pytest.raises(ConfigError, match=r"adalase.holdout_fraction = 0.01: holds out 0 of the 10"):
         Trainer(cfg)
 
@@ -169,8 +199,9 @@ def test_pseudo_val_batch_is_the_presets_multiple_of_the_mean_train_batch_capped
 
 
 def test_a_diverging_run_stops_with_a_clear_error():
-    tr = Trainer(tiny_config(**{"train.lr": 90.0, "train.weight_decay": 0.9, "train.epochs": 3,
-                                "model.name": "mlp"}))  # no BatchNorm to save it
+    tr = Trainer(
+        tiny_config(**{"train.lr": 90.0, "train.weight_decay": 0.9, "train.epochs": 3, "model.name": "mlp"})
+    )  # no BatchNorm to save it
     with pytest.raises(NonFiniteError, match=r"not finite in epoch \d.*training diverged; lower train.lr \(now 90.0\)"):
         tr.run()
 
@@ -206,8 +237,10 @@ def test_callbacks_see_every_epoch_a_loadable_state_and_the_end(tmp_path):
     assert seen[0] == "start" and seen[-1] == ("end", 3) and [s[:2] for s in seen[1:-1]] == [(1, 1), (2, 2), (3, 3)]
     seen.clear()
     with pytest.raises(NonFiniteError):
-        Trainer(tiny_config(**{"train.lr": 90.0, "train.weight_decay": 0.9, "model.name": "mlp", "train.epochs": 3}),
-                callbacks=[Recorder()]).run()
+        Trainer(
+            tiny_config(**{"train.lr": 90.0, "train.weight_decay": 0.9, "model.name": "mlp", "train.epochs": 3}),
+            callbacks=[Recorder()],
+        ).run()
     assert seen[-1] == "NonFiniteError"
 
 

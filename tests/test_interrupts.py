@@ -1,6 +1,7 @@
 """Interrupts are honest: SIGINT and SIGTERM at several instants of train, sweep and benchmark end
 with 130 or 143, the exact resume command, and no MLflow run left RUNNING; SIGKILL at any
 instant is resumed with one MLflow run per trial. Real processes, real Ray, real MLflow."""
+
 import json
 import os
 import re
@@ -37,8 +38,11 @@ def _interrupt(cmd: list, trigger, signals: list, cwd=None, timeout=600):
         chunk = proc.stderr.readline()
         if chunk:
             lines.append(chunk)
-        if not fired and (time.time() - start >= trigger if isinstance(trigger, (int, float))
-                          else any(re.search(trigger, line) for line in lines)):
+        if not fired and (
+            time.time() - start >= trigger
+            if isinstance(trigger, (int, float))
+            else any(re.search(trigger, line) for line in lines)
+        ):
             fired = True
             for i, sig in enumerate(signals):
                 if i:
@@ -68,8 +72,9 @@ def _resume_command(stderr: str) -> list:
 
 def _no_run_left_running(db: Path, experiment: str) -> list:
     runs = _runs(db, experiment)
-    assert all(r.info.status in ("FINISHED", "KILLED", "FAILED") for r in runs), \
-        [(r.data.tags.get("mlflow.runName"), r.info.status) for r in runs]
+    assert all(r.info.status in ("FINISHED", "KILLED", "FAILED") for r in runs), [
+        (r.data.tags.get("mlflow.runName"), r.info.status) for r in runs
+    ]
     return runs
 
 
@@ -81,9 +86,29 @@ SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}
 @pytest.mark.parametrize("instant", SWEEP_INSTANTS)
 def test_a_signal_stops_a_sweep_honestly_and_it_resumes(tmp_path, sig, instant):
     db = tmp_path / "m.db"
-    cmd = _cli("sweep", "search_spaces/digits.yaml", "--method", "random", "--num-samples", "6", "--seeds", "1",
-               "--max-concurrent", "2", "--set", "train.epochs=4", *SMALL, "--storage", str(tmp_path / "ray"),
-               "--tracking-uri", f"sqlite:///{db}", "--experiment", "x", "--name", "s")
+    cmd = _cli(
+        "sweep",
+        "search_spaces/digits.yaml",
+        "--method",
+        "random",
+        "--num-samples",
+        "6",
+        "--seeds",
+        "1",
+        "--max-concurrent",
+        "2",
+        "--set",
+        "train.epochs=4",
+        *SMALL,
+        "--storage",
+        str(tmp_path / "ray"),
+        "--tracking-uri",
+        f"sqlite:///{db}",
+        "--experiment",
+        "x",
+        "--name",
+        "s",
+    )
     code, err, fired = _interrupt(cmd, SWEEP_INSTANTS[instant], [SIGNALS[sig]])
     assert fired and code == 128 + SIGNALS[sig], err[-3000:]
     assert "Traceback" not in err and "trials finished" not in err
@@ -110,9 +135,27 @@ def test_a_signal_stops_a_sweep_honestly_and_it_resumes(tmp_path, sig, instant):
 @pytest.mark.parametrize("sig", SIGNALS)
 def test_a_signal_between_benchmark_methods_writes_a_partial_report_and_resumes(tmp_path, sig):
     db, out = tmp_path / "m.db", tmp_path / "out"
-    cmd = _cli("benchmark", "search_spaces/digits.yaml", "--methods", "uniform,grid", "--seeds", "1",
-               "--set", "train.epochs=3", *SMALL, "--storage", str(tmp_path / "ray"), "--out", str(out),
-               "--tracking-uri", f"sqlite:///{db}", "--experiment", "b", "--name", "bench")
+    cmd = _cli(
+        "benchmark",
+        "search_spaces/digits.yaml",
+        "--methods",
+        "uniform,grid",
+        "--seeds",
+        "1",
+        "--set",
+        "train.epochs=3",
+        *SMALL,
+        "--storage",
+        str(tmp_path / "ray"),
+        "--out",
+        str(out),
+        "--tracking-uri",
+        f"sqlite:///{db}",
+        "--experiment",
+        "b",
+        "--name",
+        "bench",
+    )
     code, err, fired = _interrupt(cmd, r"\[1/2\] uniform: running", [SIGNALS[sig]])
     assert fired and code == 128 + SIGNALS[sig], err[-3000:]
     assert "Resume with: adalase-tune benchmark" in err and "--name bench --resume" in err
@@ -132,9 +175,27 @@ def test_a_signal_between_benchmark_methods_writes_a_partial_report_and_resumes(
 
 def test_a_second_ctrl_c_forces_the_exit_and_closes_the_runs(tmp_path):
     db = tmp_path / "m.db"
-    cmd = _cli("sweep", "search_spaces/digits.yaml", "--method", "random", "--num-samples", "6", "--seeds", "1",
-               "--set", "train.epochs=30", *SMALL, "--storage", str(tmp_path / "ray"),
-               "--tracking-uri", f"sqlite:///{db}", "--experiment", "x", "--name", "s2")
+    cmd = _cli(
+        "sweep",
+        "search_spaces/digits.yaml",
+        "--method",
+        "random",
+        "--num-samples",
+        "6",
+        "--seeds",
+        "1",
+        "--set",
+        "train.epochs=30",
+        *SMALL,
+        "--storage",
+        str(tmp_path / "ray"),
+        "--tracking-uri",
+        f"sqlite:///{db}",
+        "--experiment",
+        "x",
+        "--name",
+        "s2",
+    )
     start = time.time()
     code, err, fired = _interrupt(cmd, r"running|trial 1/6", [signal.SIGINT, signal.SIGINT], timeout=300)
     assert fired and code == 130 and time.time() - start < 120, err[-3000:]
@@ -149,8 +210,19 @@ TRAIN_INSTANTS = {"setup": 0.5, "epoch 2": r"epoch +2/"}
 @pytest.mark.parametrize("instant", TRAIN_INSTANTS)
 def test_a_signal_stops_train_honestly_and_resume_continues_its_run(tmp_path, sig, instant):
     db, ck = tmp_path / "m.db", tmp_path / "ck"
-    cmd = _cli("train", "search_spaces/digits.yaml", "--set", "train.epochs=12", *SLOW_EPOCHS, "--checkpoint-dir",
-               str(ck), "--tracking-uri", f"sqlite:///{db}", "--experiment", "t")
+    cmd = _cli(
+        "train",
+        "search_spaces/digits.yaml",
+        "--set",
+        "train.epochs=12",
+        *SLOW_EPOCHS,
+        "--checkpoint-dir",
+        str(ck),
+        "--tracking-uri",
+        f"sqlite:///{db}",
+        "--experiment",
+        "t",
+    )
     code, err, fired = _interrupt(cmd, TRAIN_INSTANTS[instant], [SIGNALS[sig]])
     assert fired and code == 128 + SIGNALS[sig], err[-3000:]
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("adalase-tune: interrupted")
@@ -169,8 +241,20 @@ def test_a_signal_stops_train_honestly_and_resume_continues_its_run(tmp_path, si
 
 def test_kill_9_train_again_and_again_gives_one_run_with_every_epoch_once(tmp_path):
     db, ck = tmp_path / "m.db", tmp_path / "ck"
-    cmd = _cli("train", "search_spaces/digits.yaml", "--set", "train.epochs=8", *SLOW_EPOCHS, "--checkpoint-dir",
-               str(ck), "--tracking-uri", f"sqlite:///{db}", "--experiment", "t9", "--resume")
+    cmd = _cli(
+        "train",
+        "search_spaces/digits.yaml",
+        "--set",
+        "train.epochs=8",
+        *SLOW_EPOCHS,
+        "--checkpoint-dir",
+        str(ck),
+        "--tracking-uri",
+        f"sqlite:///{db}",
+        "--experiment",
+        "t9",
+        "--resume",
+    )
     for epoch in (2, 4, 6):  # killed after the line of an epoch: between its MLflow write and its checkpoint, or after
         code, err, fired = _interrupt(cmd, rf"epoch +{epoch}/", [signal.SIGKILL])
         assert fired and code == -9, err[-2000:]
@@ -196,16 +280,41 @@ def test_a_driver_killed_at_any_instant_resumes_and_finishes_with_one_run_per_tr
     group, as a shell would), resume it, and check the outcome."""
     for i, (instant, trigger) in enumerate(KILL_INSTANTS.items()):
         db, out = tmp_path / f"m{i}.db", tmp_path / f"out{i}"
-        cmd = _cli("benchmark", "search_spaces/digits.yaml", "--methods", "uniform,none", "--seeds", "4",
-                   "--set", "train.epochs=3", *SMALL, "--storage", str(tmp_path / f"ray{i}"), "--out", str(out),
-                   "--tracking-uri", f"sqlite:///{db}", "--experiment", "k", "--name", f"k{i}", "--checkpoint-s", "0")
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+        cmd = _cli(
+            "benchmark",
+            "search_spaces/digits.yaml",
+            "--methods",
+            "uniform,none",
+            "--seeds",
+            "4",
+            "--set",
+            "train.epochs=3",
+            *SMALL,
+            "--storage",
+            str(tmp_path / f"ray{i}"),
+            "--out",
+            str(out),
+            "--tracking-uri",
+            f"sqlite:///{db}",
+            "--experiment",
+            "k",
+            "--name",
+            f"k{i}",
+            "--checkpoint-s",
+            "0",
+        )
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
         lines, start = [], time.time()
         for line in proc.stderr:
             lines.append(line)
-            if isinstance(trigger, float) and time.time() - start >= trigger or \
-                    isinstance(trigger, str) and re.search(trigger, line):
+            if (
+                isinstance(trigger, float)
+                and time.time() - start >= trigger
+                or isinstance(trigger, str)
+                and re.search(trigger, line)
+            ):
                 break
         else:
             pytest.fail(f"{instant}: the benchmark ended before the trigger: {''.join(lines)[-2000:]}")
@@ -216,7 +325,9 @@ def test_a_driver_killed_at_any_instant_resumes_and_finishes_with_one_run_per_tr
         if "no experiment 'k" in resumed.stderr:  # killed before anything was stored: start it again
             resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         assert resumed.returncode == 0, (instant, resumed.stderr[-3000:])
-        rows = [json.loads(json.dumps(r)) for r in __import__("pandas").read_csv(out / "results.csv").to_dict("records")]
+        rows = [
+            json.loads(json.dumps(r)) for r in __import__("pandas").read_csv(out / "results.csv").to_dict("records")
+        ]
         assert len(rows) == 8 and all(r["status"] == "TERMINATED" for r in rows), instant
         trials = [r for r in _runs(db, "k") if r.data.tags.get("run_kind") == "trial"]
         assert len(trials) == 8 and len({r.data.tags["ray.trial_id"] for r in trials}) == 8, instant

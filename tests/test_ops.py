@@ -1,4 +1,5 @@
-"""Contract tests over every registered op (../shared/STYLE.md: tests run over the registry)."""
+"""Contract tests over every registered op: every op the registry holds is tested the same way."""
+
 import warnings
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Contract tests over every registered policy: observed site rates match probs()."""
+
 import numpy as np
 import pytest
 
@@ -46,11 +47,14 @@ def test_probs_normalises_and_fixed_takes_an_index():
     np.testing.assert_allclose(q1, [0, 0, 0, 1, 0])
 
 
-@pytest.mark.parametrize("site, message", [
-    (7, r"selection.site = 7, but cnn has sites 0..4 \(input, stage1, stage2, stage3, stage4\)"),
-    ("layer9", r"selection.site = 'layer9', but cnn has sites"),
-    (None, r"needs a site"),
-])
+@pytest.mark.parametrize(
+    "site, message",
+    [
+        (7, r"selection.site = 7, but cnn has sites 0..4 \(input, stage1, stage2, stage3, stage4\)"),
+        ("layer9", r"selection.site = 'layer9', but cnn has sites"),
+        (None, r"needs a site"),
+    ],
+)
 def test_bad_site(site, message):
     with pytest.raises(ConfigError, match=message):
         build_policy(tiny_config(**{"selection.method": "fixed", "selection.site": site}), SITES)
@@ -62,8 +66,9 @@ def test_wrong_number_of_weights():
 
 
 def test_adalase_q_stays_on_the_simplex_and_clipped():
-    cfg = tiny_config(**{"selection.method": "adalase", "adalase.preset": "faithful", "adalase.eta": 0.5,
-                         "adalase.interval": 3})
+    cfg = tiny_config(
+        **{"selection.method": "adalase", "adalase.preset": "faithful", "adalase.eta": 0.5, "adalase.interval": 3}
+    )
     policy = build_policy(cfg, SITES)
     rng = np.random.default_rng(0)
     eps = cfg.adalase.min_rate_sum / len(SITES)
@@ -76,8 +81,9 @@ def test_adalase_q_stays_on_the_simplex_and_clipped():
 
 
 def test_adalase_update_rule_by_hand():
-    cfg = tiny_config(**{"selection.method": "adalase", "adalase.preset": "faithful", "adalase.eta": 0.1,
-                         "adalase.interval": 2})
+    cfg = tiny_config(
+        **{"selection.method": "adalase", "adalase.preset": "faithful", "adalase.eta": 0.1, "adalase.interval": 2}
+    )
     policy = build_policy(cfg, SITES)
     policy.observe(1, 0.5)
     np.testing.assert_allclose(policy.probs(), [0.2] * 5)  # pending until `interval` observations

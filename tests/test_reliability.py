@@ -2,6 +2,7 @@
 
 Interrupts (signals at several instants) are in test_interrupts.py; clusters in test_cluster.py.
 """
+
 import json
 import os
 import signal
@@ -44,8 +45,13 @@ class KillOnce(tune.Callback):
 def test_killed_worker_restarts_from_its_checkpoint_and_matches(ray_local, tmp_path):
     cfg = tiny_config(**{"train.epochs": 4, "selection.method": "adalase"})
     killer = KillOnce()
-    rows = sweep(cfg, "adalase", SweepOptions(seeds=[0], storage=str(tmp_path), max_failures=2, checkpoint_s=0),
-                 tracking_uri=None, callbacks=[killer]).rows
+    rows = sweep(
+        cfg,
+        "adalase",
+        SweepOptions(seeds=[0], storage=str(tmp_path), max_failures=2, checkpoint_s=0),
+        tracking_uri=None,
+        callbacks=[killer],
+    ).rows
     assert killer.killed and list(rows["status"]) == ["TERMINATED"]
     (trial,) = tune.ExperimentAnalysis(str(tmp_path / "adalase")).trials
     last = trial.last_result
@@ -57,8 +63,9 @@ def test_killed_worker_restarts_from_its_checkpoint_and_matches(ray_local, tmp_p
 
 @pytest.mark.slow
 def test_removing_a_worker_node_loses_no_trial(tmp_path):
-    proc = subprocess.run([sys.executable, str(HERE / "cluster_node_loss.py"), str(tmp_path)],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "cluster_node_loss.py"), str(tmp_path)], capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
     assert out["removed"] and out["trials"] == 4 and out["errors"] == 0
@@ -77,8 +84,14 @@ def test_a_diverging_trial_fails_at_once_with_its_reason_in_ray_and_mlflow(ray_l
         def on_trial_start(self, iteration, trials, trial, **info):
             starts.append(trial.trial_id)
 
-    rows = sweep(cfg, "uniform", SweepOptions(seeds=[0], storage=str(tmp_path), max_failures=2, name="nan"),
-                 tracking_uri=uri, experiment="nan", callbacks=[CountStarts()]).rows
+    rows = sweep(
+        cfg,
+        "uniform",
+        SweepOptions(seeds=[0], storage=str(tmp_path), max_failures=2, name="nan"),
+        tracking_uri=uri,
+        experiment="nan",
+        callbacks=[CountStarts()],
+    ).rows
     assert list(rows["status"]) == ["ERROR"] and "not finite" in rows["error"][0] and len(starts) == 1
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("nan").experiment_id
@@ -107,8 +120,18 @@ def test_a_kill_during_save_leaves_the_last_checkpoint_whole(tmp_path, monkeypat
 
 def test_a_truncated_checkpoint_is_named_in_a_clear_error(tmp_path, capsys):
     ck = tmp_path / "ck"
-    args = ["train", "search_spaces/digits.yaml", "--quiet", "--no-tracking", "--set", "train.epochs=1",
-            "--set", "data.n_train=60", "--checkpoint-dir", str(ck)]
+    args = [
+        "train",
+        "search_spaces/digits.yaml",
+        "--quiet",
+        "--no-tracking",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "data.n_train=60",
+        "--checkpoint-dir",
+        str(ck),
+    ]
     assert main(args) == 0
     data = (ck / "last.pt").read_bytes()
     (ck / "last.pt").write_bytes(data[: len(data) // 2])
@@ -161,8 +184,21 @@ def test_the_ui_binds_to_localhost_only_and_sigterm_stops_its_server(tmp_path):
 
     port = free_port()
     before = _mlflow_processes()
-    ui = subprocess.Popen([sys.executable, "-m", "adalase_tune", "ui", "--tracking-uri", f"sqlite:///{tmp_path}/u.db",
-                           "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    ui = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "adalase_tune",
+            "ui",
+            "--tracking-uri",
+            f"sqlite:///{tmp_path}/u.db",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert f"http://127.0.0.1:{port}" in ui.stdout.readline()  # printed once the server listens
         assert _listening_addresses(port) == {"0100007F"}  # 127.0.0.1, nothing else
@@ -189,8 +225,12 @@ def test_the_ui_fails_honestly_when_its_port_is_taken_or_its_server_cannot_start
     junk.write_text("not a database")
     from test_tracking import free_port
 
-    proc = subprocess.run([sys.executable, "-m", "adalase_tune", "ui", "--tracking-uri", f"sqlite:///{junk}",
-                           "--port", str(free_port())], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "adalase_tune", "ui", "--tracking-uri", f"sqlite:///{junk}", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("adalase-tune: error: the MLflow server did not come up")
 
@@ -209,9 +249,15 @@ def test_local_ray_has_no_dashboard_and_is_guarded_by_token_authentication(ray_l
 
 # --- bad input: one line, exit 2, nothing created --------------------------------------------------
 
+
 def _npz(path: Path, **arrays) -> str:
-    full = {"x_train": np.random.default_rng(0).random((40, 4)), "y_train": np.arange(40) % 2,
-            "x_test": np.zeros((6, 4)), "y_test": np.arange(6) % 2, **arrays}
+    full = {
+        "x_train": np.random.default_rng(0).random((40, 4)),
+        "y_train": np.arange(40) % 2,
+        "x_test": np.zeros((6, 4)),
+        "y_test": np.arange(6) % 2,
+        **arrays,
+    }
     np.savez(path, **full)
     return str(path)
 
@@ -219,6 +265,7 @@ def _npz(path: Path, **arrays) -> str:
 def _malformed_cases(tmp: Path) -> list:
     """(argv, words the one line must contain); every case gets its own --storage and
     --tracking-uri (added by the runner) that must still be absent afterwards."""
+
     def yaml(name, text):
         path = tmp / name
         path.write_text(text)
@@ -232,8 +279,13 @@ def _malformed_cases(tmp: Path) -> list:
     folder = tmp / "a_folder"
     folder.mkdir()
     objects = tmp / "objects.npz"
-    np.savez(objects, x_train=np.array([{"a": 1}] * 4, dtype=object), y_train=np.zeros(4, int),
-             x_test=np.zeros((2, 4)), y_test=np.zeros(2, int))
+    np.savez(
+        objects,
+        x_train=np.array([{"a": 1}] * 4, dtype=object),
+        y_train=np.zeros(4, int),
+        x_test=np.zeros((2, 4)),
+        y_test=np.zeros(2, int),
+    )
     d, m = "search_spaces/digits.yaml", "search_spaces/motifs.yaml"
     t, s, b = ["train", d], ["sweep", d, "--method"], ["benchmark", d]
     npz = lambda path: ["--set", "data.name=npz", "--set", f"data.path={path}"]  # noqa: E731
@@ -278,8 +330,20 @@ def _malformed_cases(tmp: Path) -> list:
         (t + ["--set", "adalase.interval=0"], ["adalase.interval = 0"]),
         (t + ["--set", "adalase.val_source=test"], ["adalase.val_source = 'test'", "train, holdout"]),
         (t + ["--set", "adalase.preset=turbo"], ["adalase.preset = 'turbo'"]),
-        (t + ["--set", "selection.method=adalase", "--set", "adalase.val_source=holdout", "--set",
-              "data.n_train=10", "--set", "adalase.holdout_fraction=0.01"], ["adalase.holdout_fraction = 0.01"]),
+        (
+            t
+            + [
+                "--set",
+                "selection.method=adalase",
+                "--set",
+                "adalase.val_source=holdout",
+                "--set",
+                "data.n_train=10",
+                "--set",
+                "adalase.holdout_fraction=0.01",
+            ],
+            ["adalase.holdout_fraction = 0.01"],
+        ),
         (t + ["--set", "nosection"], ["expected key=value"]),
         (t + ["--set", "a.b.c=1"], ["keys have the form section.name"]),
         # data files
@@ -317,25 +381,33 @@ def _malformed_cases(tmp: Path) -> list:
         (s + ["random", "--max-failures", "-1"], ["--max-failures = -1"]),
         (s + ["random", "--name", "../../x"], ["--name = '../../x'", "one path component"]),
         (s + ["random", "--name", "/abs/x"], ["--name = '/abs/x'", "one path component"]),
-        (s + ["random", "--name", "it's"], ["--name = \"it's\"", "one path component"]),
+        (s + ["random", "--name", "it's"], ['--name = "it\'s"', "one path component"]),
         (s + ["random", "--address", "127.0.0.1:1"], ["--address = '127.0.0.1:1'", "nothing answers there"]),
         (s + ["random", "--address", "not-an-address"], ["--address = 'not-an-address'", "expected host:port"]),
         (s + ["pbt", "--num-samples", "0"], ["--num-samples = 0"]),
-        (["sweep", yaml("pop.yaml", "sweep: {methods: {pbt: {population: 0}}}\n"), "--method", "pbt"],
-         ["sweep.methods.pbt.population = 0"]),
-        (["sweep", yaml("grace.yaml", "sweep: {methods: {asha: {grace_period: -2}}}\n"), "--method", "asha"],
-         ["sweep.methods.asha.grace_period = -2"]),
+        (
+            ["sweep", yaml("pop.yaml", "sweep: {methods: {pbt: {population: 0}}}\n"), "--method", "pbt"],
+            ["sweep.methods.pbt.population = 0"],
+        ),
+        (
+            ["sweep", yaml("grace.yaml", "sweep: {methods: {asha: {grace_period: -2}}}\n"), "--method", "asha"],
+            ["sweep.methods.asha.grace_period = -2"],
+        ),
         (s + ["asha", "--set", "train.epochs=1"], ["sweep.methods.asha.grace_period = 3, but train.epochs = 1"]),
         (["sweep", yaml("seeds.yaml", "sweep: {seeds: 0}\n"), "--method", "random"], ["sweep.seeds = 0"]),
-        (["sweep", yaml("budget.yaml", "sweep: {methods: {random: {num_sample: 3}}}\n"), "--method", "random"],
-         ["sweep.methods.random.num_sample"]),
+        (
+            ["sweep", yaml("budget.yaml", "sweep: {methods: {random: {num_sample: 3}}}\n"), "--method", "random"],
+            ["sweep.methods.random.num_sample"],
+        ),
         (b + ["--methods", "adalase,grdi"], ["--method = 'grdi'", "did you mean 'grid'"]),
         (b + ["--methods", "uniform,uniform"], ["listed twice"]),
         (b + ["--methods", ""], ["--methods is empty"]),
         (b + ["--out", str(blocker)], ["--out", "that is a file"]),
         (b + ["--resume", "--name", "never-started"], ["--resume: no experiment 'never-started-adalase'"]),
-        (["report", "--experiment", "nothing-here", "--tracking-uri", f"sqlite:///{tmp}/empty.db"],
-         ["no MLflow store there"]),
+        (
+            ["report", "--experiment", "nothing-here", "--tracking-uri", f"sqlite:///{tmp}/empty.db"],
+            ["no MLflow store there"],
+        ),
         (["report", "--experiment", "x", "--out", str(blocker)], ["--out", "that is a file"]),
         (["ui", "--port", "0"], ["--port = 0"]),
     ]
@@ -358,8 +430,12 @@ def test_malformed_inputs_exit_2_with_one_line_and_create_nothing(tmp_path):
         case = tmp_path / f"case{i}"
         case.mkdir()
         runs.append((_with_case_paths(argv, case), str(case)))
-    proc = subprocess.run([sys.executable, str(HERE / "malformed_inputs.py"), json.dumps(runs)],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "malformed_inputs.py"), json.dumps(runs)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(results) == len(cases), proc.stderr[-2000:]
     for (argv, words), r in zip(cases, results):
@@ -371,6 +447,9 @@ def test_malformed_inputs_exit_2_with_one_line_and_create_nothing(tmp_path):
             assert w in lines[0], (argv, w, lines[0])
         assert r["created"] == [], (argv, r["created"])  # no MLflow store, no storage folder, no output
     # Ray started only for the checks that need the cluster (its resources, its address)
-    needs_ray = {i for i, (argv, _) in enumerate(cases) if "--cpus-per-trial" in argv and "64" in argv
-                 or "--gpus-per-trial" in argv}
+    needs_ray = {
+        i
+        for i, (argv, _) in enumerate(cases)
+        if "--cpus-per-trial" in argv and "64" in argv or "--gpus-per-trial" in argv
+    }
     assert {i for i, r in enumerate(results) if r["ray"]} <= needs_ray

@@ -1,24 +1,70 @@
 """The comparison report: selection on val, spread over seeds, compute to within 0.5 points."""
+
 import pandas as pd
 import pytest
 
-from adalase_tune.report import (bootstrap_ci, grid_by_site, method_table, paired_differences, render_markdown,
-                                 site_agreement, write_report)
+from adalase_tune.report import (
+    bootstrap_ci,
+    grid_by_site,
+    method_table,
+    paired_differences,
+    render_markdown,
+    site_agreement,
+    write_report,
+)
 
 
 def trials():
     rows = []
     # method a: per seed, the val-best trial is not the test-best one
     for seed, (v1, t1, v2, t2) in enumerate([(0.90, 0.70, 0.80, 0.95), (0.92, 0.72, 0.85, 0.99)]):
-        rows += [dict(method="a", seed=seed, status="TERMINATED", best_val_acc=v1, test_acc_at_best_val=t1,
-                      device_s=2.0, sample_passes=100, finished_at=1.0),
-                 dict(method="a", seed=seed, status="TERMINATED", best_val_acc=v2, test_acc_at_best_val=t2,
-                      device_s=2.0, sample_passes=100, finished_at=2.0)]
+        rows += [
+            dict(
+                method="a",
+                seed=seed,
+                status="TERMINATED",
+                best_val_acc=v1,
+                test_acc_at_best_val=t1,
+                device_s=2.0,
+                sample_passes=100,
+                finished_at=1.0,
+            ),
+            dict(
+                method="a",
+                seed=seed,
+                status="TERMINATED",
+                best_val_acc=v2,
+                test_acc_at_best_val=t2,
+                device_s=2.0,
+                sample_passes=100,
+                finished_at=2.0,
+            ),
+        ]
     for seed, v in enumerate([0.80, 0.93]):  # method none: one plain run per seed
-        rows.append(dict(method="none", seed=seed, status="TERMINATED", best_val_acc=v, test_acc_at_best_val=0.5,
-                         device_s=1.0, sample_passes=100, finished_at=0.5))
-    rows.append(dict(method="none", seed=1, status="ERROR", best_val_acc=None, test_acc_at_best_val=None,
-                     device_s=None, sample_passes=None, finished_at=None))
+        rows.append(
+            dict(
+                method="none",
+                seed=seed,
+                status="TERMINATED",
+                best_val_acc=v,
+                test_acc_at_best_val=0.5,
+                device_s=1.0,
+                sample_passes=100,
+                finished_at=0.5,
+            )
+        )
+    rows.append(
+        dict(
+            method="none",
+            seed=1,
+            status="ERROR",
+            best_val_acc=None,
+            test_acc_at_best_val=None,
+            device_s=None,
+            sample_passes=None,
+            finished_at=None,
+        )
+    )
     return pd.DataFrame(rows)
 
 
@@ -51,15 +97,46 @@ def study(seeds=5):
     for seed in range(seeds):
         for i, (v, t) in enumerate([(0.90, 0.88), (0.60, 0.58), (0.50, 0.52)]):
             onehot = {f"da_prob/{s}": float(i == j) for j, s in enumerate(SITES)}
-            rows.append(dict(method="grid", seed=seed, status="TERMINATED", best_val_acc=v + 0.01 * seed,
-                             test_acc_at_best_val=t, device_s=1.0, sample_passes=100, finished_at=i, **onehot))
+            rows.append(
+                dict(
+                    method="grid",
+                    seed=seed,
+                    status="TERMINATED",
+                    best_val_acc=v + 0.01 * seed,
+                    test_acc_at_best_val=t,
+                    device_s=1.0,
+                    sample_passes=100,
+                    finished_at=i,
+                    **onehot,
+                )
+            )
         q = [0.8, 0.1, 0.1] if seed < 4 else [0.1, 0.1, 0.8]
-        rows.append(dict(method="adalase", seed=seed, status="TERMINATED", best_val_acc=0.85, device_s=1.2,
-                         test_acc_at_best_val=0.80 + 0.01 * seed, sample_passes=110, finished_at=0,
-                         **{f"q/{s}": v for s, v in zip(SITES, q)}))
-        rows.append(dict(method="uniform", seed=seed, status="TERMINATED", best_val_acc=0.7, device_s=1.0,
-                         test_acc_at_best_val=0.70, sample_passes=100, finished_at=0,
-                         **{f"da_prob/{s}": 1.0 for s in SITES}))
+        rows.append(
+            dict(
+                method="adalase",
+                seed=seed,
+                status="TERMINATED",
+                best_val_acc=0.85,
+                device_s=1.2,
+                test_acc_at_best_val=0.80 + 0.01 * seed,
+                sample_passes=110,
+                finished_at=0,
+                **{f"q/{s}": v for s, v in zip(SITES, q)},
+            )
+        )
+        rows.append(
+            dict(
+                method="uniform",
+                seed=seed,
+                status="TERMINATED",
+                best_val_acc=0.7,
+                device_s=1.0,
+                test_acc_at_best_val=0.70,
+                sample_passes=100,
+                finished_at=0,
+                **{f"da_prob/{s}": 1.0 for s in SITES},
+            )
+        )
     return pd.DataFrame(rows)
 
 

@@ -1,4 +1,5 @@
 """Search methods as plans (no Ray): spaces derived from the sites, budgets, trial configs."""
+
 import pytest
 
 from adalase_tune.config import ConfigError, ExperimentConfig
@@ -25,8 +26,13 @@ def test_every_method_plans_over_the_sites(name):
 
 def test_trial_config_turns_weights_into_probs():
     base = ExperimentConfig().to_dict()
-    params = nest({"train/seed": 4, "selection/method": "probs",
-                   **{f"da_prob/{s}": w for s, w in zip(SITES, [0.1, 0.2, 0.3, 0.4, 0.5])}})
+    params = nest(
+        {
+            "train/seed": 4,
+            "selection/method": "probs",
+            **{f"da_prob/{s}": w for s, w in zip(SITES, [0.1, 0.2, 0.3, 0.4, 0.5])},
+        }
+    )
     cfg = trial_config(base, params, SITES)
     assert cfg.train.seed == 4 and cfg.selection.method == "probs"
     assert cfg.selection.weights == (0.1, 0.2, 0.3, 0.4, 0.5)

@@ -1,4 +1,5 @@
 """MLflow: a mini benchmark lands as a run tree, against a SQLite store and a real mlflow server."""
+
 import os
 import socket
 import subprocess
@@ -27,10 +28,27 @@ def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on 127.0.0.1 with a SQLite backend, for the session."""
     root = tmp_path_factory.mktemp("mlflow_server")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                             f"sqlite:///{root}/server.db", "--artifacts-destination", str(root / "artifacts"),
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root}/server.db",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -49,9 +67,25 @@ def mlflow_server(tmp_path_factory):
 
 def run_mini_benchmark(tmp_path, uri, name="bench"):
     out = tmp_path / "out"
-    code = main(["benchmark", "search_spaces/digits.yaml", "--methods", "adalase,random", *FAST,
-                 "--storage", str(tmp_path / "ray"), "--out", str(out), "--name", name,
-                 "--tracking-uri", uri, "--experiment", "mini"])
+    code = main(
+        [
+            "benchmark",
+            "search_spaces/digits.yaml",
+            "--methods",
+            "adalase,random",
+            *FAST,
+            "--storage",
+            str(tmp_path / "ray"),
+            "--out",
+            str(out),
+            "--name",
+            name,
+            "--tracking-uri",
+            uri,
+            "--experiment",
+            "mini",
+        ]
+    )
     assert code == 0
     return out
 
@@ -64,12 +98,18 @@ def check_run_tree(uri):
     assert set(parents) == {"adalase", "random"}
     for method, parent in parents.items():
         assert parent.data.tags["benchmark"] == "bench" and len(parent.data.tags["config_hash"]) == 12
-        for key in ("cost/total_device_s", "cost/total_sample_passes", "cost/plain_run_multiple", "best_val_acc",
-                    "test_acc_selected"):
+        for key in (
+            "cost/total_device_s",
+            "cost/total_sample_passes",
+            "cost/plain_run_multiple",
+            "best_val_acc",
+            "test_acc_selected",
+        ):
             assert key in parent.data.metrics, (method, key)
     children = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
-    by_parent = {m: [c for c in children if c.data.tags["mlflow.parentRunId"] == p.info.run_id]
-                 for m, p in parents.items()}
+    by_parent = {
+        m: [c for c in children if c.data.tags["mlflow.parentRunId"] == p.info.run_id] for m, p in parents.items()
+    }
     assert len(by_parent["adalase"]) == 1 and len(by_parent["random"]) == 4
     for method, kids in by_parent.items():
         for child in kids:
@@ -91,8 +131,11 @@ def check_run_tree(uri):
                 assert "q_trajectory.png" in artifacts
                 assert len(client.get_metric_history(child.info.run_id, "adalase/q/stage2")) == 2
     summary = next(r for r in runs if r.data.tags.get("run_kind") == "summary")
-    assert {a.path for a in client.list_artifacts(summary.info.run_id)} >= {"report.md", "results.csv",
-                                                                           "cost_vs_accuracy.png"}
+    assert {a.path for a in client.list_artifacts(summary.info.run_id)} >= {
+        "report.md",
+        "results.csv",
+        "cost_vs_accuracy.png",
+    }
     return client, exp
 
 
@@ -108,7 +151,9 @@ def test_benchmark_lands_in_a_sqlite_store_and_report_rebuilds_it(ray_local, tmp
     for col in ("best_val_acc", "test_acc_at_best_val", "sample_passes"):
         assert a[col].tolist() == pytest.approx(b[col].tolist())
     table = lambda p: [l for l in p.read_text().splitlines() if l.startswith("| adalase") or l.startswith("| random")]  # noqa: E731,E741
-    assert [row.split("|")[4] for row in table(out / "report.md")] == [row.split("|")[4] for row in table(rebuilt / "report.md")]
+    assert [row.split("|")[4] for row in table(out / "report.md")] == [
+        row.split("|")[4] for row in table(rebuilt / "report.md")
+    ]
 
 
 def test_benchmark_logs_to_a_real_mlflow_server(ray_local, tmp_path, mlflow_server):
@@ -118,8 +163,23 @@ def test_benchmark_logs_to_a_real_mlflow_server(ray_local, tmp_path, mlflow_serv
 
 def test_resumed_sweep_reuses_its_runs(ray_local, tmp_path):
     uri = f"sqlite:///{tmp_path}/m.db"
-    args = ["sweep", "search_spaces/digits.yaml", "--method", "random", "--num-samples", "2", *FAST,
-            "--storage", str(tmp_path / "ray"), "--name", "s1", "--tracking-uri", uri, "--experiment", "e"]
+    args = [
+        "sweep",
+        "search_spaces/digits.yaml",
+        "--method",
+        "random",
+        "--num-samples",
+        "2",
+        *FAST,
+        "--storage",
+        str(tmp_path / "ray"),
+        "--name",
+        "s1",
+        "--tracking-uri",
+        uri,
+        "--experiment",
+        "e",
+    ]
     assert main(args) == 0
     assert main(args + ["--resume"]) == 0
     client = MlflowClient(tracking_uri=uri)
@@ -130,10 +190,41 @@ def test_resumed_sweep_reuses_its_runs(ray_local, tmp_path):
 
 def test_train_logs_a_run(tmp_path):
     uri = f"sqlite:///{tmp_path}/t.db"
-    assert main(["train", "search_spaces/digits.yaml", "--quiet", "--set", "train.epochs=2", "--set",
-                 "data.n_train=60", "--set", "selection.method=adalase", "--tracking-uri", uri,
-                 "--experiment", "t"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "search_spaces/digits.yaml",
+                "--quiet",
+                "--set",
+                "train.epochs=2",
+                "--set",
+                "data.n_train=60",
+                "--set",
+                "selection.method=adalase",
+                "--tracking-uri",
+                uri,
+                "--experiment",
+                "t",
+            ]
+        )
+        == 0
+    )
     client = MlflowClient(tracking_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name("t").experiment_id])
     assert run.info.status == "FINISHED" and run.data.params["selection.method"] == "adalase"
     assert len(client.get_metric_history(run.info.run_id, "adalase/q/input")) == 2
+
+
+def test_names_in_mlflow_filters_are_quoted_so_they_cannot_change_the_query(tmp_path):
+    from adalase_tune.config import ConfigError
+    from adalase_tune.tracking import Tracking, literal
+
+    assert literal("plain") == "'plain'" and literal("it's") == '"it\'s"'
+    with pytest.raises(ConfigError, match="both ' and"):
+        literal("a'b\"c")
+    tracking = Tracking(f"sqlite:///{tmp_path}/q.db", "quotes")
+    parent = tracking.parent_run("random", "real", "h")
+    # a crafted name would match every benchmark if it were pasted into the filter unquoted
+    assert tracking.benchmark_meta("x' or tags.run_kind = 'method") == {}
+    assert tracking.parent_run("random", "x' or tags.run_kind = 'method", "h") != parent

@@ -1,4 +1,5 @@
 """Sweeps on a real local Ray (one instance for the test session), through the library API."""
+
 import json
 import subprocess
 import sys
@@ -16,9 +17,13 @@ from adalase_tune.tuning import SweepOptions
 from conftest import tiny_config
 
 SITES = ["input", "stage1", "stage2", "stage3", "stage4"]
-BUDGETS = {"random": {"num_samples": 3}, "optuna": {"num_samples": 3, "n_startup_trials": 2},
-           "asha": {"num_samples": 3, "grace_period": 1, "reduction_factor": 2},
-           "pbt": {"population": 3, "perturbation_interval": 1}, "adalase": {"eta": [1.0, 10.0]}}
+BUDGETS = {
+    "random": {"num_samples": 3},
+    "optuna": {"num_samples": 3, "n_startup_trials": 2},
+    "asha": {"num_samples": 3, "grace_period": 1, "reduction_factor": 2},
+    "pbt": {"population": 3, "perturbation_interval": 1},
+    "adalase": {"eta": [1.0, 10.0]},
+}
 EXPECTED = {"adalase": 4, "uniform": 2, "none": 2, "grid": 10, "random": 6, "optuna": 6, "asha": 6, "pbt": 6}
 
 
@@ -26,8 +31,9 @@ EXPECTED = {"adalase": 4, "uniform": 2, "none": 2, "grid": 10, "random": 6, "opt
 @pytest.mark.parametrize("method", METHODS.names())
 def test_every_method_runs_end_to_end(method, ray_local, tmp_path):
     cfg = tiny_config(**{"train.epochs": 3 if method == "pbt" else 2, "data.n_train": 60})
-    rows = sweep(cfg, method, SweepOptions(seeds=[0, 1], budgets=BUDGETS, storage=str(tmp_path)),
-                 tracking_uri=None).rows
+    rows = sweep(
+        cfg, method, SweepOptions(seeds=[0, 1], budgets=BUDGETS, storage=str(tmp_path)), tracking_uri=None
+    ).rows
     assert len(rows) == EXPECTED[method]
     assert (rows["status"] == "TERMINATED").all(), list(rows["error"])
     assert set(rows["seed"]) == {0, 1}
@@ -54,8 +60,13 @@ def test_a_sweep_on_a_real_local_ray_writes_rows_and_results_csv(ray_local, tmp_
     """The fast tier's end-to-end sweep: a real local Ray, a real trainable, results.csv."""
     cfg = tiny_config(**{"data.n_train": 60})
     out = tmp_path / "out"
-    result = sweep(cfg, "random", SweepOptions(seeds=[0], budgets=BUDGETS, storage=str(tmp_path / "ray")),
-                   out=str(out), tracking_uri=None)
+    result = sweep(
+        cfg,
+        "random",
+        SweepOptions(seeds=[0], budgets=BUDGETS, storage=str(tmp_path / "ray")),
+        out=str(out),
+        tracking_uri=None,
+    )
     rows = pd.read_csv(out / "results.csv")
     assert len(rows) == 3 and (rows["status"] == "TERMINATED").all() and len(result.rows) == 3
     assert rows["node_id"].notna().all() and (rows["epochs"] == 2).all()
@@ -63,8 +74,12 @@ def test_a_sweep_on_a_real_local_ray_writes_rows_and_results_csv(ray_local, tmp_
 
 def test_asha_stops_weak_trials_early(ray_local, tmp_path):
     cfg = tiny_config(**{"train.epochs": 4, "data.n_train": 200, "model.width": 8, "train.lr": 0.1})
-    options = SweepOptions(seeds=[0], budgets={"asha": {"num_samples": 6, "grace_period": 1, "reduction_factor": 2}},
-                           storage=str(tmp_path), max_concurrent=1)
+    options = SweepOptions(
+        seeds=[0],
+        budgets={"asha": {"num_samples": 6, "grace_period": 1, "reduction_factor": 2}},
+        storage=str(tmp_path),
+        max_concurrent=1,
+    )
     rows = sweep(cfg, "asha", options, tracking_uri=None).rows
     assert (rows["status"] == "TERMINATED").all() and len(rows) == 6
     assert rows["epochs"].max() == 4 and rows["epochs"].min() < 4  # some ran to the end, some were stopped
@@ -78,8 +93,12 @@ def test_resume_does_not_rerun_finished_trials(ray_local, tmp_path):
     with pytest.raises(ConfigError, match="already exists.*--resume"):
         sweep(cfg, "random", opts, tracking_uri=None)
     with pytest.raises(ConfigError, match=r"--resume: 'r' was started with another config \(differs in train.lr\)"):
-        sweep(tiny_config(**{"data.n_train": 60, "train.lr": 0.01}), "random", replace(opts, resume=True),
-              tracking_uri=None)
+        sweep(
+            tiny_config(**{"data.n_train": 60, "train.lr": 0.01}),
+            "random",
+            replace(opts, resume=True),
+            tracking_uri=None,
+        )
     again = sweep(cfg, "random", replace(opts, resume=True), tracking_uri=None).rows
     key = lambda rows: sorted(zip(rows["trial_id"], rows["finished_at"], rows["best_val_acc"]))  # noqa: E731
     assert key(again) == key(first)  # same trials, same finishing times: nothing ran again
@@ -107,8 +126,12 @@ def test_bad_sweep_options_fail_before_ray(tmp_path):
     with pytest.raises(ConfigError, match=r"--storage = .*unknown scheme 'ftp'"):
         sweep(tiny_config(), "uniform", SweepOptions(storage="ftp://host/x"), tracking_uri=None)
     with pytest.raises(ConfigError, match=r"sweep.methods.asha.grace_period = 5, but train.epochs = 2"):
-        sweep(tiny_config(), "asha", SweepOptions(storage=str(tmp_path), budgets={"asha": {"grace_period": 5}}),
-              tracking_uri=None)
+        sweep(
+            tiny_config(),
+            "asha",
+            SweepOptions(storage=str(tmp_path), budgets={"asha": {"grace_period": 5}}),
+            tracking_uri=None,
+        )
 
 
 @pytest.mark.slow
@@ -116,9 +139,27 @@ def test_benchmark_command_writes_the_comparison_files(ray_local, tmp_path):
     from adalase_tune.cli import main
 
     out = tmp_path / "out"
-    code = main(["benchmark", "search_spaces/digits.yaml", "--methods", "adalase,uniform,random",
-                 "--seeds", "2", "--set", "train.epochs=2", "--set", "data.n_train=60", "--set", "model.width=4",
-                 "--storage", str(tmp_path / "ray"), "--out", str(out), "--no-tracking"])
+    code = main(
+        [
+            "benchmark",
+            "search_spaces/digits.yaml",
+            "--methods",
+            "adalase,uniform,random",
+            "--seeds",
+            "2",
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "data.n_train=60",
+            "--set",
+            "model.width=4",
+            "--storage",
+            str(tmp_path / "ray"),
+            "--out",
+            str(out),
+            "--no-tracking",
+        ]
+    )
     assert code == 0
     rows = pd.read_csv(out / "results.csv")
     assert len(rows) == 2 + 2 + 2 * 4 and set(rows["method"]) == {"adalase", "uniform", "random"}
@@ -135,6 +176,6 @@ def test_sweep_on_a_three_node_cluster_uses_several_nodes(tmp_path):
     script = Path(__file__).with_name("cluster_sweep.py")
     proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))[7:])
+    result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
     assert result["trials"] == 6 and result["errors"] == 0
     assert result["nodes_used"] >= 2 and result["nodes_alive"] == 3

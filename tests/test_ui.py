@@ -1,4 +1,5 @@
 """The MLflow UI, started by `adalase-tune ui`, checked in a real headless Chromium (Playwright)."""
+
 import os
 import signal
 import subprocess
@@ -24,8 +25,14 @@ def _log_two_methods(uri, tmp_path):
     from adalase_tune import run_benchmark
 
     cfg = tiny_config(**{"train.epochs": 1, "data.n_train": 40})
-    run_benchmark(cfg, ["adalase", "uniform"], SweepOptions(seeds=[0, 1], storage=str(tmp_path / "ray"), name="uibench"),
-                  out=str(tmp_path / "out"), tracking_uri=uri, experiment="ui-test")
+    run_benchmark(
+        cfg,
+        ["adalase", "uniform"],
+        SweepOptions(seeds=[0, 1], storage=str(tmp_path / "ray"), name="uibench"),
+        out=str(tmp_path / "out"),
+        tracking_uri=uri,
+        experiment="ui-test",
+    )
     return Tracking(uri, "ui-test", create=False).experiment_id
 
 
@@ -37,8 +44,13 @@ def test_mlflow_ui_shows_method_runs_and_their_trials(tmp_path, ray_local):
     uri = f"sqlite:///{tmp_path}/ui.db"
     exp_id = _log_two_methods(uri, tmp_path)
     port = free_port()
-    ui = subprocess.Popen([sys.executable, "-m", "adalase_tune", "ui", "--tracking-uri", uri, "--port", str(port)],
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "adalase_tune", "ui", "--tracking-uri", uri, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
     try:
         assert f"http://127.0.0.1:{port}" in ui.stdout.readline()
         deadline = time.time() + 120
@@ -51,9 +63,17 @@ def test_mlflow_ui_shows_method_runs_and_their_trials(tmp_path, ray_local):
                 time.sleep(0.5)
         SHOTS.mkdir(parents=True, exist_ok=True)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                                              "--disable-component-update", "--no-first-run"])
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM,
+                headless=True,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--no-first-run",
+                ],
+            )
             page = browser.new_page(viewport={"width": 1500, "height": 900})
             page.goto(f"http://127.0.0.1:{port}/#/experiments/{exp_id}/runs")
             for parent in ("adalase (uibench)", "uniform (uibench)"):

@@ -9,6 +9,7 @@ Example::
     data = build_data(DataConfig(name="digits", n_train=100))
     data.train.x.shape  # (100, 1, 8, 8)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,14 +43,14 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
-    def to(self, device) -> "Split":
+    def to(self, device) -> Split:
         return Split(self.x.to(device), self.y.to(device), self.ids)
 
     def batches(self, order, batch_size: int):
         """Yield ``(x, y)`` for consecutive chunks of ``order`` (an index array)."""
         order = torch.as_tensor(order, device=self.y.device)
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             yield self.x[idx], self.y[idx]
 
 
@@ -62,9 +63,15 @@ class DataBundle:
     input_shape: tuple[int, ...]
     input_augment: bool  # crop (translate by up to 4 px) + horizontal flip on training batches
 
-    def to(self, device) -> "DataBundle":
-        return DataBundle(self.train.to(device), self.val.to(device), self.test.to(device),
-                          self.num_classes, self.input_shape, self.input_augment)
+    def to(self, device) -> DataBundle:
+        return DataBundle(
+            self.train.to(device),
+            self.val.to(device),
+            self.test.to(device),
+            self.num_classes,
+            self.input_shape,
+            self.input_augment,
+        )
 
 
 def augment_inputs(x: torch.Tensor, rng: np.random.Generator, pad: int = 4) -> torch.Tensor:
@@ -80,8 +87,10 @@ def _select_classes(raw: Raw, classes) -> Raw:
     known = set(np.unique(raw.y_train).tolist())
     unknown = [c for c in classes if c not in known]
     if unknown:
-        raise ConfigError(f"data.classes = {list(classes)}: labels {unknown} do not occur in the training data "
-                          f"(labels present: {sorted(known)})")
+        raise ConfigError(
+            f"data.classes = {list(classes)}: labels {unknown} do not occur in the training data "
+            f"(labels present: {sorted(known)})"
+        )
     if len(set(classes)) != len(classes):
         raise ConfigError(f"data.classes = {list(classes)}: labels repeat; list each class once")
     remap = {c: i for i, c in enumerate(classes)}
@@ -105,17 +114,24 @@ def _class_ids(cfg: DataConfig, known: Optional[int], y_tr, test, val):
     for name, (_, y, _) in (("val", val), ("test", test)):
         unseen = np.setdiff1d(np.unique(y), classes)
         if len(unseen):
-            raise ConfigError(f"data.path = {cfg.path!r}: the {name} split has labels {unseen[:5].tolist()} that the "
-                              "training split never has; every class needs training samples (or drop those samples)")
+            raise ConfigError(
+                f"data.path = {cfg.path!r}: the {name} split has labels {unseen[:5].tolist()} that the "
+                "training split never has; every class needs training samples (or drop those samples)"
+            )
     if len(classes) < 2:
-        raise ConfigError(f"data.path = {cfg.path!r}: the training split has only the label {classes.tolist()}; "
-                          "a classifier needs at least two classes")
+        raise ConfigError(
+            f"data.path = {cfg.path!r}: the training split has only the label {classes.tolist()}; "
+            "a classifier needs at least two classes"
+        )
     if classes[0] == 0 and classes[-1] == len(classes) - 1:
         return y_tr, test, val, len(classes)
     import sys
 
-    print(f"adalase-tune: labels {classes[:3].tolist()}...{classes[-1]} are not 0..{len(classes) - 1}: remapped to "
-          f"class ids in sorted order ({len(classes)} classes)", file=sys.stderr)
+    print(
+        f"adalase-tune: labels {classes[:3].tolist()}...{classes[-1]} are not 0..{len(classes) - 1}: remapped to "
+        f"class ids in sorted order ({len(classes)} classes)",
+        file=sys.stderr,
+    )
     remap = lambda y: np.searchsorted(classes, y).astype(np.int64)  # noqa: E731
     return remap(y_tr), (test[0], remap(test[1]), test[2]), (val[0], remap(val[1]), val[2]), len(classes)
 
@@ -130,20 +146,26 @@ def build_data(cfg: DataConfig) -> DataBundle:
     if raw.x_test is None:
         kept, held = stratified_split(y_tr, cfg.test_fraction, SPLIT_SEED)
         if len(held) == 0:
-            raise ConfigError(f"data.test_fraction = {cfg.test_fraction}: holds out no sample of the {len(y_tr)} "
-                              f"samples; use at least {1 / len(y_tr):.4f}")
+            raise ConfigError(
+                f"data.test_fraction = {cfg.test_fraction}: holds out no sample of the {len(y_tr)} "
+                f"samples; use at least {1 / len(y_tr):.4f}"
+            )
         test = (x_tr[held], y_tr[held], ids[held])
         x_tr, y_tr, ids = x_tr[kept], y_tr[kept], ids[kept]
     else:
         test = (raw.x_test, raw.y_test, np.arange(len(raw.y_test)))
     if raw.x_val is None:
         if cfg.val_fraction == 0:
-            raise ConfigError(f"data.val_fraction = 0, but {cfg.name} has no val split; "
-                              "hold some training data out (e.g. 0.2): selection needs validation data")
+            raise ConfigError(
+                f"data.val_fraction = 0, but {cfg.name} has no val split; "
+                "hold some training data out (e.g. 0.2): selection needs validation data"
+            )
         kept, held = stratified_split(y_tr, cfg.val_fraction, SPLIT_SEED + 1)
         if len(held) == 0:
-            raise ConfigError(f"data.val_fraction = {cfg.val_fraction}: holds out no sample of the {len(y_tr)} "
-                              f"training samples; use at least {1 / len(y_tr):.4f}")
+            raise ConfigError(
+                f"data.val_fraction = {cfg.val_fraction}: holds out no sample of the {len(y_tr)} "
+                f"training samples; use at least {1 / len(y_tr):.4f}"
+            )
         val = (x_tr[held], y_tr[held], ids[held])
         x_tr, y_tr, ids = x_tr[kept], y_tr[kept], ids[kept]
     else:
@@ -153,8 +175,10 @@ def build_data(cfg: DataConfig) -> DataBundle:
     mean, std = _stats(x_tr, raw.scalar_norm)  # from the whole training split: the same for every n_train
     if cfg.n_train is not None:
         if cfg.n_train > len(y_tr):
-            raise ConfigError(f"data.n_train = {cfg.n_train}, but the training split of {cfg.name} has "
-                              f"{len(y_tr)} samples after holding out val/test; use at most {len(y_tr)} or null")
+            raise ConfigError(
+                f"data.n_train = {cfg.n_train}, but the training split of {cfg.name} has "
+                f"{len(y_tr)} samples after holding out val/test; use at most {len(y_tr)} or null"
+            )
         pick = stratified_subset(y_tr, cfg.n_train, cfg.subset_seed)
         x_tr, y_tr, ids = x_tr[pick], y_tr[pick], ids[pick]
     augment = raw.usual_augment if cfg.input_augment is None else cfg.input_augment
@@ -164,8 +188,9 @@ def build_data(cfg: DataConfig) -> DataBundle:
     def split(x, y, i):
         return Split(torch.from_numpy((x - mean) / std), torch.from_numpy(np.asarray(y, dtype=np.int64)), i)
 
-    return DataBundle(split(x_tr, y_tr, ids), split(*val), split(*test), num_classes,
-                      tuple(x_tr.shape[1:]), bool(augment))
+    return DataBundle(
+        split(x_tr, y_tr, ids), split(*val), split(*test), num_classes, tuple(x_tr.shape[1:]), bool(augment)
+    )
 
 
 def _stats(x: np.ndarray, scalar: bool = False):

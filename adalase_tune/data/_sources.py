@@ -4,6 +4,7 @@
 The torchvision datasets go through torchvision's real loaders; concurrent downloads on one
 node are serialised by a file lock in ``data.root``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,11 +56,13 @@ def _npz_images(key: str, x: np.ndarray, path: str) -> np.ndarray:
 
 def _npz_labels(key: str, y: np.ndarray, n: int, path: str) -> np.ndarray:
     if y.ndim != 1 or len(y) != n:
-        raise ConfigError(f"data.path = {path!r}: {key} has shape {y.shape}, but its x has {n} rows; "
-                          f"give one integer label per sample")
-    if not np.issubdtype(y.dtype, np.integer):
-        if not (np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all()):
-            raise ConfigError(f"data.path = {path!r}: {key} must hold integer class labels, got dtype {y.dtype}")
+        raise ConfigError(
+            f"data.path = {path!r}: {key} has shape {y.shape}, but its x has {n} rows; "
+            f"give one integer label per sample"
+        )
+    whole = np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all()
+    if not np.issubdtype(y.dtype, np.integer) and not whole:
+        raise ConfigError(f"data.path = {path!r}: {key} must hold integer class labels, got dtype {y.dtype}")
     y = y.astype(np.int64)
     if (y < 0).any():
         raise ConfigError(f"data.path = {path!r}: {key} has negative labels (min {y.min()}); labels are 0..K-1")
@@ -70,12 +73,14 @@ def _array(blob, key: str, path: str) -> np.ndarray:
     try:
         return blob[key]
     except ValueError as err:  # object arrays: numpy refuses to unpickle them (allow_pickle=False)
-        raise ConfigError(f"data.path = {path!r}: {key} is not a readable numeric array ({err}); save numbers, "
-                          "not Python objects") from None
+        raise ConfigError(
+            f"data.path = {path!r}: {key} is not a readable numeric array ({err}); save numbers, not Python objects"
+        ) from None
 
 
 def load_npz(cfg: DataConfig) -> Raw:
     path = cfg.path
+    assert path is not None, "DataConfig checks that npz has a path"
     if not Path(path).is_file():
         raise ConfigError(f"data.path = {path!r}: no such file; give an .npz with keys {', '.join(_NPZ_REQUIRED)}")
     try:
@@ -85,8 +90,10 @@ def load_npz(cfg: DataConfig) -> Raw:
         raise ConfigError(f"data.path = {path!r}: not a readable .npz ({err})") from None
     missing = [k for k in _NPZ_REQUIRED if k not in keys]
     if missing:
-        raise ConfigError(f"data.path = {path!r}: missing keys {missing}; an npz needs {', '.join(_NPZ_REQUIRED)} "
-                          f"(and optionally x_val, y_val); it has {sorted(keys)}")
+        raise ConfigError(
+            f"data.path = {path!r}: missing keys {missing}; an npz needs {', '.join(_NPZ_REQUIRED)} "
+            f"(and optionally x_val, y_val); it has {sorted(keys)}"
+        )
     if ("x_val" in keys) != ("y_val" in keys):
         raise ConfigError(f"data.path = {path!r}: give both x_val and y_val, or neither")
     arrays = {}
@@ -98,7 +105,14 @@ def load_npz(cfg: DataConfig) -> Raw:
     shapes = {arrays[k].shape[1:] for k in arrays if k.startswith("x_")}
     if len(shapes) > 1:
         raise ConfigError(f"data.path = {path!r}: x_train, x_test (and x_val) have different sample shapes {shapes}")
-    return Raw(**arrays)
+    return Raw(
+        arrays["x_train"],
+        arrays["y_train"],
+        arrays["x_test"],
+        arrays["y_test"],
+        arrays.get("x_val"),
+        arrays.get("y_val"),
+    )
 
 
 def _locked(cfg: DataConfig, build):
@@ -112,8 +126,9 @@ def _locked(cfg: DataConfig, build):
             return build(str(root), cfg.download)
         except RuntimeError as err:
             if "not found" in str(err).lower() or "corrupted" in str(err).lower():
-                raise ConfigError(f"data.root = {cfg.root!r}: {cfg.name} not found there ({err}); "
-                                  f"set data.download=true to fetch it") from None
+                raise ConfigError(
+                    f"data.root = {cfg.root!r}: {cfg.name} not found there ({err}); set data.download=true to fetch it"
+                ) from None
             raise
 
 
@@ -134,13 +149,25 @@ def load_torchvision(cfg: DataConfig) -> Raw:
         cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
         tr = _locked(cfg, lambda r, d: cls(r, train=True, download=d))
         te = _locked(cfg, lambda r, d: cls(r, train=False, download=d))
-        return Raw(_hwc(tr.data), np.asarray(tr.targets), _hwc(te.data), np.asarray(te.targets), usual_augment=True,
-                   num_classes=10 if name == "cifar10" else 100)
+        return Raw(
+            _hwc(tr.data),
+            np.asarray(tr.targets),
+            _hwc(te.data),
+            np.asarray(te.targets),
+            usual_augment=True,
+            num_classes=10 if name == "cifar10" else 100,
+        )
     if name == "svhn":
         tr = _locked(cfg, lambda r, d: tvd.SVHN(r, split="train", download=d))
         te = _locked(cfg, lambda r, d: tvd.SVHN(r, split="test", download=d))
-        return Raw(_chw(tr.data), np.asarray(tr.labels), _chw(te.data), np.asarray(te.labels), usual_augment=True,
-                   num_classes=10)
+        return Raw(
+            _chw(tr.data),
+            np.asarray(tr.labels),
+            _chw(te.data),
+            np.asarray(te.labels),
+            usual_augment=True,
+            num_classes=10,
+        )
     cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST}[name]
     tr = _locked(cfg, lambda r, d: cls(r, train=True, download=d))
     te = _locked(cfg, lambda r, d: cls(r, train=False, download=d))
@@ -155,18 +182,23 @@ def _read_folder(folder: Path, size: int, workers: int, classes=None):
     tf = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor()])
     ds = tvd.ImageFolder(str(folder), transform=tf)
     if classes is not None and ds.classes != classes:
-        raise ConfigError(f"data.path: {folder} has classes {ds.classes}, but train/ has {classes}; "
-                          "every split needs the same class folders")
+        raise ConfigError(
+            f"data.path: {folder} has classes {ds.classes}, but train/ has {classes}; "
+            "every split needs the same class folders"
+        )
     loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=workers)
     xs, ys = zip(*loader)
     return torch.cat(xs).numpy(), torch.cat(ys).numpy(), ds.classes
 
 
 def load_imagefolder(cfg: DataConfig) -> Raw:
+    assert cfg.path is not None, "DataConfig checks that imagefolder has a path"
     root = Path(cfg.path)
     if not (root / "train").is_dir():
-        raise ConfigError(f"data.path = {cfg.path!r}: expected an ImageFolder root with train/<class>/*.png "
-                          "(and test/, optionally val/)")
+        raise ConfigError(
+            f"data.path = {cfg.path!r}: expected an ImageFolder root with train/<class>/*.png "
+            "(and test/, optionally val/)"
+        )
     x_tr, y_tr, classes = _read_folder(root / "train", cfg.image_size, cfg.num_workers)
     raw = Raw(x_tr, y_tr, usual_augment=True, num_classes=len(classes))
     for part in ("test", "val"):

@@ -1,4 +1,5 @@
 """Class-stratified, seeded splits and subsets (the paper's sample-size axis)."""
+
 from __future__ import annotations
 
 import numpy as np

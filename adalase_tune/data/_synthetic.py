@@ -12,6 +12,7 @@ the hidden layers it hurts. ``docs/known_answer.md`` explains the construction.
 
 The samples are generated from a fixed seed: the dataset is the same for every run, as digits is.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,7 +47,7 @@ def _max_shifted_similarity(bank: np.ndarray) -> float:
             full = np.correlate(bank[i], bank[j], mode="full")
             centre = len(full) // 2
             half = MOTIF // 2
-            worst = max(worst, float(np.abs(full[centre - half:centre + half + 1]).max()) / MOTIF)
+            worst = max(worst, float(np.abs(full[centre - half : centre + half + 1]).max()) / MOTIF)
     return worst
 
 
@@ -59,10 +60,12 @@ def generate_motifs(n: int, seed: int = DATASET_SEED) -> tuple[np.ndarray, np.nd
     pos = rng.integers(MARGIN, LENGTH - MOTIF - MARGIN + 1, n)
     x = (NOISE * rng.standard_normal((n, LENGTH))).astype(np.float32)
     for i in range(n):
-        x[i, pos[i]:pos[i] + MOTIF] += bank[y[i]]
+        x[i, pos[i] : pos[i] + MOTIF] += bank[y[i]]
     return x, y.astype(np.int64), pos
 
 
 def load_motifs(cfg: DataConfig) -> Raw:
     x, y, _ = generate_motifs(SAMPLES)
-    return Raw(x, y, scalar_norm=True, num_classes=CLASSES)  # one mean/std: per-position statistics would break shift symmetry
+    return Raw(
+        x, y, scalar_norm=True, num_classes=CLASSES
+    )  # one mean/std: per-position statistics would break shift symmetry

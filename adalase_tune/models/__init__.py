@@ -1,4 +1,5 @@
 """Models, looked up by name (``model.name``); each publishes ``model.da_sites``."""
+
 from __future__ import annotations
 
 from functools import partial
@@ -18,7 +19,9 @@ MODELS: Registry = Registry("model.name")
 MODELS.register("mlp")(lambda cfg, shape, k: MLP(shape, cfg.hidden, k))
 MODELS.register("cnn")(lambda cfg, shape, k: SmallCNN(shape, cfg.width, k))
 for _arch in ("resnet18", "resnet34", "resnet50"):
-    MODELS.register(_arch)(partial(lambda arch, cfg, shape, k: ResNetSites(arch, shape, k, cfg.stem, cfg.pretrained), _arch))
+    MODELS.register(_arch)(
+        partial(lambda arch, cfg, shape, k: ResNetSites(arch, shape, k, cfg.stem, cfg.pretrained), _arch)
+    )
 
 MODEL_FORMAT = "adalase_tune.model/1"
 
@@ -31,12 +34,14 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
     """
     builder = MODELS.get(cfg.name)
     if cfg.name != "mlp" and len(input_shape) != 3:
-        raise ConfigError(f"model.name = {cfg.name!r} needs images (C, H, W), but the data are vectors of shape "
-                          f"{tuple(input_shape)}; use model.name=mlp")
+        raise ConfigError(
+            f"model.name = {cfg.name!r} needs images (C, H, W), but the data are vectors of shape "
+            f"{tuple(input_shape)}; use model.name=mlp"
+        )
     model = builder(cfg, tuple(input_shape), num_classes)
     if cfg.checkpoint:
         load_backbone(model, cfg.checkpoint)
-    model.da_sites = describe_sites(model, torch.zeros(2, *input_shape))
+    setattr(model, "da_sites", describe_sites(model, torch.zeros(2, *input_shape)))  # noqa: B010
     return model
 
 
@@ -63,10 +68,15 @@ def load_backbone(model: nn.Module, path: str | Path) -> list[str]:
     missing = [k for k in own if k not in state and not k.startswith("head.")]
     unexpected = [k for k in state if k not in own]
     if mismatched or missing or unexpected:
-        detail = "; ".join(f"{label}: {keys[:3]}" for label, keys in
-                           (("shape differs", mismatched), ("missing", missing), ("unexpected", unexpected)) if keys)
-        raise ConfigError(f"model.checkpoint = {str(path)!r} does not fit model.name (the same model, input "
-                          f"shape and width are needed): {detail}")
+        detail = "; ".join(
+            f"{label}: {keys[:3]}"
+            for label, keys in (("shape differs", mismatched), ("missing", missing), ("unexpected", unexpected))
+            if keys
+        )
+        raise ConfigError(
+            f"model.checkpoint = {str(path)!r} does not fit model.name (the same model, input "
+            f"shape and width are needed): {detail}"
+        )
     model.load_state_dict(state, strict=False)
     return skipped
 

@@ -1,4 +1,5 @@
 """A small 4-stage conv net for 8x8 to 32x32 inputs: sites input, stage1..stage4."""
+
 from torch import nn
 
 from ..sites import Site
@@ -20,10 +21,14 @@ class SmallCNN(nn.Module):
         w = (width, 2 * width, 4 * width, 4 * width)
         self.features = nn.Sequential(
             Site(0, "input"),
-            *_stage(c, w[0], False), Site(1, "stage1"),
-            *_stage(w[0], w[1], True), Site(2, "stage2"),
-            *_stage(w[1], w[2], True), Site(3, "stage3"),
-            *_stage(w[2], w[3], False), Site(4, "stage4"),
+            *_stage(c, w[0], False),
+            Site(1, "stage1"),
+            *_stage(w[0], w[1], True),
+            Site(2, "stage2"),
+            *_stage(w[1], w[2], True),
+            Site(3, "stage3"),
+            *_stage(w[2], w[3], False),
+            Site(4, "stage4"),
         )
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Linear(w[3], num_classes)

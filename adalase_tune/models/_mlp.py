@@ -3,6 +3,7 @@
 The input site sees the input as it comes (an image stays (C, H, W), so translate and cutout act
 in 2-D there); the flattening happens after it.
 """
+
 from math import prod
 
 from torch import nn

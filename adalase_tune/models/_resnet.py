@@ -1,8 +1,9 @@
-"""torchvision ResNets with sites P0..P5 exactly as ALGORITHM.md section 1.
+"""torchvision ResNets with sites P0..P5 exactly as docs/algorithm.md describes.
 
 P0 input; P1 after conv1+BN+ReLU (+max-pool for the ImageNet stem); P2..P5 after layer1..layer4,
 before pooling. ``stem="cifar"`` swaps in a 3x3 stride-1 conv and drops the max-pool.
 """
+
 import warnings
 
 import torch
@@ -22,16 +23,23 @@ class ResNetSites(nn.Module):
         try:
             net = getattr(torchvision.models, arch)(weights=pretrained)
         except (ValueError, KeyError) as err:
-            raise ConfigError(f"model.pretrained = {pretrained!r}: not a torchvision weights name for {arch} "
-                              f"(e.g. IMAGENET1K_V1) ({err})") from None
+            raise ConfigError(
+                f"model.pretrained = {pretrained!r}: not a torchvision weights name for {arch} "
+                f"(e.g. IMAGENET1K_V1) ({err})"
+            ) from None
         except OSError as err:  # no network, no cached file
-            raise ConfigError(f"model.pretrained = {pretrained!r}: could not fetch the weights ({err}); "
-                              f"download them once with network access, or use model.checkpoint") from None
+            raise ConfigError(
+                f"model.pretrained = {pretrained!r}: could not fetch the weights ({err}); "
+                f"download them once with network access, or use model.checkpoint"
+            ) from None
         in_ch = input_shape[0]
         if stem == "cifar" or in_ch != 3:
             if pretrained:
-                warnings.warn(f"model.pretrained = {pretrained!r} with stem {stem!r} and {in_ch} input "
-                              "channels: conv1 is re-initialised to fit", stacklevel=2)
+                warnings.warn(
+                    f"model.pretrained = {pretrained!r} with stem {stem!r} and {in_ch} input "
+                    "channels: conv1 is re-initialised to fit",
+                    stacklevel=2,
+                )
             k, s, p = (3, 1, 1) if stem == "cifar" else (7, 2, 3)
             net.conv1 = nn.Conv2d(in_ch, 64, k, s, p, bias=False)
         pool = nn.Identity() if stem == "cifar" else net.maxpool

@@ -1,4 +1,5 @@
 """Latent DA ops, looked up by name (``augment.op``): mixup, cutmix, cutout, translate, noise."""
+
 from typing import Optional
 
 from ..registry import Registry

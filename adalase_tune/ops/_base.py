@@ -5,6 +5,7 @@
 ``(N, D)`` features and ``(N, L, D)`` token sequences (where the sequence axis plays the spatial
 role). Per-sample parameters come from the run's numpy generator, so a seed replays them.
 """
+
 from __future__ import annotations
 
 import warnings

@@ -1,4 +1,5 @@
 """CutMix (Yun et al. 2019): paste a box of area (1 - lam) from the partner; lam ~ Beta(a, a)."""
+
 import numpy as np
 import torch
 

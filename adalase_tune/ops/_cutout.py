@@ -1,4 +1,5 @@
 """Cutout (DeVries & Taylor 2017): zero a per-sample square of side floor(H * strength)."""
+
 import numpy as np
 
 from ._base import Op, box_mask, spatial_axes, warn_once
@@ -16,7 +17,10 @@ class Cutout(Op):
         n = h.shape[0]
         sides = [np.full(n, int(h.shape[a] * self.strength), dtype=np.int64) for a in spatial_axes(h)]
         if min(s[0] for s in sides) == 0:
-            warn_once(("cutout", tuple(h.shape[1:])), f"cutout of strength {self.strength} does nothing "
-                      f"on features of shape {tuple(h.shape[1:])} (box side 0)")
+            warn_once(
+                ("cutout", tuple(h.shape[1:])),
+                f"cutout of strength {self.strength} does nothing "
+                f"on features of shape {tuple(h.shape[1:])} (box side 0)",
+            )
         mask, _ = box_mask(h, rng, sides)
         return h.masked_fill(mask, 0), None

@@ -1,4 +1,5 @@
-"""mixup (Zhang et al. 2018), per-sample lam ~ Beta(alpha, alpha), as ALGORITHM.md section 1."""
+"""mixup (Zhang et al. 2018), per-sample lam ~ Beta(alpha, alpha), as docs/algorithm.md describes."""
+
 import numpy as np
 
 from ._base import Op, per_sample

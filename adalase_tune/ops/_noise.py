@@ -1,4 +1,5 @@
 """Gaussian noise: h + strength * std(h) * eps, eps ~ N(0, 1), std over the whole batch tensor."""
+
 import torch
 
 from ._base import Op

@@ -1,4 +1,5 @@
 """Translation: per-sample integer shift in [-floor(strength * H), +floor(strength * H)], zero fill."""
+
 import numpy as np
 import torch
 
@@ -31,8 +32,11 @@ class Translate(Op):
         for axis in spatial_axes(h):
             reach = int(h.shape[axis] * self.strength)
             if reach == 0:
-                warn_once(("translate", tuple(h.shape[1:])), f"translate of strength {self.strength} is a "
-                          f"no-op on features of shape {tuple(h.shape[1:])} (largest shift 0)")
+                warn_once(
+                    ("translate", tuple(h.shape[1:])),
+                    f"translate of strength {self.strength} is a "
+                    f"no-op on features of shape {tuple(h.shape[1:])} (largest shift 0)",
+                )
                 continue
             out = shift(out, axis, rng.integers(-reach, reach + 1, h.shape[0]))
         return out, None

@@ -1,4 +1,5 @@
 """Layer-selection policies, looked up by name (``selection.method``)."""
+
 from __future__ import annotations
 
 from ..config import ExperimentConfig

@@ -19,6 +19,7 @@ to ``[eps, 1 - eps]`` with ``eps = min_rate_sum / K`` (K sites) and ``q`` is ren
 
 A non-finite ``d`` is skipped, counted in ``skipped`` and warned about once; q stays finite.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,9 +51,13 @@ class AdaLASE(Policy):
         self.stats = np.zeros(3)  # normalized: decayed weight sum, weighted mean and sum of squared deviations of d
         self.skipped = 0
         if self.form == "normalized" and a.eta is not None and a.eta < 0.5:
-            warnings.warn(f"adalase.eta = {a.eta} with the normalized update barely moves q: there eta is the "
-                          f"log-odds a site can gain over the whole run (default {DEFAULT_ETA['normalized']:g}); "
-                          "0.01-scale values belong to the raw update", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"adalase.eta = {a.eta} with the normalized update barely moves q: there eta is the "
+                f"log-odds a site can gain over the whole run (default {DEFAULT_ETA['normalized']:g}); "
+                "0.01-scale values belong to the raw update",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def start(self, updates: int) -> None:
         self.horizon = max(1, updates)
@@ -61,9 +66,14 @@ class AdaLASE(Policy):
         if not math.isfinite(dot):
             self.skipped += 1
             if self.skipped == 1:
-                warnings.warn(f"AdaLASE: a non-finite hypergradient ({dot}) was skipped; q is unchanged. "
-                              "The count is adalase/skipped in the metrics.", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"AdaLASE: a non-finite hypergradient ({dot}) was skipped; q is unchanged. "
+                    "The count is adalase/skipped in the metrics.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
             return
+        assert self.q is not None, "AdaLASE always has a q"
         if self.form == "raw":
             self.delta[site] += self.eta * dot
         else:
@@ -99,8 +109,14 @@ class AdaLASE(Policy):
         self.pending = 0
 
     def state_dict(self) -> dict:
-        return {"q": self.q.tolist(), "delta": self.delta.tolist(), "pending": self.pending,
-                "stats": self.stats.tolist(), "skipped": self.skipped}
+        assert self.q is not None, "AdaLASE always has a q"
+        return {
+            "q": self.q.tolist(),
+            "delta": self.delta.tolist(),
+            "pending": self.pending,
+            "stats": self.stats.tolist(),
+            "skipped": self.skipped,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.q = np.asarray(state["q"], dtype=np.float64)

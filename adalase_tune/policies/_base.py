@@ -1,12 +1,14 @@
-"""The selection-policy contract (ALGORITHM.md section 2).
+"""The selection-policy contract (docs/algorithm.md).
 
 A policy picks the site of each training step: ``sample(rng)`` returns a site index or
 ``None`` (no latent DA). ``probs()`` is the current categorical distribution over sites.
 Learning policies also take hypergradient observations; static ones ignore them.
 """
+
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -19,6 +21,7 @@ class Policy:
 
     name = ""
     learns = False  # True: the engine computes hypergradients for it
+    skipped = 0  # learning policies: non-finite hypergradients skipped so far
 
     def __init__(self, sites: Sequence[SiteInfo], cfg: ExperimentConfig):
         self.sites = list(sites)

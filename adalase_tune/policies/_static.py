@@ -1,4 +1,5 @@
 """The static policies: none, fixed(i), uniform and probs(q)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,21 +1,40 @@
 """Search methods, looked up by name (``--method``): adalase, uniform, none, grid, random,
 optuna, asha, pbt. They all run the same trainable; see :mod:`adalase_tune.tuning`."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..config import ExperimentConfig, from_dict
 from ..registry import Registry
-from ._base import (ASHASpec, Grid, OptunaSearcher, PBTSpec, RandomSearcher, SearchMethod, SearchPlan, Uniform,
-                    seed_axis, weight_space)
+from ._base import (
+    ASHASpec,
+    Grid,
+    OptunaSearcher,
+    PBTSpec,
+    RandomSearcher,
+    SearchMethod,
+    SearchPlan,
+    Uniform,
+    seed_axis,
+    weight_space,
+)
 from ._optuna import OptunaTPE
 from ._random import RandomSearch
 from ._schedulers import ASHA, PBT
 from ._simple import AdaLASEMethod, PerSeed, SiteGrid
 
 METHODS: Registry[SearchMethod] = Registry("--method")
-for _m in (AdaLASEMethod(), PerSeed("uniform"), PerSeed("none"), SiteGrid(), RandomSearch(), OptunaTPE(),
-           ASHA(), PBT()):
+for _m in (
+    AdaLASEMethod(),
+    PerSeed("uniform"),
+    PerSeed("none"),
+    SiteGrid(),
+    RandomSearch(),
+    OptunaTPE(),
+    ASHA(),
+    PBT(),
+):
     METHODS.register(_m.name)(_m)
 
 
@@ -61,5 +80,19 @@ def nest(flat: dict) -> dict:
     return out
 
 
-__all__ = ["METHODS", "SearchMethod", "SearchPlan", "Grid", "Uniform", "RandomSearcher", "OptunaSearcher",
-           "ASHASpec", "PBTSpec", "seed_axis", "weight_space", "trial_config", "site_weights", "nest"]
+__all__ = [
+    "METHODS",
+    "SearchMethod",
+    "SearchPlan",
+    "Grid",
+    "Uniform",
+    "RandomSearcher",
+    "OptunaSearcher",
+    "ASHASpec",
+    "PBTSpec",
+    "seed_axis",
+    "weight_space",
+    "trial_config",
+    "site_weights",
+    "nest",
+]

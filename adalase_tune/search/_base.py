@@ -6,10 +6,12 @@ Keys are Tune's flat names (``train/seed``, ``selection/method``). Per-site weig
 searched as ``da_prob/<site>`` in [0, 1]; a trial uses ``q = w / sum(w)`` (docs/algorithm.md).
 Every trial runs the same trainable.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 from ..config import ConfigError, _did_you_mean
 
@@ -102,8 +104,10 @@ class SearchMethod:
         given = dict(given or {})
         for key in given:
             if key not in self.defaults:
-                raise ConfigError(f"unknown budget key 'sweep.methods.{self.name}.{key}'"
-                                  f"{_did_you_mean(key, self.defaults)}; valid: {', '.join(self.defaults) or 'none'}")
+                raise ConfigError(
+                    f"unknown budget key 'sweep.methods.{self.name}.{key}'"
+                    f"{_did_you_mean(key, self.defaults)}; valid: {', '.join(self.defaults) or 'none'}"
+                )
         merged = {**self.defaults, **given}
         for key, value in merged.items():
             self.check(key, value)
@@ -111,9 +115,9 @@ class SearchMethod:
 
     def check(self, key: str, value: Any) -> None:
         """Whole-number budget keys must be >= 1; subclasses check their others."""
-        if isinstance(self.defaults.get(key), int) and not isinstance(self.defaults.get(key), bool):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"sweep.methods.{self.name}.{key} = {value!r}: it must be a whole number >= 1")
+        whole = isinstance(self.defaults.get(key), int) and not isinstance(self.defaults.get(key), bool)
+        if whole and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConfigError(f"sweep.methods.{self.name}.{key} = {value!r}: it must be a whole number >= 1")
 
     def plan(self, sites: Sequence[str], seeds: Sequence[int], budget: dict) -> SearchPlan:  # pragma: no cover
         raise NotImplementedError

@@ -2,6 +2,7 @@
 
 Every Optuna call of adalase_tune lives here.
 """
+
 from ._base import OptunaSearcher, SearchMethod, SearchPlan, weight_space
 
 
@@ -21,5 +22,6 @@ class OptunaTPE(SearchMethod):
         (seed,) = seeds
         n = budget["num_samples"]
         space = {"selection/method": "probs", "train/seed": seed, **weight_space(sites)}
-        return SearchPlan(space, num_samples=n, searcher=OptunaSearcher(seed, min(budget["n_startup_trials"], n)),
-                          expected_trials=n)
+        return SearchPlan(
+            space, num_samples=n, searcher=OptunaSearcher(seed, min(budget["n_startup_trials"], n)), expected_trials=n
+        )

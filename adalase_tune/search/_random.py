@@ -1,4 +1,5 @@
 """``random``: N trials per seed, per-site weights ``da_prob/<site>`` ~ U[0, 1]."""
+
 from ._base import RandomSearcher, SearchMethod, SearchPlan, seed_axis, weight_space
 
 

@@ -1,5 +1,6 @@
 """``asha`` (random search, weak trials stopped early) and ``pbt`` (Population Based Training
 over the per-site weights, as Population Based Augmentation does)."""
+
 from ..config import ConfigError
 from ._base import ASHASpec, PBTSpec, RandomSearcher, SearchMethod, SearchPlan, Uniform, weight_space
 
@@ -12,14 +13,21 @@ class ASHA(SearchMethod):
     def check(self, key, value):
         super().check(key, value)
         if key == "reduction_factor" and value < 2:
-            raise ConfigError(f"sweep.methods.asha.reduction_factor = {value}: it must be >= 2 (each rung keeps 1/factor)")
+            raise ConfigError(
+                f"sweep.methods.asha.reduction_factor = {value}: it must be >= 2 (each rung keeps 1/factor)"
+            )
 
     def plan(self, sites, seeds, budget):
         (seed,) = seeds
         n = budget["num_samples"]
         space = {"selection/method": "probs", "train/seed": seed, **weight_space(sites)}
-        return SearchPlan(space, num_samples=n, searcher=RandomSearcher(seed),
-                          scheduler=ASHASpec(budget["grace_period"], budget["reduction_factor"]), expected_trials=n)
+        return SearchPlan(
+            space,
+            num_samples=n,
+            searcher=RandomSearcher(seed),
+            scheduler=ASHASpec(budget["grace_period"], budget["reduction_factor"]),
+            expected_trials=n,
+        )
 
 
 class PBT(SearchMethod):
@@ -38,6 +46,10 @@ class PBT(SearchMethod):
         (seed,) = seeds
         n = budget["population"]
         space = {"selection/method": "probs", "train/seed": seed, **weight_space(sites)}
-        spec = PBTSpec(budget["perturbation_interval"], float(budget["resample_probability"]),
-                       {f"da_prob/{s}": Uniform(0.0, 1.0) for s in sites}, seed)
+        spec = PBTSpec(
+            budget["perturbation_interval"],
+            float(budget["resample_probability"]),
+            {f"da_prob/{s}": Uniform(0.0, 1.0) for s in sites},
+            seed,
+        )
         return SearchPlan(space, num_samples=n, searcher=RandomSearcher(seed), scheduler=spec, expected_trials=n)

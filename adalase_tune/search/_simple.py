@@ -1,4 +1,5 @@
 """One run per seed: adalase (q learned inside the trial), uniform and none; and the grid."""
+
 from ..config import ConfigError
 from ._base import Grid, SearchMethod, SearchPlan, seed_axis
 
@@ -22,8 +23,9 @@ class AdaLASEMethod(SearchMethod):
 
     def check(self, key, value):
         values = value if isinstance(value, (list, tuple)) else [value]
-        if value is not None and not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
-                                         for v in values):
+        if value is not None and not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values
+        ):
             raise ConfigError(f"sweep.methods.adalase.eta = {value!r}: give a number >= 0 or a list of them")
 
     def plan(self, sites, seeds, budget):
@@ -41,6 +43,9 @@ class SiteGrid(SearchMethod):
     name = "grid"
 
     def plan(self, sites, seeds, budget):
-        space = {"selection/method": "fixed", "selection/site": Grid(tuple(range(len(sites)))),
-                 "train/seed": seed_axis(seeds, False)}
+        space = {
+            "selection/method": "fixed",
+            "selection/site": Grid(tuple(range(len(sites)))),
+            "train/seed": seed_axis(seeds, False),
+        }
         return SearchPlan(space, expected_trials=len(sites) * len(seeds))
