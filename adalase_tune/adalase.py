@@ -28,6 +28,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .config import ConfigError, ExperimentConfig
 from .data import DataBundle, Split, augment_inputs, stratified_split
+from .distributed import World
 
 
 def trainable(model: nn.Module) -> list[nn.Parameter]:
@@ -68,8 +69,11 @@ class PseudoValidation:
     ``ids`` holds the source indices of the current batch, so its provenance can be checked.
     """
 
-    def __init__(self, cfg: ExperimentConfig, data: DataBundle, pool: Optional[Split] = None):
+    def __init__(
+        self, cfg: ExperimentConfig, data: DataBundle, pool: Optional[Split] = None, world: Optional[World] = None
+    ):
         a = cfg.adalase
+        self.world = world = world or World()
         from_train = pool is None
         self.split: Split = pool if pool is not None else data.train
         self.augment = data.input_augment and from_train
@@ -77,6 +81,11 @@ class PseudoValidation:
         steps = -(-len(data.train) // cfg.train.batch_size)
         wanted = a.val_batch(len(data.train) / steps)
         self.batch_size = min(wanted, len(self.split))
+        if self.batch_size < world.size:
+            raise ConfigError(
+                f"the pseudo-validation batch ({self.batch_size} samples) is smaller than the {world.size} "
+                "workers it is sharded over; set adalase.val_batch_size to at least the number of workers"
+            )
         self.x: Optional[torch.Tensor] = None
         self.y: Optional[torch.Tensor] = None
         self.ids: Optional[np.ndarray] = None
@@ -99,11 +108,16 @@ class PseudoValidation:
         if self._model is not model:  # the module lists, once per model (walking modules costs per step)
             self._model, self._params = model, trainable(model)
             self._bns = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
-        assert self.x is not None, "new_epoch() draws the batch first"
+        assert self.x is not None and self.y is not None, "new_epoch() draws the batch first"
         for p in self._params:
             p.grad = None
+        x, y, whole = self.x, self.y, len(self.y)
+        if self.world.parallel:  # the batch is sharded: each worker its part, then the global mean
+            shard = self.world.shard(len(y))
+            x, y = x[shard], y[shard]
         with frozen_batchnorm_stats(self._bns):
-            loss_fn(model, self.x, self.y).backward()
+            loss_fn(model, x, y).backward()
+        self.world.average_gradients(self._params, len(y), whole)
         g = flat_grad(self._params)
         for p in self._params:
             p.grad = None

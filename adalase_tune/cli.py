@@ -50,8 +50,17 @@ def _add_tracking_args(p):
 def _add_ray_args(p):
     p.add_argument("--seeds", type=int, help="number of seeds (0..S-1); default: the YAML's sweep.seeds or 1")
     p.add_argument("--max-concurrent", type=int, help="trials running at once (default: as resources allow)")
-    p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default 1)")
-    p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (default 0)")
+    p.add_argument(
+        "--cpus-per-trial", type=float, help="CPUs per trial, per worker with --workers-per-trial (default 1)"
+    )
+    p.add_argument(
+        "--gpus-per-trial", type=float, help="GPUs per trial, per worker with --workers-per-trial; fractions allowed"
+    )
+    p.add_argument(
+        "--workers-per-trial",
+        type=int,
+        help="run each trial as N data-parallel Ray Train workers; train.batch_size stays the global batch (default 1)",
+    )
     p.add_argument(
         "--address", help="join this Ray cluster (host:port or ray://host:10001; default: a private local Ray)"
     )
@@ -83,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-dir", metavar="DIR", help="write DIR/last.pt after every epoch")
     t.add_argument("--resume", action="store_true", help="continue from DIR/last.pt of --checkpoint-dir")
     t.add_argument("--quiet", action="store_true", help="no progress output")
+    t.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="data-parallel Ray Train workers on a local Ray (train.batch_size is the global batch; default 1)",
+    )
+    t.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker with --workers (default 0)")
     _add_tracking_args(t)
     s = sub.add_parser("sweep", help="run one search method on Ray Tune")
     _add_config_args(s)
@@ -133,6 +149,7 @@ def _options(args, settings, num_samples=None):
         max_concurrent=pick(args.max_concurrent, settings.max_concurrent),
         cpus_per_trial=pick(args.cpus_per_trial, settings.cpus_per_trial),
         gpus_per_trial=pick(args.gpus_per_trial, settings.gpus_per_trial),
+        workers_per_trial=pick(args.workers_per_trial, settings.workers_per_trial),
         address=args.address,
         storage=args.storage,
         name=args.name,
@@ -173,6 +190,8 @@ def cmd_train(args, argv) -> int:
         tracking_uri=_tracking_uri(args),
         experiment=_experiment(args),
         progress=not args.quiet,
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
     )
     print(
         f"best val/acc {summary['best_val_acc']:.4f} (epoch {summary['best_epoch']}), "

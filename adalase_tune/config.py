@@ -296,6 +296,7 @@ class SweepConfig:
     max_concurrent: Optional[int] = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+    workers_per_trial: int = 1  # > 1: data-parallel Ray Train workers per trial (resources are per worker)
     methods: dict = field(default_factory=dict)  # method name -> budget mapping
 
     def __post_init__(self):
@@ -312,6 +313,7 @@ class SweepConfig:
             _check_range("sweep.max_concurrent", self.max_concurrent, 1)
         _check_range("sweep.cpus_per_trial", self.cpus_per_trial, 0.0, lo_open=True)
         _check_range("sweep.gpus_per_trial", self.gpus_per_trial, 0.0)
+        _check_range("sweep.workers_per_trial", self.workers_per_trial, 1, 100_000)
 
 
 def load_sweep(path: str | Path) -> SweepConfig:

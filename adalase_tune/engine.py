@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from .adalase import Hypergradient, PseudoValidation, hold_out
 from .config import ConfigError, ExperimentConfig, flatten
 from .data import DataBundle, augment_inputs, build_data
+from .distributed import World, op_generator
 from .models import build_model
 from .ops import get_op
 from .policies import build_policy, q_movement
@@ -181,13 +182,22 @@ class Trainer:
     """Everything one run owns: data, model, optimiser, schedule, policy, op, generators, costs.
 
     ``callbacks`` see every epoch (see :class:`Callback`). Every check of the config against the
-    data and the model happens here, before any training step.
+    data and the model happens here, before any training step. ``world``: this worker's place in
+    a data-parallel run (:mod:`adalase_tune.distributed`); by default a world of one.
     """
 
-    def __init__(self, cfg: ExperimentConfig, data: Optional[DataBundle] = None, callbacks: Sequence[Callback] = ()):
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        data: Optional[DataBundle] = None,
+        callbacks: Sequence[Callback] = (),
+        world: Optional[World] = None,
+        device: Optional[torch.device] = None,
+    ):
         self.cfg = cfg
         self.callbacks = list(callbacks)
-        self.device = pick_device(cfg.train.device)
+        self.world = world or World()
+        self.device = device or pick_device(cfg.train.device)
         data = data if data is not None else build_data(cfg.data)
         torch.manual_seed(cfg.train.seed)
         model = build_model(cfg.model, data.input_shape, data.num_classes)
@@ -204,6 +214,7 @@ class Trainer:
         self.data = data.to(self.device)
         t = cfg.train
         self.steps_per_epoch = math.ceil(len(self.data.train) / t.batch_size)
+        self.world.check_batches(len(self.data.train), t.batch_size)
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay
         )
@@ -213,12 +224,13 @@ class Trainer:
         self.torch_gen = torch.Generator(device=self.device)
         self.torch_gen.manual_seed(int(seeds[-1].generate_state(1)[0]))
         pool = pool.to(self.device) if pool is not None else None
-        self.pseudo_val = PseudoValidation(cfg, self.data, pool) if self.policy.learns else None
+        self.pseudo_val = PseudoValidation(cfg, self.data, pool, self.world) if self.policy.learns else None
         self.hypergradient = Hypergradient(cfg, self.steps_per_epoch) if self.policy.learns else None
         if self.hypergradient is not None:
             self.policy.start(self.hypergradient.updates(t.epochs))
         self.epoch = 0
         self.step = 0
+        self.restored_after = 0  # the epoch of the checkpoint this run was restored from (0: none)
         self.history = History()
         self.meter = CostMeter(self.device)
 
@@ -229,9 +241,9 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _loss(self, model, x, y, site=None) -> torch.Tensor:
+    def _loss(self, model, x, y, site=None, rng=None) -> torch.Tensor:
         targets = F.one_hot(y, self.data.num_classes).float()
-        ctx = DAContext(site, self.op, self.rngs["op"], self.torch_gen)
+        ctx = DAContext(site, self.op, self.rngs["op"] if rng is None else rng, self.torch_gen)
         with self._autocast(), ctx:
             logits = model(x)
         return soft_cross_entropy(logits, ctx.mix_targets(targets))
@@ -242,14 +254,20 @@ class Trainer:
             self.pseudo_val.new_epoch(self.rngs["pseudo_val"])
         order = self.rngs["data"].permutation(len(self.data.train))
         total, count = torch.zeros((), device=self.device), 0
-        hyper = self.hypergradient
+        hyper, world = self.hypergradient, self.world
+        params = [p for p in self.model.parameters() if p.requires_grad] if world.parallel else []
         for i, (x, y) in enumerate(self.data.train.batches(order, self.cfg.train.batch_size)):
             if self.data.input_augment:
-                x = augment_inputs(x, self.rngs["data"])
+                x = augment_inputs(x, self.rngs["data"])  # on the global batch: every worker alike
             site = self.policy.sample(self.rngs["site"])
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self._loss(self.model, x, y, site)
+            n = len(y)
+            if world.parallel:
+                shard = world.shard(n)
+                x, y = x[shard], y[shard]
+            loss = self._loss(self.model, x, y, site, op_generator(self.rngs["op"], world, n))
             loss.backward()
+            world.average_gradients(params, len(y), n)
             if hyper is not None:
                 with self.meter.measure("adalase_s"):
                     hyper.collect(self.step, site, self.model)
@@ -261,7 +279,10 @@ class Trainer:
             self.step += 1
             total += loss.detach() * len(y)
             count += len(y)
-            self.meter.sample_passes += len(y)
+            self.meter.sample_passes += n  # global passes: every worker counts the whole batch
+        if world.parallel:
+            summed, counted = world.sum([total.item(), count], self.device)
+            return summed / counted
         return (total / count).item()
 
     def _hypergradients(self, last_of_epoch: bool) -> None:
@@ -277,14 +298,17 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, split, batch_size: int = 1024) -> tuple[float, float]:
-        """(mean loss, accuracy) on a split, in eval mode, without latent DA."""
+        """(mean loss, accuracy) on a split, in eval mode, without latent DA (each worker its shard)."""
         self.model.eval()
         loss, correct = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
-        for x, y in split.batches(np.arange(len(split)), batch_size):
+        for x, y in split.batches(np.arange(len(split))[self.world.shard(len(split))], batch_size):
             with self._autocast():
                 logits = self.model(x).float()
             loss += F.cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
+        if self.world.parallel:
+            loss_sum, right = self.world.sum([loss.item(), correct.item()], self.device)
+            return loss_sum / len(split), right / len(split)
         return (loss / len(split)).item(), (correct / len(split)).item()
 
     def _check_finite(self, metrics: dict) -> None:
@@ -324,6 +348,7 @@ class Trainer:
         with self.meter.measure("train_s"):
             train_loss = self._train_epoch()
         with self.meter.measure("eval_s"):
+            self.world.broadcast_buffers(self.model)  # BatchNorm running statistics of worker 0
             val_loss, val_acc = self.evaluate(self.data.val)
             test_loss, test_acc = self.evaluate(self.data.test)
         self.epoch += 1
@@ -348,9 +373,19 @@ class Trainer:
                     "adalase/skipped": self.policy.skipped,
                 }
             )
-        metrics.update(self.meter.metrics())
+        metrics.update(self._cost_metrics())
         self.history.append(dict(metrics))
         return self.epoch_metrics()
+
+    def _cost_metrics(self) -> dict:
+        """The meter's metrics; with several workers the seconds are summed over them."""
+        m = self.meter.metrics()
+        if self.world.parallel:
+            keys = ["cost/train_s", "cost/eval_s", "cost/adalase_s"]
+            for k, v in zip(keys, self.world.sum([m[k] for k in keys], self.device)):
+                m[k] = v
+            m["cost/device_s"] = sum(m[k] for k in keys)
+        return m
 
     def epoch_metrics(self) -> dict:
         """The last epoch's metrics with the running best (so that every report carries the
@@ -434,6 +469,7 @@ class Trainer:
                 "resume with the same config or start a new run"
             )
         self.epoch, self.step = state["epoch"], state["step"]
+        self.restored_after = self.epoch
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -75,8 +75,9 @@ def parse_methods(text: Optional[str], configured: Optional[Sequence[str]] = Non
 
 def prepare(cfg: ExperimentConfig, methods: Sequence[str], options, name: str, job_name) -> Prepared:
     """Every check of a sweep or a benchmark that needs no Ray, and the data, built once."""
+    from .distributed import World
     from .models import build_model
-    from .tuning import check_budget, check_name, experiment_exists, load_meta, plan_jobs, storage_root
+    from .tuning import check_budget, check_name, check_workers, experiment_exists, load_meta, plan_jobs, storage_root
 
     check_name(name)
     cfg = cfg.with_absolute_paths()
@@ -86,10 +87,12 @@ def prepare(cfg: ExperimentConfig, methods: Sequence[str], options, name: str, j
     from .engine import Trainer
 
     for method in {"adalase" if "adalase" in methods else cfg.selection.method}:  # policy, op, holdout: checked
-        Trainer(cfg.replace(**{"selection.method": method, "train.device": "cpu"}), data=data)
+        world = World(0, options.workers_per_trial)  # batches that every worker gets a share of
+        Trainer(cfg.replace(**{"selection.method": method, "train.device": "cpu"}), data=data, world=world)
     jobs = {m: plan_jobs(m, options, sites, job_name(m)) for m in methods}
     for job in (j for js in jobs.values() for j in js):
         check_budget(job.plan, cfg.train.epochs)
+        check_workers(job, options)
     root = storage_root(options.storage)
     first = next(iter(jobs.values()))[0].name
     for method_jobs in jobs.values():
@@ -436,19 +439,30 @@ def train(
     tracking_uri: Optional[str] = "default",
     experiment: Optional[str] = None,
     progress: bool = True,
+    workers: int = 1,
+    gpus_per_worker: float = 0.0,
 ) -> dict:
-    """Train one network (no Ray). ``checkpoint_dir``: write ``last.pt`` after every epoch;
-    ``resume``: continue from it, and continue its MLflow run. Returns the summary."""
+    """Train one network. ``checkpoint_dir``: write ``last.pt`` after every epoch; ``resume``:
+    continue from it, and continue its MLflow run. ``workers > 1``: a data-parallel Ray Train run
+    on a private local Ray (see :func:`_train_workers`). Returns the summary."""
     from .engine import Callback, CheckpointDir, ProgressBar, Trainer
 
     if resume and not checkpoint_dir:
         raise ConfigError("--resume needs --checkpoint-dir DIR (the folder holding last.pt)")
+    if workers < 1:
+        raise ConfigError(f"--workers = {workers}: it must be >= 1")
     for path, flag in ((out, "--out"), (save_model, "--save-model")):
         if path is not None:
             check_file(path, flag)
     if checkpoint_dir:
         check_dir(checkpoint_dir, "--checkpoint-dir")
     open_tracking = _tracking(tracking_uri, experiment, "train")
+    if workers > 1:
+        summary, trainer = _train_workers(
+            cfg, workers, gpus_per_worker, checkpoint_dir, resume, open_tracking, progress
+        )
+        _write_outputs(summary, trainer, cfg, out, save_model)
+        return summary
     ckpt = CheckpointDir(checkpoint_dir, resume) if checkpoint_dir else None
     trainer = Trainer(cfg)  # every check of the config against the data and the model happens here
     callbacks: list[Callback] = [ProgressBar()] if progress else []
@@ -482,6 +496,11 @@ def train(
             raise Interrupted(
                 signals.signum(), f"interrupted after epoch {trainer.epoch}; the MLflow run is KILLED. {hint}"
             ) from None
+    _write_outputs(summary, trainer, cfg, out, save_model)
+    return summary
+
+
+def _write_outputs(summary: dict, trainer, cfg: ExperimentConfig, out: Optional[str], save_model: Optional[str]):
     if save_model:
         from .models import save_model as write_model
 
@@ -489,7 +508,92 @@ def train(
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(summary, indent=2))
-    return summary
+
+
+TRAIN_RUN = "train"  # the Ray Train run's name inside --checkpoint-dir
+
+
+def _train_workers(
+    cfg: ExperimentConfig, workers: int, gpus: float, checkpoint_dir, resume: bool, open_tracking, progress: bool
+):
+    """``train --workers N``: N data-parallel workers (one CPU each, ``gpus`` GPUs each) as one Ray
+    Train run on a private local Ray. Its checkpoints are Ray Train's, in ``checkpoint_dir/train``
+    (a temporary folder without ``--checkpoint-dir``); ``--resume`` continues from the latest. The
+    MLflow run is written when training ends, from the run's history."""
+    import tempfile
+
+    from . import tuning
+    from .checkpoint import safe_load
+    from .distributed import World
+    from .engine import Trainer
+    from .trainable import STATE_FILE, run_data_parallel
+
+    data = build_data(cfg.data)
+    trainer = Trainer(cfg, data=data)  # every check of the config against the data and the model, before Ray starts
+    World(0, workers).check_batches(len(trainer.data.train), cfg.train.batch_size)
+    run_dir = Path(checkpoint_dir, TRAIN_RUN) if checkpoint_dir else None
+    if run_dir is not None and run_dir.exists() and not resume:
+        raise ConfigError(
+            f"--checkpoint-dir = {checkpoint_dir!r} already holds a run ({run_dir}); add --resume to "
+            "continue it, or choose another folder"
+        )
+    scratch = None if checkpoint_dir else tempfile.TemporaryDirectory(prefix="adalase-train-")
+    storage = str(Path(checkpoint_dir or scratch.name).resolve())  # type: ignore[union-attr]
+    tuning.connect(None)
+    tuning.check_resources(tuning.SweepOptions(cpus_per_trial=1, gpus_per_trial=gpus, workers_per_trial=workers))
+    if progress:
+        if resume and run_dir is not None and run_dir.exists():
+            print(f"resuming the {workers}-worker run in {run_dir} from its latest checkpoint", file=sys.stderr)
+        print(
+            f"{cfg.model.name} on {cfg.data.name}, {cfg.selection.method}, {workers} workers "
+            f"(global batch {cfg.train.batch_size}); checkpoints in {storage}/{TRAIN_RUN}",
+            file=sys.stderr,
+        )
+    config = {
+        "base": cfg.to_dict(),
+        "params": {},
+        "sites": [s.name for s in trainer.sites],
+        "data": tuning.put(data),
+        "threads": 1,
+        "checkpoint_every": 1,
+        "checkpoint_s": 0.0,
+        "every_epoch": True,
+    }
+    signals = Signals(deferred=False)
+    with signals.installed():
+        try:
+            result = run_data_parallel(config, workers, 1.0, gpus, storage, TRAIN_RUN, 0, progress=progress)
+        except KeyboardInterrupt:
+            hint = (
+                f"rerun with --checkpoint-dir {checkpoint_dir} --resume"
+                if checkpoint_dir
+                else "rerun with --checkpoint-dir DIR to be able to resume"
+            )
+            raise Interrupted(signals.signum(), f"interrupted; no MLflow run was written. {hint}") from None
+    if result.error is not None:
+        raise RuntimeError(f"the {workers}-worker run failed: {result.error}")
+    if "error" in (result.metrics or {}):
+        from .engine import NonFiniteError
+
+        raise NonFiniteError(result.metrics["error"])
+    with result.checkpoint.as_directory() as d:
+        trainer.load_state_dict(safe_load(Path(d) / STATE_FILE), source="the run's last checkpoint")
+    summary = trainer.summary()
+    summary["workers"] = workers
+    summary["restored_after_epoch"] = int((result.metrics or {}).get("restored_after_epoch", 0))
+    if open_tracking:
+        from .tracking import TrainRun
+
+        run = TrainRun(open_tracking())
+        run.on_train_start(trainer)
+        for metrics in trainer.history.epochs:
+            run.on_epoch_end(trainer, metrics)
+        assert run.logger is not None
+        run.logger.tag("workers", str(workers))
+        run.on_train_end(trainer, summary)
+    if scratch is not None:
+        scratch.cleanup()
+    return summary, trainer
 
 
 def rebuild_report(

@@ -242,7 +242,8 @@ def render_markdown(
         "best-so-far val accuracy came within 0.5 points of the best val accuracy any method found for that seed, "
         "averaged over the seeds where it did (their count in brackets when not all)",
         "- device-s are timed inside each trial while other trials share the machine, so they move with "
-        "contention; sample passes do not (`benchmarks/overhead.py` times methods side by side on an idle machine)",
+        "contention; sample passes do not (`benchmarks/overhead.py` times methods side by side on an idle machine); "
+        "a trial of several data-parallel workers counts the device-s of all of them, and global sample passes",
         "",
         "| method | seeds | trials | best val acc | test acc (selected on val) | device-s / seed | "
         "sample passes / seed | × plain run (passes) | × plain run (device-s) | to within 0.5 (× plain) |",

@@ -9,6 +9,12 @@ never opens the MLflow store: the driver logs what it reports.
 
 A diverged trial (a loss or a weight not finite) ends at once with its reason in the field
 ``error`` of its last report: retrying it from a checkpoint would diverge again.
+
+With ``workers > 1`` a trial is a Ray Train run (Ray's current Train-in-Tune pattern): the Tune
+trial is a light driver that starts a ``TorchTrainer`` of that many data-parallel workers (gloo on
+CPUs, NCCL on GPUs), whose results a ``TuneReportCallback`` passes on to Tune. Checkpoints are
+then Ray Train's, in ``<storage>/<sweep>/train/<trial id>``: a restarted or resumed trial starts a
+Train run of the same name there, and Ray Train restores its latest checkpoint.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import torch
 from ray import tune
 
 from .checkpoint import atomic_save, safe_load
+from .distributed import World
 from .engine import Callback, NonFiniteError, Trainer
 from .search import trial_config
 
@@ -49,10 +56,21 @@ class TuneReport(Callback):
     """
 
     def __init__(
-        self, checkpoint_every: Optional[int], checkpoint_s: float, every_epoch: bool = True, report_s: float = 1.0
+        self,
+        checkpoint_every: Optional[int],
+        checkpoint_s: float,
+        every_epoch: bool = True,
+        report_s: float = 1.0,
+        report: Optional[Callable] = None,
+        writes_checkpoints: bool = True,
+        checkpoint_type=None,
     ):
         self.every, self.checkpoint_s = checkpoint_every, checkpoint_s
         self.every_epoch, self.report_s = every_epoch, report_s
+        # Tune's report by default; a Ray Train worker passes ray.train.report (every worker reports,
+        # only worker 0 with a checkpoint: the others' state is the same)
+        self.report, self.writes = report or tune.report, writes_checkpoints
+        self.checkpoint_type = checkpoint_type or tune.Checkpoint
         self.node = ray.get_runtime_context().get_node_id()
         self.last_save = self.last_report = time.monotonic()
         self.pending: list = []
@@ -68,17 +86,48 @@ class TuneReport(Callback):
         self.pending.append(metrics)
         if not (self.every_epoch or checkpoint or last or time.monotonic() - self.last_report >= self.report_s):
             return
-        report = {**metrics, "node_id": self.node, "pid": os.getpid(), "device": str(trainer.device)}
+        report = {
+            **metrics,
+            "node_id": self.node,
+            "pid": os.getpid(),
+            "device": str(trainer.device),
+            "workers": trainer.world.size,
+            "restored_after_epoch": trainer.restored_after,
+        }
         if not self.every_epoch:
             report["epochs"] = self.pending
         self.pending, self.last_report = [], time.monotonic()
         if not checkpoint:
-            tune.report(report)
+            self.report(report)
+            return
+        self.last_save = time.monotonic()
+        if not self.writes:
+            self.report(report, checkpoint=None)
             return
         with tempfile.TemporaryDirectory() as d:
             atomic_save(trainer.state_dict(), Path(d) / STATE_FILE)
-            tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
-        self.last_save = time.monotonic()
+            self.report(report, checkpoint=self.checkpoint_type.from_directory(d))
+
+
+def _run_trial(trainer: Trainer, checkpoint, report: Callable, extra: dict) -> None:
+    """Restore ``checkpoint`` (None: a fresh start) and train; a finished or diverged trial reports why."""
+    cfg = trainer.cfg
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            trainer.load_state_dict(safe_load(Path(d) / STATE_FILE), source="trial checkpoint", may_differ=searched)
+    if trainer.epoch >= cfg.train.epochs and trainer.history.epochs:  # restored at its last checkpoint
+        report({**trainer.epoch_metrics(), **extra, "device": str(trainer.device)})
+        return
+    try:
+        trainer.run()
+    except NonFiniteError as err:  # fail fast: a restart from a checkpoint would diverge again
+        # val/acc is the searchers' metric: a diverged configuration scores 0 (the row is an error)
+        report({ERROR_KEY: f"{type(err).__name__}: {err}", "epoch": trainer.epoch + 1, "val/acc": 0.0})
+
+
+def _quiet_ray_logs() -> None:
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # no line per saved checkpoint
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
 
 
 def make_trainable(
@@ -94,34 +143,154 @@ def make_trainable(
     sites = list(sites)
 
     def adalase_trial(params: dict, data=None) -> None:
-        logging.getLogger("ray.train").setLevel(logging.WARNING)  # no line per saved checkpoint
-        logging.getLogger("ray.tune").setLevel(logging.WARNING)
+        _quiet_ray_logs()
         torch.set_num_threads(max(1, int(threads)))
         cfg = trial_config(base, params, sites)
         if isinstance(data, ray.ObjectRef):
             data = ray.get(data)
         trainer = Trainer(cfg, data=data, callbacks=[TuneReport(checkpoint_every, checkpoint_s, every_epoch)])
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is not None:
-            with checkpoint.as_directory() as d:
-                trainer.load_state_dict(safe_load(Path(d) / STATE_FILE), source="Tune checkpoint", may_differ=searched)
-        if trainer.epoch >= cfg.train.epochs and trainer.history.epochs:  # restored at its last checkpoint
-            tune.report(
-                {
-                    **trainer.epoch_metrics(),
-                    "node_id": ray.get_runtime_context().get_node_id(),
-                    "pid": os.getpid(),
-                    "device": str(trainer.device),
-                }
-            )
-            return
-        try:
-            trainer.run()
-        except NonFiniteError as err:  # fail fast: a restart from a checkpoint would diverge again
-            # val/acc is the searchers' metric: a diverged configuration scores 0 (the row is an error)
-            tune.report({ERROR_KEY: f"{type(err).__name__}: {err}", "epoch": trainer.epoch + 1, "val/acc": 0.0})
+        node = {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+        _run_trial(trainer, tune.get_checkpoint(), tune.report, node)
 
     return adalase_trial
+
+
+class EpochLines(Callback):
+    """Worker 0's epoch lines into a Ray queue that the driver prints from (``train --workers``)."""
+
+    def __init__(self, queue):
+        self.queue = queue
+
+    def on_epoch_end(self, trainer, metrics):
+        from .engine import epoch_line
+
+        self.queue.put(epoch_line(metrics, trainer.cfg.train.epochs, trainer.sites))
+
+
+def print_lines(queue, stop) -> None:
+    """Until ``stop`` is set and ``queue`` is empty: print what workers put in ``queue`` to stderr."""
+    import queue as queues
+    import sys
+
+    while True:
+        try:
+            print(queue.get(timeout=0.5), file=sys.stderr, flush=True)
+        except queues.Empty:
+            if stop.is_set():
+                return
+
+
+def data_parallel_worker(config: dict) -> None:
+    """Ray Train's loop per worker: one data-parallel worker of a trial (or of ``train --workers``)."""
+    import ray.train
+    import ray.train.torch
+
+    _quiet_ray_logs()
+    torch.set_num_threads(max(1, int(config["threads"])))
+    cfg = trial_config(config["base"], config["params"], config["sites"])
+    data = config["data"]
+    if isinstance(data, ray.ObjectRef):
+        data = ray.get(data)
+    world = World.current()
+    device = ray.train.torch.get_device() if config["gpus"] else torch.device("cpu")
+    report = TuneReport(
+        config["checkpoint_every"],
+        config["checkpoint_s"],
+        config["every_epoch"],
+        report=ray.train.report,
+        writes_checkpoints=world.rank == 0,
+        checkpoint_type=ray.train.Checkpoint,
+    )
+    callbacks: list[Callback] = [report]
+    if config.get("progress") is not None and world.rank == 0:
+        callbacks.append(EpochLines(config["progress"]))
+    trainer = Trainer(cfg, data=data, callbacks=callbacks, world=world, device=device)
+    extra = {"node_id": report.node, "pid": os.getpid(), "workers": world.size}
+    _run_trial(trainer, ray.train.get_checkpoint(), ray.train.report, extra)
+
+
+def run_data_parallel(
+    config: dict,
+    workers: int,
+    cpus: float,
+    gpus: float,
+    storage: str,
+    name: str,
+    max_failures: int,
+    callbacks=(),
+    progress: bool = False,
+):
+    """Start and wait for a ``TorchTrainer`` of ``workers`` workers running :func:`data_parallel_worker`
+    (a run of the same ``name`` under ``storage`` continues from its latest checkpoint). ``progress``:
+    print worker 0's epoch lines here as they come."""
+    if progress:
+        import threading
+
+        from ray.util.queue import Queue
+
+        queue, stop = Queue(), threading.Event()
+        printer = threading.Thread(target=print_lines, args=(queue, stop), daemon=True)
+        printer.start()
+        try:
+            return run_data_parallel({**config, "progress": queue}, workers, cpus, gpus, storage, name, max_failures)
+        finally:
+            stop.set()
+            printer.join(timeout=5)
+            queue.shutdown()
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+    trainer = TorchTrainer(
+        data_parallel_worker,
+        train_loop_config={**config, "gpus": gpus},
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage,
+            callbacks=list(callbacks),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    return trainer.fit()
+
+
+def make_parallel_trainable(
+    base: dict,
+    sites: Sequence[str],
+    workers: int,
+    storage: str,
+    cpus: float = 1.0,
+    gpus: float = 0.0,
+    max_failures: int = 0,
+    checkpoint_s: float = 30.0,
+    every_epoch: bool = True,
+) -> Callable:
+    """A Tune trial that runs as ``workers`` data-parallel Ray Train workers (``cpus``/``gpus`` each).
+
+    The trial itself only drives the Train run; Train's own storage (``storage``/<trial id>) holds
+    the checkpoints, and a restarted trial continues there."""
+    sites = list(sites)
+
+    def adalase_parallel_trial(params: dict, data=None) -> None:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        _quiet_ray_logs()
+        config = {
+            "base": base,
+            "params": params,
+            "sites": sites,
+            "data": data,
+            "threads": max(1, int(cpus)),
+            "checkpoint_every": None,
+            "checkpoint_s": checkpoint_s,
+            "every_epoch": every_epoch,
+        }
+        trial_id = tune.get_context().get_trial_id()
+        run_data_parallel(config, workers, cpus, gpus, storage, trial_id, max_failures, [TuneReportCallback()])
+
+    return adalase_parallel_trial
 
 
 def warm_worker() -> None:

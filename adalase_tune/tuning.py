@@ -74,8 +74,9 @@ class SweepOptions:
     num_samples: Optional[int] = None  # overrides the method's budget (population for pbt)
     budgets: dict = field(default_factory=dict)  # sweep.methods.<name> from the YAML
     max_concurrent: Optional[int] = None
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
+    cpus_per_trial: float = 1.0  # per worker when workers_per_trial > 1
+    gpus_per_trial: float = 0.0  # per worker when workers_per_trial > 1
+    workers_per_trial: int = 1  # > 1: each trial is a data-parallel Ray Train run of this many workers
     address: Optional[str] = None  # None: a private local Ray
     storage: str = "runs/ray"
     name: Optional[str] = None
@@ -93,6 +94,7 @@ class SweepOptions:
             ("--num-samples", self.num_samples, 1),
             ("--max-concurrent", self.max_concurrent, 1),
             ("--max-failures", self.max_failures, 0),
+            ("--workers-per-trial", self.workers_per_trial, 1),
         ):
             if value is not None and value < low:
                 raise ConfigError(f"{flag} = {value}: it must be >= {low}")
@@ -286,6 +288,16 @@ def check_resources(options: SweepOptions) -> None:
             f"--cpus-per-trial = {options.cpus_per_trial}, but the largest node of this Ray cluster "
             f"has {most_cpu:g} CPUs; lower it"
         )
+    w = options.workers_per_trial
+    total_cpu = sum(n.get("CPU", 0) for n in nodes)
+    total_gpu = sum(n.get("GPU", 0) for n in nodes)
+    if w > 1 and (w * options.cpus_per_trial > total_cpu or w * options.gpus_per_trial > total_gpu):
+        raise ConfigError(
+            f"--workers-per-trial = {w} with {options.cpus_per_trial:g} CPUs and {options.gpus_per_trial:g} GPUs "
+            f"per worker needs {w * options.cpus_per_trial:g} CPUs and {w * options.gpus_per_trial:g} GPUs, but "
+            f"this Ray cluster has {total_cpu:g} CPUs and {total_gpu:g} GPUs; lower --workers-per-trial or the "
+            "resources per worker"
+        )
 
 
 def put(value):
@@ -366,21 +378,69 @@ def check_budget(plan: SearchPlan, epochs: int) -> None:
         )
 
 
-def _tuner(cfg: ExperimentConfig, job: Job, options: SweepOptions, root: str, sites, callbacks, data_ref):
-    from .trainable import make_trainable
+def _trainable(cfg: ExperimentConfig, job: Job, options: SweepOptions, root: str, sites, data_ref):
+    """The trial function with its data and resources: one process, or a Ray Train run of several workers."""
+    from .trainable import make_parallel_trainable, make_trainable
 
     needs_ckpt = job.plan.checkpoint_every()
-    trainable = make_trainable(
-        cfg.to_dict(),
-        sites,
-        threads=max(1, int(options.cpus_per_trial)),
-        checkpoint_every=needs_ckpt,
-        checkpoint_s=options.checkpoint_s,
-        every_epoch=job.plan.scheduler is not None,
-    )  # ASHA and PBT act on every epoch
+    every_epoch = job.plan.scheduler is not None  # ASHA and PBT act on every epoch
+    if options.workers_per_trial > 1:
+        check_workers(job, options)
+        trainable = make_parallel_trainable(
+            cfg.to_dict(),
+            sites,
+            options.workers_per_trial,
+            storage=join(join(root, job.name), "train"),
+            cpus=options.cpus_per_trial,
+            gpus=options.gpus_per_trial,
+            max_failures=options.max_failures,
+            checkpoint_s=options.checkpoint_s,
+            every_epoch=every_epoch,
+        )
+        # the trial only drives its workers, which hold the CPUs and GPUs (Tune refuses an empty request)
+        resources: Any = {"cpu": 0, "memory": 2**20}
+    else:
+        trainable = make_trainable(
+            cfg.to_dict(),
+            sites,
+            threads=max(1, int(options.cpus_per_trial)),
+            checkpoint_every=needs_ckpt,
+            checkpoint_s=options.checkpoint_s,
+            every_epoch=every_epoch,
+        )
+        resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     if data_ref is not None:
         trainable = tune.with_parameters(trainable, data=data_ref)
-    trainable = tune.with_resources(trainable, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
+    return tune.with_resources(trainable, resources)
+
+
+def check_workers(job: Job, options: SweepOptions) -> None:
+    """Multi-worker trials keep their checkpoints in Ray Train, where PBT cannot move them."""
+    if options.workers_per_trial > 1 and job.plan.checkpoint_every() is not None:
+        raise ConfigError(
+            f"--workers-per-trial = {options.workers_per_trial} with {job.name}: PBT moves checkpoints "
+            "between trials, which a multi-worker trial keeps in Ray Train; use --workers-per-trial 1 for pbt"
+        )
+
+
+def _concurrency(options: SweepOptions) -> Optional[int]:
+    """``--max-concurrent``; for multi-worker trials, by default as many as the cluster's CPUs and GPUs
+    hold at once (their drivers hold no resources, so Tune alone would start them all)."""
+    if options.max_concurrent or options.workers_per_trial == 1:
+        return options.max_concurrent
+    import ray
+
+    have = ray.cluster_resources()
+    w = options.workers_per_trial
+    fits = [have.get("CPU", 0) // (w * options.cpus_per_trial)]
+    if options.gpus_per_trial:
+        fits.append(have.get("GPU", 0) // (w * options.gpus_per_trial))
+    return max(1, int(min(fits)))
+
+
+def _tuner(cfg: ExperimentConfig, job: Job, options: SweepOptions, root: str, sites, callbacks, data_ref):
+    needs_ckpt = job.plan.checkpoint_every()
+    trainable = _trainable(cfg, job, options, root, sites, data_ref)
     path = join(root, job.name)
     if options.resume and tune.Tuner.can_restore(path):
         repair_state(root, job.name)
@@ -401,7 +461,7 @@ def _tuner(cfg: ExperimentConfig, job: Job, options: SweepOptions, root: str, si
         metric=METRIC,
         mode=MODE,
         num_samples=job.plan.num_samples,
-        search_alg=_searcher(job.plan, options.max_concurrent),
+        search_alg=_searcher(job.plan, _concurrency(options)),
         scheduler=_scheduler(job.plan, cfg.train.epochs),
         reuse_actors=options.reuse_actors,
     )
@@ -573,7 +633,7 @@ class MLflowTrials(MLflowLoggerCallback):
             error = last.get(ERROR_KEY) or str(trial.get_error() or "the trial failed")
             run.fail(" ".join(error.split())[:2000])
             return
-        for key in ("node_id", "device"):
+        for key in ("node_id", "device", "workers"):
             if key in last:
                 run.tag(key, str(last[key]))
         q = None

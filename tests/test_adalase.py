@@ -116,8 +116,8 @@ class _ScaledLoss(Trainer):
 
     scale = 1.0
 
-    def _loss(self, model, x, y, site=None):
-        return self.scale * super()._loss(model, x, y, site)
+    def _loss(self, model, x, y, site=None, rng=None):
+        return self.scale * super()._loss(model, x, y, site, rng)
 
 
 def _q_trajectory(form, scale=1.0, lr=0.05, wd=5e-4, seed=0):

@@ -379,6 +379,11 @@ def _malformed_cases(tmp: Path) -> list:
         (s + ["random", "--cpus-per-trial", "64"], ["--cpus-per-trial = 64.0", "largest node"]),
         (s + ["random", "--gpus-per-trial", "1"], ["--gpus-per-trial = 1.0", "0 GPUs"]),
         (s + ["random", "--max-failures", "-1"], ["--max-failures = -1"]),
+        (s + ["random", "--workers-per-trial", "0"], ["--workers-per-trial = 0"]),
+        (s + ["random", "--workers-per-trial", "3"], ["--workers-per-trial = 3", "needs 3 CPUs"]),
+        (s + ["pbt", "--workers-per-trial", "2"], ["--workers-per-trial = 2", "use --workers-per-trial 1 for pbt"]),
+        (s + ["uniform", "--workers-per-trial", "2", "--set", "train.batch_size=1"], ["train.batch_size = 1 over 2"]),
+        (["train", d, "--workers", "0"], ["--workers = 0"]),
         (s + ["random", "--name", "../../x"], ["--name = '../../x'", "one path component"]),
         (s + ["random", "--name", "/abs/x"], ["--name = '/abs/x'", "one path component"]),
         (s + ["random", "--name", "it's"], ['--name = "it\'s"', "one path component"]),
@@ -450,6 +455,6 @@ def test_malformed_inputs_exit_2_with_one_line_and_create_nothing(tmp_path):
     needs_ray = {
         i
         for i, (argv, _) in enumerate(cases)
-        if "--cpus-per-trial" in argv and "64" in argv or "--gpus-per-trial" in argv
+        if "--cpus-per-trial" in argv and "64" in argv or "--gpus-per-trial" in argv or argv[-1] == "3"
     }
     assert {i for i, r in enumerate(results) if r["ray"]} <= needs_ray
