@@ -25,16 +25,17 @@ def machine() -> str:
 
 
 def versions() -> str:
-    import mlflow
-    import optuna
-    import ray
-    import torch
-    import torchvision
+    """Python and the libraries' versions ("not installed" where one is missing, as Ray and MLflow
+    may be on a GPU machine that runs only the engine)."""
+    import importlib
 
-    return (
-        f"Python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
-        f"ray {ray.__version__}, optuna {optuna.__version__}, mlflow {mlflow.__version__}"
-    )
+    found = []
+    for name in ("torch", "torchvision", "ray", "optuna", "mlflow"):
+        try:
+            found.append(f"{name} {importlib.import_module(name).__version__}")
+        except ImportError:
+            found.append(f"{name} not installed")
+    return f"Python {platform.python_version()}, " + ", ".join(found)
 
 
 def write_result(name: str, title: str, body: str, smoke: bool) -> Path:
