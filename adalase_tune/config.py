@@ -236,8 +236,8 @@ class TrainConfig:
     weight_decay: float = 5e-4
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    channels_last: bool = True  # on CUDA, for 4-d inputs
+    amp: Union[bool, str] = "auto"  # bf16 autocast: auto = on CUDA only; true = on every device (CPU too)
+    channels_last: Union[bool, str] = "auto"  # for image inputs: auto = on CUDA only; true = everywhere
 
     def __post_init__(self):
         _check_range("train.epochs", self.epochs, 1)
@@ -248,6 +248,14 @@ class TrainConfig:
         _check_range("train.seed", self.seed, 0, MAX_SEED)
         if self.nesterov and self.momentum == 0:
             _fail("train.nesterov", True, "Nesterov needs train.momentum > 0; set train.nesterov=false")
+        for key in ("amp", "channels_last"):
+            if getattr(self, key) not in (True, False, "auto"):
+                _fail(f"train.{key}", getattr(self, key), "use auto (on CUDA only), true (every device) or false")
+
+    def uses(self, key: str, cuda: bool) -> bool:
+        """Whether the switch ``amp`` or ``channels_last`` is on for a run on CUDA (``cuda``) or not."""
+        value = getattr(self, key)
+        return cuda if value == "auto" else bool(value)
 
 
 @dataclass(frozen=True)

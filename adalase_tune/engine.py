@@ -206,11 +206,12 @@ class Trainer:
         self.op = get_op(cfg.augment.op, cfg.augment.strength)
         data, pool = hold_out(cfg, data) if self.policy.learns else (data, None)
         cuda = self.device.type == "cuda"
-        self.amp = cuda and cfg.train.amp
-        fmt = torch.channels_last if cuda and cfg.train.channels_last and len(data.input_shape) == 3 else None
+        self.amp = cfg.train.uses("amp", cuda)  # bf16 autocast
+        image = len(data.input_shape) == 3
+        self.memory_format = torch.channels_last if image and cfg.train.uses("channels_last", cuda) else None
         self.model = model.to(self.device)
-        if fmt is not None:
-            self.model = self.model.to(memory_format=fmt)
+        if self.memory_format is not None:
+            self.model = self.model.to(memory_format=self.memory_format)
         self.data = data.to(self.device)
         t = cfg.train
         self.steps_per_epoch = math.ceil(len(self.data.train) / t.batch_size)
@@ -243,6 +244,8 @@ class Trainer:
 
     def _loss(self, model, x, y, site=None, rng=None) -> torch.Tensor:
         targets = F.one_hot(y, self.data.num_classes).float()
+        if self.memory_format is not None:
+            x = x.contiguous(memory_format=self.memory_format)
         ctx = DAContext(site, self.op, self.rngs["op"] if rng is None else rng, self.torch_gen)
         with self._autocast(), ctx:
             logits = model(x)
@@ -302,6 +305,8 @@ class Trainer:
         self.model.eval()
         loss, correct = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
         for x, y in split.batches(np.arange(len(split))[self.world.shard(len(split))], batch_size):
+            if self.memory_format is not None:
+                x = x.contiguous(memory_format=self.memory_format)
             with self._autocast():
                 logits = self.model(x).float()
             loss += F.cross_entropy(logits, y, reduction="sum")

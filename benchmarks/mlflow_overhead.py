@@ -8,6 +8,7 @@ driver; trials never open it), as a ratio measured side by side.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 
@@ -22,7 +23,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--smoke-test", action="store_true")
     args = parser.parse_args()
     if args.smoke_test:
@@ -48,13 +49,20 @@ def main() -> None:
                 walls[label].append(time.perf_counter() - start)
             assert (rows["status"] == "TERMINATED").all()
     mean = {k: sum(v) / len(v) for k, v in walls.items()}
+    median = {k: statistics.median(v) for k, v in walls.items()}
     body = (
         f"{args.trials} trials of {args.epochs} epochs (cnn width 8, digits n_train=300), 2 at a time, warm trial "
         "actors. With MLflow, the driver logs every trial from Tune's callbacks into a local SQLite store: a parent "
         "run, one run per trial with its params, per-epoch metrics buffered and written in batches, final metrics. "
-        "After a warm-up sweep the two settings alternate.\n\n| run | wall (each sweep) | mean |\n|---|---|---|\n"
-        + "".join(f"| {k} | {', '.join(f'{w:.1f} s' for w in v)} | {mean[k]:.1f} s |\n" for k, v in walls.items())
-        + f"\n**MLflow overhead ratio** (with / without): **{mean['with MLflow'] / mean['without MLflow']:.2f}**\n"
+        "After a warm-up sweep the two settings alternate.\n\n"
+        "| run | wall (each sweep) | mean | median |\n|---|---|---|---|\n"
+        + "".join(
+            f"| {k} | {', '.join(f'{w:.1f} s' for w in v)} | {mean[k]:.1f} s | {median[k]:.1f} s |\n"
+            for k, v in walls.items()
+        )
+        + f"\n**MLflow overhead ratio** (with / without): **{mean['with MLflow'] / mean['without MLflow']:.2f}** "
+        f"on the means, **{median['with MLflow'] / median['without MLflow']:.2f}** on the medians (the median "
+        "is robust to a sweep slowed by something else on the machine)\n"
     )
     print(body)
     print(f"wrote {write_result('mlflow_overhead', 'MLflow logging overhead', body, args.smoke_test)}")
