@@ -77,7 +77,7 @@ class PseudoValidation:
         from_train = pool is None
         self.split: Split = pool if pool is not None else data.train
         self.augment = data.input_augment and from_train
-        self.rotate = a.val_rotate if (from_train and data.train.x.dim() == 4) else 0.0
+        self.rotate = a.val_rotate if (from_train and len(data.input_shape) == 3) else 0.0
         steps = -(-len(data.train) // cfg.train.batch_size)
         wanted = a.val_batch(len(data.train) / steps)
         self.batch_size = min(wanted, len(self.split))
@@ -95,8 +95,7 @@ class PseudoValidation:
 
     def new_epoch(self, rng: np.random.Generator) -> None:
         pick = rng.choice(len(self.split), self.batch_size, replace=False)
-        idx = torch.as_tensor(pick, device=self.split.y.device)
-        x, self.y = self.split.x[idx], self.split.y[idx]
+        x, self.y = self.split.take(pick)
         if self.augment:
             x = augment_inputs(x, rng)
         if self.rotate:
@@ -145,8 +144,7 @@ def hold_out(cfg: ExperimentConfig, data: DataBundle) -> tuple[DataBundle, Optio
             f"the {len(y)} training samples, leaving {len(kept)}; choose a fraction that leaves both "
             "parts non-empty, or adalase.val_source=train"
         )
-    pick = lambda idx: Split(train.x[torch.as_tensor(idx)], train.y[torch.as_tensor(idx)], train.ids[idx])  # noqa: E731
-    return replace(data, train=pick(kept)), pick(held)
+    return replace(data, train=train.subset(kept)), train.subset(held)
 
 
 class Hypergradient:

@@ -64,7 +64,9 @@ class DataConfig:
     classes: Optional[tuple[int, ...]] = None  # keep these labels, relabelled 0..k-1 in this order
     input_augment: Optional[bool] = None  # None: the dataset's usual one (crop+flip for CIFAR/SVHN)
     image_size: int = 32  # ImageFolder images are resized to this side
-    num_workers: int = 0  # DataLoader workers (ImageFolder only)
+    num_workers: int = 0  # DataLoader workers (ImageFolder: reading it, or streaming it)
+    stream: Optional[bool] = None  # ImageFolder read batch by batch; None: when larger than stream_above_mb decoded
+    stream_above_mb: float = 4096.0  # the automatic switch: decoded float32 size of all ImageFolder images
     read_on_nodes: bool = False  # sweeps: every node reads path/root itself (shared storage); else shipped once
 
     def __post_init__(self):
@@ -78,6 +80,9 @@ class DataConfig:
             _fail("data.classes", list(self.classes), "list at least two labels to classify, or null for all")
         if self.name in ("npz", "imagefolder") and not self.path:
             _fail("data.path", self.path, f"data.name={self.name} needs data.path (the {self.name} location)")
+        if self.stream and self.name != "imagefolder":
+            _fail("data.stream", True, f"only imagefolder data streams ({self.name} is read into memory); use null")
+        _check_range("data.stream_above_mb", self.stream_above_mb, 0.0, lo_open=True)
 
 
 @dataclass(frozen=True)

@@ -259,8 +259,11 @@ class Trainer:
         total, count = torch.zeros((), device=self.device), 0
         hyper, world = self.hypergradient, self.world
         params = [p for p in self.model.parameters() if p.requires_grad] if world.parallel else []
-        for i, (x, y) in enumerate(self.data.train.batches(order, self.cfg.train.batch_size)):
-            if self.data.input_augment:
+        train = self.data.train
+        # streaming: the loader's workers augment, seeded per sample from one draw per epoch
+        seed = int(self.rngs["data"].integers(2**62)) if train.streams and self.data.input_augment else None
+        for i, (x, y) in enumerate(train.batches(order, self.cfg.train.batch_size, augment_seed=seed)):
+            if self.data.input_augment and not train.streams:
                 x = augment_inputs(x, self.rngs["data"])  # on the global batch: every worker alike
             site = self.policy.sample(self.rngs["site"])
             self.optimizer.zero_grad(set_to_none=True)
@@ -300,9 +303,10 @@ class Trainer:
         hyper.feed(g_val, self.policy)
 
     @torch.no_grad()
-    def evaluate(self, split, batch_size: int = 1024) -> tuple[float, float]:
+    def evaluate(self, split, batch_size: Optional[int] = None) -> tuple[float, float]:
         """(mean loss, accuracy) on a split, in eval mode, without latent DA (each worker its shard)."""
         self.model.eval()
+        batch_size = batch_size or (self.cfg.train.batch_size if split.streams else 1024)
         loss, correct = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
         for x, y in split.batches(np.arange(len(split))[self.world.shard(len(split))], batch_size):
             if self.memory_format is not None:

@@ -444,6 +444,7 @@ def _tuner(cfg: ExperimentConfig, job: Job, options: SweepOptions, root: str, si
     path = join(root, job.name)
     if options.resume and tune.Tuner.can_restore(path):
         repair_state(root, job.name)
+        repair_checkpoints(root, job.name)
         # the callbacks come back from the experiment's tuner.pkl (they hold only plain settings)
         return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     from ray.tune.logger import JsonLoggerCallback
@@ -736,3 +737,71 @@ def repair_state(root: str, name: str) -> list[str]:
             file=sys.stderr,
         )
     return repaired
+
+
+def repair_checkpoints(root: str, name: str) -> list[str]:
+    """Before a restore: point every trial whose recorded latest checkpoint no longer exists at the
+    newest checkpoint of that trial still on storage (or at none: the trial starts over).
+
+    Ray deletes a trial's old checkpoints (``num_to_keep``) as new ones arrive, and saves its
+    experiment state separately; on cloud storage the state's upload lags. A driver killed in
+    between leaves a state whose latest checkpoint is gone, and Tune's restore of that trial fails.
+    Returns the ids of the trials it repointed."""
+    import pyarrow.fs as pafs
+    import ray.cloudpickle as cloudpickle
+    from ray.train._internal.session import _TrainingResult
+
+    fs, folder = (
+        pafs.FileSystem.from_uri(join(root, name)) if is_uri(root) else (pafs.LocalFileSystem(), join(root, name))
+    )
+    listing = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    states = sorted(
+        f.path for f in listing if f.base_name.startswith("experiment_state") and f.base_name.endswith(".json")
+    )
+    if not states:
+        return []
+    with fs.open_input_stream(states[-1]) as f:
+        data = json.loads(f.read().decode())
+    repointed = []
+    for entry in data.get("trial_data", []):
+        meta = json.loads(entry[1]) if isinstance(entry[1], str) else entry[1]
+        blob = meta.get("checkpoint_manager")
+        if not (isinstance(blob, dict) and "value" in blob):
+            continue
+        manager = cloudpickle.loads(bytes.fromhex(blob["value"]))
+        latest = manager.latest_checkpoint_result
+        if latest is None or _exists(latest.checkpoint):
+            continue
+        ckpt = latest.checkpoint
+        trial_dir = ckpt.path.rstrip("/").rsplit("/", 1)[0]
+        found = ckpt.filesystem.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
+        newest = sorted(
+            f.path for f in found if f.base_name.startswith("checkpoint_") and f.type == pafs.FileType.Directory
+        )
+        manager._checkpoint_results = [
+            r for r in manager._checkpoint_results if r.checkpoint is not None and _exists(r.checkpoint)
+        ]
+        manager._latest_checkpoint_result = None
+        if newest:
+            result = _TrainingResult(checkpoint=type(ckpt)(newest[-1], ckpt.filesystem), metrics=dict(latest.metrics))
+            manager._latest_checkpoint_result = result
+            if newest[-1] not in {r.checkpoint.path for r in manager._checkpoint_results}:
+                manager._checkpoint_results.append(result)
+        blob["value"] = cloudpickle.dumps(manager).hex()
+        entry[1] = json.dumps(meta) if isinstance(entry[1], str) else meta
+        repointed.append(ckpt.path.rstrip("/").rsplit("/", 2)[-2])
+    if repointed:
+        with fs.open_output_stream(states[-1]) as f:
+            f.write(json.dumps(data).encode())
+        print(
+            f"  {name}: {len(repointed)} trial(s) recorded a checkpoint that Ray had already deleted when the "
+            "driver was killed; they resume from their newest checkpoint on storage",
+            file=sys.stderr,
+        )
+    return repointed
+
+
+def _exists(checkpoint) -> bool:
+    import pyarrow.fs as pafs
+
+    return checkpoint.filesystem.get_file_info(checkpoint.path).type != pafs.FileType.NotFound

@@ -48,3 +48,19 @@ def write_result(name: str, title: str, body: str, smoke: bool) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(head + body)
     return path
+
+
+def synthetic_cifar(path: Path, n: int, n_test: int = 256) -> str:
+    """An npz of ``n`` random CIFAR-shaped training images (10 classes) and ``n_test`` test images:
+    a timing workload, not a learning one. Returns its path."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(
+        path,
+        x_train=rng.random((n, 3, 32, 32), dtype=np.float32),
+        y_train=rng.integers(0, 10, n),
+        x_test=rng.random((n_test, 3, 32, 32), dtype=np.float32),
+        y_test=rng.integers(0, 10, n_test),
+    )
+    return str(path)

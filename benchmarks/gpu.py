@@ -31,21 +31,9 @@ from adalase_tune.data import build_data
 from adalase_tune.engine import Trainer, pick_device
 from adalase_tune.models import build_model
 
-from _common import write_result
+from _common import synthetic_cifar, write_result
 
 PRESETS = ("fast", "normalized", "faithful")
-
-
-def cifar_like(path: Path, n: int) -> str:
-    rng = np.random.default_rng(0)
-    np.savez(
-        path,
-        x_train=rng.random((n, 3, 32, 32), dtype=np.float32),
-        y_train=rng.integers(0, 10, n),
-        x_test=rng.random((512, 3, 32, 32), dtype=np.float32),
-        y_test=rng.integers(0, 10, 512),
-    )
-    return str(path)
 
 
 def tree(data: str, batch: int, epochs: int, device: str) -> dict:
@@ -156,7 +144,7 @@ def main() -> None:
         "|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        data = cifar_like(Path(tmp) / "cifar_like.npz", args.n)
+        data = synthetic_cifar(Path(tmp) / "cifar_like.npz", args.n, n_test=512)
         for batch in batches:
             t = tree(data, batch, epochs, str(device))
             engine_epoch_s(t)  # warm-up: cuDNN's algorithm search, allocations

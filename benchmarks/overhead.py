@@ -23,7 +23,7 @@ from adalase_tune.data import build_data
 from adalase_tune.engine import Trainer, pick_device
 from adalase_tune.models import build_model
 
-from _common import write_result
+from _common import synthetic_cifar, write_result
 
 SETTINGS = {  # name: adalase overrides
     "fast (the default: normalized, fresh g_val every 10 steps reused between, val batch 2x)": {},
@@ -32,18 +32,6 @@ SETTINGS = {  # name: adalase overrides
     "fast with step credit (one hypergradient per 10 steps)": {"adalase.credit": "step"},
     "fast with window credit": {"adalase.credit": "window"},
 }
-
-
-def synthetic_cifar(path: Path, n: int) -> str:
-    rng = np.random.default_rng(0)
-    np.savez(
-        path,
-        x_train=rng.random((n, 3, 32, 32), dtype=np.float32),
-        y_train=rng.integers(0, 10, n),
-        x_test=rng.random((256, 3, 32, 32), dtype=np.float32),
-        y_test=rng.integers(0, 10, 256),
-    )
-    return str(path)
 
 
 def workloads(smoke: bool, tmp: Path) -> dict:

@@ -332,3 +332,41 @@ def test_a_driver_killed_at_any_instant_resumes_and_finishes_with_one_run_per_tr
         trials = [r for r in _runs(db, "k") if r.data.tags.get("run_kind") == "trial"]
         assert len(trials) == 8 and len({r.data.tags["ray.trial_id"] for r in trials}) == 8, instant
         assert all(r.info.status == "FINISHED" for r in trials), instant
+
+
+def test_a_resume_whose_recorded_checkpoint_was_already_deleted_uses_the_newest_one_on_storage(tmp_path):
+    """The race behind a failed resume from S3: Ray deletes a trial's old checkpoint (num_to_keep) after
+    its experiment state was saved, and the driver dies before the next save. Made deterministic here:
+    kill -9 mid-sweep, then delete the checkpoint the saved state names as each trial's latest."""
+    import ray.cloudpickle as cloudpickle
+
+    storage, db = tmp_path / "ray", tmp_path / "m.db"
+    cmd = _cli(
+        "sweep", "search_spaces/digits.yaml", "--method", "uniform", "--seeds", "2", "--max-concurrent", "1",
+        "--set", "train.epochs=40", *SLOW_EPOCHS, "--storage", str(storage), "--name", "race",
+        "--checkpoint-s", "0", "--tracking-uri", f"sqlite:///{db}", "--experiment", "race",
+    )  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while len(list(storage.glob("race/*/checkpoint_*"))) < 3:
+        assert proc.poll() is None and time.time() < deadline, "no checkpoints appeared"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    state = sorted(storage.glob("race/experiment_state*.json"))[-1]
+    deleted = []
+    for entry in json.loads(state.read_text())["trial_data"]:
+        meta = json.loads(entry[1]) if isinstance(entry[1], str) else entry[1]
+        latest = cloudpickle.loads(bytes.fromhex(meta["checkpoint_manager"]["value"])).latest_checkpoint_result
+        if latest is not None and Path(latest.checkpoint.path).is_dir():
+            import shutil
+
+            shutil.rmtree(latest.checkpoint.path)
+            deleted.append(latest.checkpoint.path)
+    assert deleted, "the saved state names no checkpoint: nothing to test"
+    resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resume from their newest checkpoint on storage" in resumed.stderr
+    assert "uniform: 2/2 trials finished" in resumed.stdout
+    trials = [r for r in _runs(db, "race") if r.data.tags.get("run_kind") == "trial"]
+    assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)

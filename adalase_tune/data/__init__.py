@@ -39,15 +39,26 @@ class Split:
     x: torch.Tensor
     y: torch.Tensor
     ids: np.ndarray
+    streams = False  # the in-memory form (data.stream: StreamSplit)
 
     def __len__(self) -> int:
         return len(self.y)
 
+    def subset(self, idx) -> Split:
+        t = torch.as_tensor(np.asarray(idx))
+        return Split(self.x[t.to(self.x.device)], self.y[t.to(self.y.device)], self.ids[np.asarray(idx)])
+
+    def take(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples at ``idx``."""
+        t = torch.as_tensor(np.asarray(idx), device=self.y.device)
+        return self.x[t], self.y[t]
+
     def to(self, device) -> Split:
         return Split(self.x.to(device), self.y.to(device), self.ids)
 
-    def batches(self, order, batch_size: int):
-        """Yield ``(x, y)`` for consecutive chunks of ``order`` (an index array)."""
+    def batches(self, order, batch_size: int, augment_seed=None):
+        """Yield ``(x, y)`` for consecutive chunks of ``order`` (an index array). In memory the
+        engine augments the batch itself (``augment_seed`` is for the streaming form)."""
         order = torch.as_tensor(order, device=self.y.device)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
@@ -56,7 +67,7 @@ class Split:
 
 @dataclass
 class DataBundle:
-    train: Split
+    train: Split  # or a StreamSplit (data.stream), with the same interface
     val: Split
     test: Split
     num_classes: int
@@ -154,6 +165,7 @@ def build_data(cfg: DataConfig) -> DataBundle:
         x_tr, y_tr, ids = x_tr[kept], y_tr[kept], ids[kept]
     else:
         test = (raw.x_test, raw.y_test, np.arange(len(raw.y_test)))
+    test_part = "train" if raw.x_test is None else "test"  # (streaming) which file list test indexes
     if raw.x_val is None:
         if cfg.val_fraction == 0:
             raise ConfigError(
@@ -170,9 +182,15 @@ def build_data(cfg: DataConfig) -> DataBundle:
         x_tr, y_tr, ids = x_tr[kept], y_tr[kept], ids[kept]
     else:
         val = (raw.x_val, raw.y_val, np.arange(len(raw.y_val)))
+    val_part = "train" if raw.x_val is None else "val"
     known = len(cfg.classes) if cfg.classes is not None else raw.num_classes
     y_tr, test, val, num_classes = _class_ids(cfg, known, y_tr, test, val)
-    mean, std = _stats(x_tr, raw.scalar_norm)  # from the whole training split: the same for every n_train
+    if raw.paths is not None:
+        from ._stream import _Images, sample_stats
+
+        mean, std = sample_stats(_Images(raw.paths["train"], cfg.image_size), x_tr)  # a fixed sample
+    else:
+        mean, std = _stats(x_tr, raw.scalar_norm)  # from the whole training split: the same for every n_train
     if cfg.n_train is not None:
         if cfg.n_train > len(y_tr):
             raise ConfigError(
@@ -182,6 +200,10 @@ def build_data(cfg: DataConfig) -> DataBundle:
         pick = stratified_subset(y_tr, cfg.n_train, cfg.subset_seed)
         x_tr, y_tr, ids = x_tr[pick], y_tr[pick], ids[pick]
     augment = raw.usual_augment if cfg.input_augment is None else cfg.input_augment
+    if raw.paths is not None:
+        return _stream_bundle(
+            cfg, raw, (x_tr, y_tr, ids), val, test, (val_part, test_part), num_classes, augment, mean, std
+        )
     if augment and x_tr.ndim != 4:
         raise ConfigError(f"data.input_augment = true, but {cfg.name} holds vectors {x_tr.shape[1:]}; set it to false")
 
@@ -190,6 +212,24 @@ def build_data(cfg: DataConfig) -> DataBundle:
 
     return DataBundle(
         split(x_tr, y_tr, ids), split(*val), split(*test), num_classes, tuple(x_tr.shape[1:]), bool(augment)
+    )
+
+
+def _stream_bundle(cfg: DataConfig, raw: Raw, train, val, test, parts, num_classes, augment, mean, std) -> DataBundle:
+    """Splits of file paths (``data.stream``): the same membership as in memory, read batch by batch."""
+    from ._stream import StreamSplit
+
+    assert raw.paths is not None
+
+    def split(triple, part):
+        x, y, i = triple
+        paths = [raw.paths[part][j] for j in x]
+        y = torch.from_numpy(np.asarray(y, dtype=np.int64))
+        return StreamSplit(paths, y, i, cfg.image_size, mean, std, cfg.num_workers)
+
+    shape = (3, cfg.image_size, cfg.image_size)
+    return DataBundle(
+        split(train, "train"), split(val, parts[0]), split(test, parts[1]), num_classes, shape, bool(augment)
     )
 
 

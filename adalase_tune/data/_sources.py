@@ -27,6 +27,7 @@ class Raw:
     usual_augment: bool = False  # crop+flip is the usual input augmentation
     scalar_norm: bool = False  # one mean/std for all features (signals whose positions are alike)
     num_classes: Optional[int] = None  # the dataset's own class count; None (npz): from the labels
+    paths: Optional[dict] = None  # streaming: {part: file paths}; x_<part> then hold indices into them
 
 
 def load_digits(cfg: DataConfig) -> Raw:
@@ -199,12 +200,59 @@ def load_imagefolder(cfg: DataConfig) -> Raw:
             f"data.path = {cfg.path!r}: expected an ImageFolder root with train/<class>/*.png "
             "(and test/, optionally val/)"
         )
+    if streams(cfg, root):
+        return _list_folders(root)
     x_tr, y_tr, classes = _read_folder(root / "train", cfg.image_size, cfg.num_workers)
     raw = Raw(x_tr, y_tr, usual_augment=True, num_classes=len(classes))
     for part in ("test", "val"):
         if (root / part).is_dir():
             x, y, _ = _read_folder(root / part, cfg.image_size, cfg.num_workers, classes)
             setattr(raw, f"x_{part}", x)
+            setattr(raw, f"y_{part}", y)
+    return raw
+
+
+def _listing(folder: Path, classes=None):
+    """(paths, labels, classes) of an ImageFolder tree, without reading an image."""
+    import torchvision.datasets as tvd
+
+    ds = tvd.ImageFolder(str(folder))
+    if classes is not None and ds.classes != classes:
+        raise ConfigError(
+            f"data.path: {folder} has classes {ds.classes}, but train/ has {classes}; "
+            "every split needs the same class folders"
+        )
+    return [p for p, _ in ds.samples], np.asarray([c for _, c in ds.samples], dtype=np.int64), ds.classes
+
+
+def streams(cfg: DataConfig, root: Path) -> bool:
+    """``data.stream``, or (when null) whether the decoded images would exceed ``stream_above_mb``."""
+    if cfg.stream is not None:
+        return cfg.stream
+    files = sum(1 for part in ("train", "val", "test") for f in (root / part).rglob("*") if f.is_file())
+    decoded_mb = files * 3 * cfg.image_size**2 * 4 / 2**20
+    if decoded_mb <= cfg.stream_above_mb:
+        return False
+    import sys
+
+    print(
+        f"adalase-tune: data.path = {cfg.path!r} decodes to about {decoded_mb:,.0f} MB at image_size "
+        f"{cfg.image_size} (> data.stream_above_mb = {cfg.stream_above_mb:g}): streaming it "
+        f"with {cfg.num_workers} DataLoader workers (data.num_workers)",
+        file=sys.stderr,
+    )
+    return True
+
+
+def _list_folders(root: Path) -> Raw:
+    """The streaming form of an ImageFolder: x_<part> are indices into ``paths[part]``."""
+    paths, y_tr, classes = _listing(root / "train")
+    raw = Raw(np.arange(len(paths)), y_tr, usual_augment=True, num_classes=len(classes), paths={"train": paths})
+    for part in ("test", "val"):
+        if (root / part).is_dir():
+            part_paths, y, _ = _listing(root / part, classes)
+            raw.paths[part] = part_paths  # type: ignore[index]
+            setattr(raw, f"x_{part}", np.arange(len(part_paths)))
             setattr(raw, f"y_{part}", y)
     return raw
 

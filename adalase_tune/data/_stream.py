@@ -1,0 +1,141 @@
+"""ImageFolder data read batch by batch (``data.stream``): for folders larger than memory.
+
+A :class:`StreamSplit` holds file paths and labels only. Its batches come from a torch
+``DataLoader`` whose workers decode each image exactly as the in-memory path does (torchvision's
+loader, ``Resize((s, s))``, ``ToTensor``), normalise it, and apply the input augmentation
+(crop by up to 4 pixels with zero fill, horizontal flip) there, not in the training loop.
+
+Determinism: the augmentation of the sample at position ``p`` of an epoch's order is drawn from
+a generator seeded with ``(epoch seed, p)``, where the engine draws the epoch seed from the run's
+data generator. The draws therefore depend neither on the number of workers nor on which worker
+reads a sample, and a run resumed after epoch k replays an uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+PAD = 4  # the crop's zero padding, as augment_inputs
+
+
+class _Images(torch.utils.data.Dataset):
+    """Items ``(index, seed or None)`` -> one normalised (C, H, W) image, augmented when seeded."""
+
+    def __init__(self, paths: Sequence[str], size: int, mean=0.0, std=1.0):
+        self.paths, self.size, self.mean, self.std = list(paths), size, mean, std
+        self._transform: Any = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def decode(self, i: int) -> np.ndarray:
+        from torchvision import transforms
+        from torchvision.datasets.folder import default_loader
+
+        if self._transform is None:
+            self._transform = transforms.Compose([transforms.Resize((self.size, self.size)), transforms.ToTensor()])
+        return self._transform(default_loader(self.paths[i])).numpy()
+
+    def __getitem__(self, item) -> torch.Tensor:
+        i, seed = item
+        x = (self.decode(i) - self.mean) / self.std
+        if seed is not None:
+            x = crop_flip(x, np.random.default_rng(list(seed)))
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def crop_flip(x: np.ndarray, rng: np.random.Generator, pad: int = PAD) -> np.ndarray:
+    """Shift one (C, H, W) image by up to ``pad`` pixels on each axis (zero fill), flip half the time."""
+    out = np.zeros_like(x)
+    dy, dx = rng.integers(-pad, pad + 1, 2)
+    h, w = x.shape[1:]
+    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = x[
+        :, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    return out[:, :, ::-1] if rng.random() < 0.5 else out
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Per-worker seeding of numpy and torch from the loader's base seed (the samples' own draws are
+    seeded per sample, so nothing depends on it; libraries that draw at random stay reproducible)."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class StreamSplit:
+    """A split of image files read on demand; the same interface as the in-memory ``Split``."""
+
+    streams = True
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        y: torch.Tensor,
+        ids: np.ndarray,
+        size: int,
+        mean: np.ndarray,
+        std: np.ndarray,
+        workers: int = 0,
+        device: Optional[torch.device] = None,
+    ):
+        self.paths, self.y, self.ids = list(paths), y, ids
+        self.size, self.mean, self.std, self.workers = size, mean, std, workers
+        self.device = device or torch.device("cpu")
+        self.images = _Images(self.paths, size, mean, std)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def _like(self, paths, y, ids, device) -> StreamSplit:
+        return StreamSplit(paths, y, ids, self.size, self.mean, self.std, self.workers, device)
+
+    def to(self, device) -> StreamSplit:
+        return self._like(self.paths, self.y.to(device), self.ids, torch.device(device))
+
+    def subset(self, idx) -> StreamSplit:
+        idx = np.asarray(idx)
+        return self._like([self.paths[i] for i in idx], self.y[torch.as_tensor(idx)], self.ids[idx], self.device)
+
+    def take(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples at ``idx``, decoded here, not augmented (a pseudo-validation batch)."""
+        x = torch.stack([self.images[(int(i), None)] for i in np.asarray(idx)])
+        return x.to(self.device), self.y[torch.as_tensor(np.asarray(idx), device=self.y.device)]
+
+    def batches(self, order, batch_size: int, augment_seed: Optional[int] = None):
+        """Yield ``(x, y)`` on the split's device for consecutive chunks of ``order``, read by the
+        DataLoader's workers; ``augment_seed``: crop and flip each sample, seeded by its position."""
+        order = np.asarray(order)
+        items = [(int(i), None if augment_seed is None else (augment_seed, p)) for p, i in enumerate(order)]
+        chunks = [items[s : s + batch_size] for s in range(0, len(items), batch_size)]
+        loader = torch.utils.data.DataLoader(
+            self.images,
+            batch_sampler=chunks,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            worker_init_fn=_seed_worker if self.workers else None,
+        )
+        cuda = self.device.type == "cuda"
+        for chunk, x in zip(chunks, loader):
+            idx = torch.as_tensor([i for i, _ in chunk], device=self.y.device)
+            yield x.to(self.device, non_blocking=cuda), self.y[idx]
+
+
+def sample_stats(images: _Images, idx: np.ndarray, limit: int = 2000, seed: int = 0):
+    """Per-channel mean and std over up to ``limit`` training images (a fixed sample): the streaming
+    path's normalisation, where the in-memory path uses the whole training split."""
+    pick = idx if len(idx) <= limit else np.random.default_rng(seed).choice(idx, limit, replace=False)
+    n, total, squares = 0, np.zeros(3), np.zeros(3)
+    for i in pick:
+        x = images.decode(int(i)).astype(np.float64)
+        n += x[0].size
+        total = total + x.sum(axis=(1, 2))
+        squares = squares + (x**2).sum(axis=(1, 2))
+    mean = total / n
+    std = np.sqrt(np.maximum(squares / n - mean**2, 0)) + 1e-6
+    shape = (-1, 1, 1)
+    return mean.reshape(shape).astype(np.float32), std.reshape(shape).astype(np.float32)
