@@ -557,7 +557,6 @@ def _train_workers(
         "threads": 1,
         "checkpoint_every": 1,
         "checkpoint_s": 0.0,
-        "every_epoch": True,
     }
     signals = Signals(deferred=False)
     with signals.installed():

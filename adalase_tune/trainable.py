@@ -196,7 +196,7 @@ def data_parallel_worker(config: dict) -> None:
     report = TuneReport(
         config["checkpoint_every"],
         config["checkpoint_s"],
-        config["every_epoch"],
+        True,  # ray.train.report is collective: every worker reports every epoch, never on its own clock
         report=ray.train.report,
         writes_checkpoints=world.rank == 0,
         checkpoint_type=ray.train.Checkpoint,
@@ -265,7 +265,6 @@ def make_parallel_trainable(
     gpus: float = 0.0,
     max_failures: int = 0,
     checkpoint_s: float = 30.0,
-    every_epoch: bool = True,
 ) -> Callable:
     """A Tune trial that runs as ``workers`` data-parallel Ray Train workers (``cpus``/``gpus`` each).
 
@@ -285,7 +284,6 @@ def make_parallel_trainable(
             "threads": max(1, int(cpus)),
             "checkpoint_every": None,
             "checkpoint_s": checkpoint_s,
-            "every_epoch": every_epoch,
         }
         trial_id = tune.get_context().get_trial_id()
         run_data_parallel(config, workers, cpus, gpus, storage, trial_id, max_failures, [TuneReportCallback()])

@@ -395,7 +395,6 @@ def _trainable(cfg: ExperimentConfig, job: Job, options: SweepOptions, root: str
             gpus=options.gpus_per_trial,
             max_failures=options.max_failures,
             checkpoint_s=options.checkpoint_s,
-            every_epoch=every_epoch,
         )
         # the trial only drives its workers, which hold the CPUs and GPUs (Tune refuses an empty request)
         resources: Any = {"cpu": 0, "memory": 2**20}

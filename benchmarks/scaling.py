@@ -55,7 +55,6 @@ def workers(tree: dict, n: int, gpus: float) -> tuple[float, dict, float]:
         "threads": 1,
         "checkpoint_every": cfg.train.epochs,  # one checkpoint, at the end: Ray Train's result carries its metrics
         "checkpoint_s": 1e9,
-        "every_epoch": True,
     }
     with tempfile.TemporaryDirectory() as storage:
         start = time.perf_counter()
