@@ -74,6 +74,7 @@ class TuneReport(Callback):
         self.node = ray.get_runtime_context().get_node_id()
         self.last_save = self.last_report = time.monotonic()
         self.pending: list = []
+        self.sent = False  # a report was made by this process
 
     def _checkpoint_due(self, epoch: int, last: bool) -> bool:
         if self.every is not None:
@@ -94,9 +95,13 @@ class TuneReport(Callback):
             "workers": trainer.world.size,
             "restored_after_epoch": trainer.restored_after,
         }
-        if not self.every_epoch:
+        if trainer.restored_after and not self.sent:
+            # the first report after a restore carries every epoch so far: the driver logs those it
+            # lost (buffered when the driver was killed) and skips those it has
+            report["epochs"] = list(trainer.history.epochs)
+        elif not self.every_epoch:
             report["epochs"] = self.pending
-        self.pending, self.last_report = [], time.monotonic()
+        self.pending, self.last_report, self.sent = [], time.monotonic(), True
         if not checkpoint:
             self.report(report)
             return
@@ -116,7 +121,7 @@ def _run_trial(trainer: Trainer, checkpoint, report: Callable, extra: dict) -> N
         with checkpoint.as_directory() as d:
             trainer.load_state_dict(safe_load(Path(d) / STATE_FILE), source="trial checkpoint", may_differ=searched)
     if trainer.epoch >= cfg.train.epochs and trainer.history.epochs:  # restored at its last checkpoint
-        report({**trainer.epoch_metrics(), **extra, "device": str(trainer.device)})
+        report({**trainer.epoch_metrics(), **extra, "device": str(trainer.device), "epochs": trainer.history.epochs})
         return
     try:
         trainer.run()
