@@ -175,18 +175,27 @@ def load_torchvision(cfg: DataConfig) -> Raw:
     return Raw(_chw(tr.data.numpy()), tr.targets.numpy(), _chw(te.data.numpy()), te.targets.numpy(), num_classes=10)
 
 
+def folder_transform(size: int):
+    """How an ImageFolder image becomes a tensor, in memory and streamed alike: resize, then [0, 1]."""
+    from torchvision import transforms
+
+    return transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor()])
+
+
+def _check_classes(folder: Path, found: list, classes) -> None:
+    if classes is not None and found != classes:
+        raise ConfigError(
+            f"data.path: {folder} has classes {found}, but train/ has {classes}; "
+            "every split needs the same class folders"
+        )
+
+
 def _read_folder(folder: Path, size: int, workers: int, classes=None):
     import torch
     import torchvision.datasets as tvd
-    from torchvision import transforms
 
-    tf = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor()])
-    ds = tvd.ImageFolder(str(folder), transform=tf)
-    if classes is not None and ds.classes != classes:
-        raise ConfigError(
-            f"data.path: {folder} has classes {ds.classes}, but train/ has {classes}; "
-            "every split needs the same class folders"
-        )
+    ds = tvd.ImageFolder(str(folder), transform=folder_transform(size))
+    _check_classes(folder, ds.classes, classes)
     loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=workers)
     xs, ys = zip(*loader)
     return torch.cat(xs).numpy(), torch.cat(ys).numpy(), ds.classes
@@ -217,11 +226,7 @@ def _listing(folder: Path, classes=None):
     import torchvision.datasets as tvd
 
     ds = tvd.ImageFolder(str(folder))
-    if classes is not None and ds.classes != classes:
-        raise ConfigError(
-            f"data.path: {folder} has classes {ds.classes}, but train/ has {classes}; "
-            "every split needs the same class folders"
-        )
+    _check_classes(folder, ds.classes, classes)
     return [p for p, _ in ds.samples], np.asarray([c for _, c in ds.samples], dtype=np.int64), ds.classes
 
 

@@ -33,11 +33,12 @@ class _Images(torch.utils.data.Dataset):
         return len(self.paths)
 
     def decode(self, i: int) -> np.ndarray:
-        from torchvision import transforms
         from torchvision.datasets.folder import default_loader
 
+        from ._sources import folder_transform
+
         if self._transform is None:
-            self._transform = transforms.Compose([transforms.Resize((self.size, self.size)), transforms.ToTensor()])
+            self._transform = folder_transform(self.size)
         return self._transform(default_loader(self.paths[i])).numpy()
 
     def __getitem__(self, item) -> torch.Tensor:
