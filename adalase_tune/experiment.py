@@ -500,6 +500,27 @@ def train(
     return summary
 
 
+def _in_thread(fn):
+    """``fn()`` in a daemon thread, waited for here (a signal interrupts the wait, not the thread)."""
+    import threading
+
+    out: dict = {}
+
+    def call():
+        try:
+            out["value"] = fn()
+        except BaseException as err:  # handed to the caller
+            out["error"] = err
+
+    thread = threading.Thread(target=call, daemon=True, name="adalase-train-workers")
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
 def _write_outputs(summary: dict, trainer, cfg: ExperimentConfig, out: Optional[str], save_model: Optional[str]):
     if save_model:
         from .models import save_model as write_model
@@ -560,8 +581,12 @@ def _train_workers(
     }
     signals = Signals(deferred=False)
     with signals.installed():
+        # Ray Train, called on the main thread, puts its own Ctrl-C handler there, which aborts the run and
+        # exits 1 with no word. In a (daemon) thread it does not, so our handler stays: 130/143 and a message.
         try:
-            result = run_data_parallel(config, workers, 1.0, gpus, storage, TRAIN_RUN, 0, progress=progress)
+            result = _in_thread(
+                lambda: run_data_parallel(config, workers, 1.0, gpus, storage, TRAIN_RUN, 0, progress=progress)
+            )
         except KeyboardInterrupt:
             hint = (
                 f"rerun with --checkpoint-dir {checkpoint_dir} --resume"

@@ -103,3 +103,25 @@ def test_a_sweep_of_two_worker_trials_resumes_after_a_driver_kill(tmp_path):
     assert len(trials) == 2 and all(r.info.status == "FINISHED" and r.data.tags["workers"] == "2" for r in trials)
     for run in trials:  # every epoch logged once, across the kill
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")] == list(range(1, 7))
+
+
+def test_ctrl_c_on_train_with_workers_exits_130_with_the_resume_hint_and_no_mlflow_run(tmp_path):
+    """Ray Train's own Ctrl-C handler would abort the run and exit 1 without a word."""
+    ck, db = tmp_path / "ck", tmp_path / "m.db"
+    cmd = _cli("train", CONFIG, "--workers", "2", *EXACT, "--set", "train.epochs=200", "--checkpoint-dir", str(ck))
+    cmd += ["--tracking-uri", f"sqlite:///{db}", "--experiment", "c"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (ck / "train/checkpoint_manager_snapshot.json").is_file():
+        assert proc.poll() is None and time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    ours = [line for line in err.splitlines() if line.startswith("adalase-tune: interrupted")]
+    assert len(ours) == 1 and "--checkpoint-dir" in ours[0] and "--resume" in ours[0], err[-3000:]
+    assert "Traceback" not in err
+    if db.is_file():  # written only when training ends
+        client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+        exp = client.get_experiment_by_name("c")
+        assert exp is None or not client.search_runs([exp.experiment_id])
