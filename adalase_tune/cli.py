@@ -21,7 +21,7 @@ EXIT_FAILED, EXIT_USAGE = 1, 2
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, no usage dump
-        print(f"adalase-tune: error: {message} (see adalase-tune {self.prog.split()[-1]} --help)", file=sys.stderr)
+        print(f"adalase-tune: error: {message} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
 
 

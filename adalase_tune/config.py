@@ -111,14 +111,48 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """The latent DA op and its strength (None: the op's default, see ``adalase_tune.ops``)."""
+    """The latent DA op and its strength (None: the op's default, see ``adalase_tune.ops``).
+
+    ``ops`` (several ops, each at its default strength) or ``strengths`` (several strengths of
+    ``op``) make the policy choose a (site, op) pair rather than a site (docs/joint.md).
+    """
 
     op: str = "mixup"
     strength: Optional[float] = None
+    ops: Optional[tuple[str, ...]] = None  # joint: a (site, op) pair per step; replaces ``op``
+    strengths: Optional[tuple[float, ...]] = None  # joint: a (site, strength of ``op``) pair per step
 
     def __post_init__(self):
         if self.strength is not None:
             _check_range("augment.strength", self.strength, 0.0, lo_open=True)
+        if self.ops is not None:
+            if not self.ops:
+                _fail("augment.ops", [], "list at least one op, or leave augment.ops unset and use augment.op")
+            if len(set(self.ops)) != len(self.ops):
+                _fail("augment.ops", list(self.ops), "an op is listed twice")
+            if self.strengths is not None:
+                _fail(
+                    "augment.strengths",
+                    list(self.strengths),
+                    "strengths are for one op (augment.op); with augment.ops each op runs at its default "
+                    "strength; remove one of the two",
+                )
+            if self.strength is not None:
+                _fail(
+                    "augment.strength",
+                    self.strength,
+                    "with augment.ops each op runs at its default strength (strengths mean different "
+                    "things per op); remove augment.strength, or search strengths of one op with augment.strengths",
+                )
+        if self.strengths is not None:
+            if not self.strengths:
+                _fail("augment.strengths", [], "list at least one strength, or leave augment.strengths unset")
+            for s in self.strengths:
+                _check_range("augment.strengths", s, 0.0, lo_open=True)
+            if len(set(self.strengths)) != len(self.strengths):
+                _fail("augment.strengths", list(self.strengths), "a strength is listed twice")
+            if self.strength is not None:
+                _fail("augment.strength", self.strength, "give augment.strength or augment.strengths, not both")
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from .adalase import Hypergradient, PseudoValidation, hold_out
+from .arms import build_arms, build_ops, marginals, variant_labels
 from .config import ConfigError, ExperimentConfig, flatten
 from .data import DataBundle, augment_inputs, build_data
 from .distributed import World, op_generator
 from .models import build_model
-from .ops import get_op
 from .policies import build_policy, q_movement
 from .sites import DAContext, sites_of
 
@@ -202,8 +202,9 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         model = build_model(cfg.model, data.input_shape, data.num_classes)
         self.sites = sites_of(model)
-        self.policy = build_policy(cfg, self.sites)
-        self.op = get_op(cfg.augment.op, cfg.augment.strength)
+        self.ops = build_ops(cfg.augment)
+        self.arms = build_arms([s.name for s in self.sites], variant_labels(cfg.augment))
+        self.policy = build_policy(cfg, self.arms)
         data, pool = hold_out(cfg, data) if self.policy.learns else (data, None)
         cuda = self.device.type == "cuda"
         self.amp = cfg.train.uses("amp", cuda)  # bf16 autocast
@@ -242,11 +243,13 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _loss(self, model, x, y, site=None, rng=None) -> torch.Tensor:
+    def _loss(self, model, x, y, arm=None, rng=None) -> torch.Tensor:
+        """The loss with latent DA at ``arm`` (an arm index: a site, or a (site, op) pair), or none."""
         targets = F.one_hot(y, self.data.num_classes).float()
         if self.memory_format is not None:
             x = x.contiguous(memory_format=self.memory_format)
-        ctx = DAContext(site, self.op, self.rngs["op"] if rng is None else rng, self.torch_gen)
+        site, op = (None, None) if arm is None else (self.arms[arm].site, self.ops[self.arms[arm].variant])
+        ctx = DAContext(site, op, self.rngs["op"] if rng is None else rng, self.torch_gen)
         with self._autocast(), ctx:
             logits = model(x)
         return soft_cross_entropy(logits, ctx.mix_targets(targets))
@@ -265,18 +268,18 @@ class Trainer:
         for i, (x, y) in enumerate(train.batches(order, self.cfg.train.batch_size, augment_seed=seed)):
             if self.data.input_augment and not train.streams:
                 x = augment_inputs(x, self.rngs["data"])  # on the global batch: every worker alike
-            site = self.policy.sample(self.rngs["site"])
+            arm = self.policy.sample(self.rngs["site"])
             self.optimizer.zero_grad(set_to_none=True)
             n = len(y)
             if world.parallel:
                 shard = world.shard(n)
                 x, y = x[shard], y[shard]
-            loss = self._loss(self.model, x, y, site, op_generator(self.rngs["op"], world, n))
+            loss = self._loss(self.model, x, y, arm, op_generator(self.rngs["op"], world, n))
             loss.backward()
             world.average_gradients(params, len(y), n)
             if hyper is not None:
                 with self.meter.measure("adalase_s"):
-                    hyper.collect(self.step, site, self.model)
+                    hyper.collect(self.step, arm, self.model)
             self.optimizer.step()
             if hyper is not None and hyper.window:
                 with self.meter.measure("adalase_s"):
@@ -373,7 +376,9 @@ class Trainer:
         self._check_finite(metrics)
         q = self.policy.probs()
         if self.policy.learns and q is not None:
-            metrics.update({f"adalase/q/{s.name}": float(p) for s, p in zip(self.sites, q)})
+            metrics.update({f"adalase/q/{a.name}": float(p) for a, p in zip(self.arms, q)})
+            for kind, values in marginals(q, [a.name for a in self.arms]).items():  # joint: per site, per op
+                metrics.update({f"adalase/q_{kind}/{k}": p for k, p in values.items()})
             move = q_movement(q)
             metrics.update(
                 {
@@ -413,10 +418,12 @@ class Trainer:
         h = self.history.epochs
         best = self.history.best()
         learns = self.policy.learns and bool(h)
-        q_history = [[m[f"adalase/q/{s.name}"] for s in self.sites] for m in h] if learns else None
+        q_history = [[m[f"adalase/q/{a.name}"] for a in self.arms] for m in h] if learns else None
         return {
             "config": self.cfg.to_dict(),
             "sites": [s.name for s in self.sites],
+            "arms": [a.name for a in self.arms],  # what q_history and q_final are over
+            "ops": variant_labels(self.cfg.augment),
             "site_shapes": [list(s.shape) for s in self.sites],
             "epochs": self.epoch,
             "best_epoch": None if best is None else best["epoch"],
@@ -424,6 +431,7 @@ class Trainer:
             "test_acc_at_best_val": None if best is None else best["test/acc"],
             "final_test_acc": h[-1]["test/acc"] if h else None,
             "q_final": q_history[-1] if q_history else None,
+            "q_marginals": marginals(q_history[-1], [a.name for a in self.arms]) if q_history else None,
             "q_history": q_history,
             "q_movement": q_movement(q_history[-1]) if q_history else None,
             "adalase_skipped": self.policy.skipped if self.policy.learns else None,
@@ -516,7 +524,7 @@ class ProgressBar(Callback):
         import sys
 
         self.bar.update(1)
-        self.bar.write(epoch_line(metrics, trainer.cfg.train.epochs, trainer.sites), file=sys.stderr)
+        self.bar.write(epoch_line(metrics, trainer.cfg.train.epochs, trainer.arms), file=sys.stderr)
 
     def on_train_end(self, trainer, summary):
         self.bar.close()
@@ -550,13 +558,19 @@ class CheckpointDir(Callback):
         atomic_save(trainer.state_dict(), self.path)
 
 
-def epoch_line(m: dict, epochs: int, sites) -> str:
+def epoch_line(m: dict, epochs: int, arms) -> str:
+    """One epoch in one line; AdaLASE's q per arm, or in a joint setting its two marginals."""
     line = (
         f"epoch {m['epoch']:>3}/{epochs}  train/loss {m['train/loss']:.4f}  val/acc {m['val/acc']:.4f}"
         f"  test/acc {m['test/acc']:.4f}  {m['cost/device_s']:.1f}s"
     )
-    if f"adalase/q/{sites[0].name}" in m:
-        line += "  q " + " ".join(f"{s.name}={m[f'adalase/q/{s.name}']:.3f}" for s in sites)
+    if f"adalase/q/{arms[0].name}" in m:
+        joint = marginals([m[f"adalase/q/{a.name}"] for a in arms], [a.name for a in arms])
+        if joint:
+            for kind, values in joint.items():
+                line += f"  q_{kind} " + " ".join(f"{k}={p:.3f}" for k, p in values.items())
+        else:
+            line += "  q " + " ".join(f"{a.name}={m[f'adalase/q/{a.name}']:.3f}" for a in arms)
     return line
 
 

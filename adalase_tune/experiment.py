@@ -30,6 +30,7 @@ from typing import Optional
 
 import pandas as pd
 
+from .arms import arm_names, ops_text
 from .config import ConfigError, ExperimentConfig, flatten
 from .data import DataBundle, build_data
 from .interrupts import Interrupted, Signals
@@ -83,7 +84,7 @@ def prepare(cfg: ExperimentConfig, methods: Sequence[str], options, name: str, j
     cfg = cfg.with_absolute_paths()
     data = build_data(cfg.data)
     model = build_model(cfg.model, data.input_shape, data.num_classes)
-    sites = [s.name for s in sites_of(model)]
+    sites = arm_names([s.name for s in sites_of(model)], cfg.augment)  # what the searches weigh
     from .engine import Trainer
 
     for method in {"adalase" if "adalase" in methods else cfg.selection.method}:  # policy, op, holdout: checked
@@ -154,7 +155,7 @@ def _parent_params(cfg: ExperimentConfig, plain_passes: int, splits: dict) -> di
         "data.n_val": splits["val"],
         "data.n_test": splits["test"],
         "model.name": cfg.model.name,
-        "augment.op": cfg.augment.op,
+        "augment.op": ops_text(cfg.augment),
     }
 
 
@@ -340,11 +341,13 @@ def run_benchmark(
     experiment: Optional[str] = None,
     resume_hint: str = "the same call with resume=True",
     callbacks: Sequence = (),
+    known: Optional[str] = None,
 ) -> BenchmarkResult:
     """Several methods on the same data, model, epochs and seeds, in one Ray session: one MLflow
     parent run per method, a child per trial, a summary run with the report; the comparison files
     in ``out`` (results.csv, report.md, the plots). An interrupted benchmark writes a report
-    marked PARTIAL before raising :class:`Interrupted`."""
+    marked PARTIAL before raising :class:`Interrupted`. ``known``: the site (or ``site/op`` pair)
+    known to be right by construction, for the report's "which arm does each method favour"."""
     from .report import write_report
     from .tuning import SweepOptions
 
@@ -390,11 +393,13 @@ def run_benchmark(
         trials = pd.DataFrame([r for m in done for r in m.rows])
         partial = len(done) < len(methods) or any(m.interrupted for m in done)
         meta = benchmark_meta(prep, methods, options, started, done if partial else None)
-        files = write_report(trials, out, prep.plain_passes, meta)
+        if known is not None and known not in prep.sites:
+            raise ConfigError(f"known = {known!r}: not one of {', '.join(prep.sites)}")
+        files = write_report(trials, out, prep.plain_passes, meta, known=known)
         if tracking is not None:
             tracking.summary_run(
                 name,
-                [files["csv"], files["md"], files["png"], files["curve_png"]],
+                [files[k] for k in ("csv", "md", "png", "curve_png", "joint_png") if k in files],
                 {"plain_passes": prep.plain_passes},
                 tags={"partial": str(partial).lower()},
             )
@@ -418,7 +423,7 @@ def benchmark_meta(prep: Prepared, methods, options, started: float, partial: Op
             "data": f"{cfg.data.name}, classes={list(cfg.data.classes) if cfg.data.classes else 'all'}",
             "splits": f"train {prep.splits['train']}, val {prep.splits['val']}, test {prep.splits['test']} samples",
             "model": cfg.model.name,
-            "op": cfg.augment.op,
+            "op": ops_text(cfg.augment),
             "epochs": cfg.train.epochs,
             "seeds": list(options.seeds),
             "methods": ", ".join(methods),
@@ -480,7 +485,7 @@ def train(
         sizes = trainer.split_sizes()
         print(
             f"{cfg.model.name} on {cfg.data.name} (train {sizes['train']}, val {sizes['val']}, test {sizes['test']}), "
-            f"{cfg.selection.method}, op {cfg.augment.op}, device {trainer.device}; sites {sites}",
+            f"{cfg.selection.method}, op {ops_text(cfg.augment)}, device {trainer.device}; sites {sites}",
             file=sys.stderr,
         )
     signals = Signals(deferred=False)
@@ -573,7 +578,7 @@ def _train_workers(
     config = {
         "base": cfg.to_dict(),
         "params": {},
-        "sites": [s.name for s in trainer.sites],
+        "sites": [a.name for a in trainer.arms],
         "data": tuning.put(data),
         "threads": 1,
         "checkpoint_every": 1,

@@ -2,7 +2,8 @@
 
 Input: one row per trial (see ``adalase_tune.tuning.trial_rows``) with ``method``, ``seed``,
 ``best_val_acc``, ``test_acc_at_best_val``, ``device_s``, ``sample_passes``, ``finished_at``, and
-per site ``q/<site>`` (AdaLASE's final q) or ``da_prob/<site>`` (the weights a trial ran with).
+per site ``q/<site>`` (AdaLASE's final q) or ``da_prob/<site>`` (the weights a trial ran with); in a
+joint setting per (site, op) pair, ``q/<site>/<op>`` and ``da_prob/<site>/<op>``.
 Per method and seed, the configuration is selected on validation accuracy, and its test
 accuracy at the epoch of best validation accuracy is reported; never the best test accuracy.
 Compute is given in device-seconds and in sample passes, and as a multiple of one plain
@@ -18,6 +19,8 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
+
+from .arms import as_grid, joint_layout
 
 WITHIN = 0.005  # "within 0.5 points of the best val acc"
 BOOTSTRAP = 10000
@@ -132,7 +135,7 @@ def bootstrap_ci(diffs: Sequence[float], seed: int = 0, level: float = 0.95) -> 
     return float(lo), float(hi)
 
 
-def paired_differences(trials: pd.DataFrame, against: Sequence[str] = ("uniform", "none")) -> pd.DataFrame:
+def paired_differences(trials: pd.DataFrame, against: Sequence[str] = ("uniform", "none", "grid")) -> pd.DataFrame:
     """Per method and reference: the mean over shared seeds of (method - reference) selected test
     accuracy, with a bootstrap 95% CI over seeds."""
     seeds = per_seed_table(trials)
@@ -213,6 +216,50 @@ def site_agreement(trials: pd.DataFrame, sites: Sequence[str]) -> Optional[dict]
     return out
 
 
+def top_arms(trials: pd.DataFrame, arms: Sequence[str]) -> pd.DataFrame:
+    """Per method and seed, the arm that its val-selected configuration weights most: the argmax
+    of AdaLASE's q_final, the grid's fixed arm, the largest searched weight. Configurations that
+    weight every arm alike (``uniform``, ``none``) have no top arm and are left out."""
+    ok = finished(trials)
+    rows = []
+    for (method, seed), g in ok.groupby(["method", "seed"], sort=False):
+        chosen = g.loc[g["best_val_acc"].idxmax()]
+        for prefix in ("q/", "da_prob/"):
+            cols = [f"{prefix}{a}" for a in arms]
+            if not all(c in chosen.index for c in cols):
+                continue
+            w = pd.to_numeric(chosen[cols], errors="coerce").to_numpy(dtype=float)
+            if np.isnan(w).any() or w.sum() <= 0 or np.allclose(w, w[0]):
+                continue
+            q = w / w.sum()
+            rows.append({"method": method, "seed": seed, "top": arms[int(q.argmax())], "share": float(q.max()), "q": q})
+            break
+    return pd.DataFrame(rows)
+
+
+def arm_finding(trials: pd.DataFrame, arms: Sequence[str], table: pd.DataFrame, target: str) -> list[dict]:
+    """Per method: in how many seeds its selected configuration weights ``target`` most, the mean
+    weight share it gives ``target``, and its compute in plain runs."""
+    tops = top_arms(trials, arms)
+    if tops.empty:
+        return []
+    index = list(arms).index(target)
+    out = []
+    for method, g in tops.groupby("method", sort=False):
+        cost = table.loc[table["method"] == method, "plain_run_multiple"]
+        out.append(
+            {
+                "method": method,
+                "seeds": len(g),
+                "found": int((g["top"] == target).sum()),
+                "share": float(np.mean([q[index] for q in g["q"]])),
+                "tops": list(g["top"]),
+                "cost": float(cost.iloc[0]) if len(cost) else np.nan,
+            }
+        )
+    return out
+
+
 def _pm(mean, std) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f}"
 
@@ -228,6 +275,7 @@ def render_markdown(
     paired: Optional[pd.DataFrame] = None,
     agreement: Optional[dict] = None,
     grid: Optional[pd.DataFrame] = None,
+    finding: Optional[tuple[str, str, list]] = None,
 ) -> str:
     lines = [f"# {meta.get('title', 'AdaLASE against the baselines')}", ""]
     for key, value in meta.items():
@@ -319,6 +367,24 @@ def render_markdown(
         for method, a in agreement["methods"].items():
             q = ", ".join(f"{s} {m:.3f} ± {sd:.3f}" for s, m, sd in zip(site_names, a["q_mean"], a["q_std"]))
             lines.append(f"| {method} | {a['agree']}/{a['seeds']} | {a['rho']:+.2f} | {q} | {', '.join(a['argmax'])} |")
+    if finding and finding[2]:
+        target, why, rows = finding
+        lines += [
+            "",
+            f"## Which arm each method's selected configuration favours (target: **{target}**, {why})",
+            "",
+            "Per seed, the configuration each method selects on val; its top arm is the argmax of AdaLASE's "
+            "q_final, the grid's fixed arm, or the largest searched weight. `uniform` and `none` favour no arm.",
+            "",
+            f"| method | seeds whose top arm is {target} | mean weight on {target} | × plain run (passes) | "
+            "top arm per seed |",
+            "|---|---|---|---|---|",
+        ]
+        for r in rows:
+            lines.append(
+                f"| {r['method']} | {r['found']}/{r['seeds']} | {r['share']:.3f} | {r['cost']:.2f} | "
+                f"{', '.join(r['tops'])} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -393,6 +459,93 @@ def plot_cost_vs_accuracy(trials: pd.DataFrame, plain_passes: float, path: Path)
     plt.close(fig)
 
 
+def _heat(ax, grid: np.ndarray, sites: Sequence[str], variants: Sequence[str], title: str, fmt: str = "{:.2f}"):
+    """One (sites x ops) heat map with its values written in the cells."""
+    image = ax.imshow(grid, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(variants)), list(variants), rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(sites)), list(sites), fontsize=8)
+    ax.set_title(title, fontsize=9)
+    finite = grid[np.isfinite(grid)]
+    mid = (finite.max() + finite.min()) / 2 if len(finite) else 0.0
+    for (i, j), v in np.ndenumerate(grid):
+        if np.isfinite(v):
+            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7, color="black" if v > mid else "white")
+    return image
+
+
+def plot_joint_weights(trials: pd.DataFrame, arms: Sequence[str], path: Path, grid: Optional[pd.DataFrame]) -> None:
+    """Heat maps (sites x ops): the grid's mean val accuracy per pair, and per method the mean over
+    seeds of the weights its selected configuration gives each pair (AdaLASE: q_final)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layout = joint_layout(arms)
+    assert layout is not None, "a joint setting's arms"
+    sites, variants = layout
+    panels = []
+    if grid is not None and len(grid) == len(arms):
+        panels.append(("grid: mean val acc (%)", 100 * grid["val"].reindex(arms).to_numpy(dtype=float), "{:.0f}"))
+    tops = top_arms(trials, arms)
+    for method, g in tops.groupby("method", sort=False):
+        if method != "grid":
+            panels.append((f"{method}: mean weight", np.mean(np.stack(list(g["q"])), 0), "{:.2f}"))
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 0.45 * len(sites) * rows + 1.6 * rows), squeeze=False)
+    for ax, (title, values, fmt) in zip(axes.flat, panels):
+        _heat(ax, as_grid(values, len(sites)), sites, variants, title, fmt)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_axis_off()
+    fig.suptitle("Where each method puts its weight over (site, op), mean over seeds", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_q_history(q_history, arms: Sequence[str], path: Path) -> None:
+    """AdaLASE's q over epochs: one line per site; in a joint setting, heat maps (sites x ops) at
+    four epochs and the two marginals over time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    q = np.asarray(q_history, dtype=float)
+    epochs = np.arange(1, len(q) + 1)
+    layout = joint_layout(arms)
+    if layout is None:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for i, site in enumerate(arms):
+            ax.plot(epochs, q[:, i], label=site)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("q (site probability)")
+        ax.set_title("AdaLASE q trajectory")
+        ax.legend(fontsize=8)
+    else:
+        sites, variants = layout
+        shown = sorted({0, len(q) // 3, (2 * len(q)) // 3, len(q) - 1})
+        fig, axes = plt.subplots(2, max(len(shown), 2), figsize=(3.0 * max(len(shown), 2), 6.0), squeeze=False)
+        for ax, e in zip(axes[0], shown):
+            _heat(ax, as_grid(q[e], len(sites)), sites, variants, f"q after epoch {e + 1}")
+        for ax in axes[0][len(shown) :]:
+            ax.set_axis_off()
+        grids = q.reshape(len(q), len(sites), len(variants))
+        for ax, (name, values, labels) in zip(axes[1], (("site", grids.sum(2), sites), ("op", grids.sum(1), variants))):
+            for i, label in enumerate(labels):
+                ax.plot(epochs, values[:, i], label=label)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(f"marginal q per {name}")
+            ax.legend(fontsize=7)
+        for ax in axes[1][2:]:
+            ax.set_axis_off()
+        fig.suptitle("AdaLASE's joint q over (site, op)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _placeholder_plot(path: Path) -> None:
     import matplotlib
 
@@ -406,9 +559,16 @@ def _placeholder_plot(path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(trials: pd.DataFrame, out_dir: str | Path, plain_passes: float, meta: Optional[dict] = None) -> dict:
-    """Write results.csv, report.md, cost_to_accuracy.png and cost_vs_accuracy.png; returns their
-    paths and the method table."""
+def write_report(
+    trials: pd.DataFrame,
+    out_dir: str | Path,
+    plain_passes: float,
+    meta: Optional[dict] = None,
+    known: Optional[str] = None,
+) -> dict:
+    """Write results.csv, report.md, cost_to_accuracy.png and cost_vs_accuracy.png (and, in a
+    joint (site x op) setting, joint_q.png); returns their paths and the method table.
+    ``known``: the arm known to be right by construction, if any (else the grid's pick is the target)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -430,7 +590,17 @@ def write_report(trials: pd.DataFrame, out_dir: str | Path, plain_passes: float,
     sites = sites_of(trials)
     grid = grid_by_site(trials, sites) if sites else None
     agreement = site_agreement(trials, sites) if sites else None
-    paths["md"].write_text(render_markdown(table, plain, meta or {}, paired_differences(trials), agreement, grid))
+    target = known or (str(grid["val"].idxmax()) if grid is not None and len(grid) == len(sites) else None)
+    finding = None
+    if target is not None and target in sites:
+        why = "known by construction" if known else "the grid's best arm on val"
+        finding = (target, why, arm_finding(trials, sites, table, target))
+    text = render_markdown(table, plain, meta or {}, paired_differences(trials), agreement, grid, finding)
+    if joint_layout(sites) is not None and not top_arms(trials, sites).empty:
+        paths["joint_png"] = out / "joint_q.png"
+        plot_joint_weights(trials, sites, paths["joint_png"], grid)
+        text += "\n![where each method puts its weight](joint_q.png)\n"
+    paths["md"].write_text(text)
     plot_cost_to_accuracy(trials, plain_passes, paths["curve_png"])
     plot_cost_vs_accuracy(trials, plain_passes, paths["png"])
     return {**paths, "table": table}

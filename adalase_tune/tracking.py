@@ -391,25 +391,12 @@ class RunLogger:
     def _log_q_plot(self, q_history, sites) -> None:
         import tempfile
 
-        import matplotlib
+        from .report import plot_q_history
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        q = np.asarray(q_history)
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for i, site in enumerate(sites):
-            ax.plot(np.arange(1, len(q) + 1), q[:, i], label=site)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("q (site probability)")
-        ax.set_title("AdaLASE q trajectory")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
         with tempfile.TemporaryDirectory() as d:
             path = Path(d) / "q_trajectory.png"
-            fig.savefig(path, dpi=110)
+            plot_q_history(q_history, sites, path)
             _retry(self.client.log_artifact, self.run_id, str(path))
-        plt.close(fig)
 
 
 def final_metrics(result: dict) -> dict:
@@ -500,7 +487,7 @@ class TrainRun(Callback):
 
     def on_train_start(self, trainer):
         cfg = trainer.cfg
-        sites = [s.name for s in trainer.sites]
+        sites = [a.name for a in trainer.arms]  # sites, or (site, op) pairs
         self.logger = self.tracking.run_logger(
             f"train {cfg.selection.method} seed {cfg.train.seed}",
             {"run_kind": "train", "method_selection": cfg.selection.method, "sites": ",".join(sites)},
@@ -515,7 +502,7 @@ class TrainRun(Callback):
 
     def on_train_end(self, trainer, summary):
         self.logger.tag("device", summary["cost"]["device"])
-        self.logger.finish(final_metrics({**summary["history"][-1], **summary}), summary["q_history"], summary["sites"])
+        self.logger.finish(final_metrics({**summary["history"][-1], **summary}), summary["q_history"], summary["arms"])
 
     def on_exception(self, trainer, error):
         if self.logger is None:

@@ -169,7 +169,7 @@ class EpochLines(Callback):
     def on_epoch_end(self, trainer, metrics):
         from .engine import epoch_line
 
-        self.queue.put(epoch_line(metrics, trainer.cfg.train.epochs, trainer.sites))
+        self.queue.put(epoch_line(metrics, trainer.cfg.train.epochs, trainer.arms))
 
 
 def print_lines(queue, stop) -> None:

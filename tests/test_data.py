@@ -97,3 +97,29 @@ def test_motifs_is_fixed_and_its_label_survives_the_input_shift_by_construction(
     shifted, _ = get_op("translate")(torch.as_tensor(x[:500]), np.random.default_rng(0))
     assert not torch.equal(shifted, torch.as_tensor(x[:500]))
     assert (matched_filter(shifted.numpy()) == y[:500]).mean() > 0.97  # the label is the same after the shift
+
+
+def test_the_joint_known_answer_translate_is_the_only_op_that_adds_positions():
+    """search_spaces/motifs_joint.yaml: of translate, cutout and noise at the input, only translate
+    shows a motif at a new position with its label; noise keeps label and position (nothing new),
+    cutout erases enough of the motif to lose the label in a large share of samples."""
+    from adalase_tune.data._synthetic import DATASET_SEED, generate_motifs, motif_bank
+    from adalase_tune.ops import get_op
+
+    x, y, _ = generate_motifs(500)
+    bank = motif_bank(np.random.default_rng(DATASET_SEED))
+
+    def matched_filter(signals):  # (label, position) of the best-correlating motif
+        scores = np.stack([[np.correlate(s, m, mode="valid") for m in bank] for s in signals])
+        return scores.max(2).argmax(1), scores.max(1).argmax(1)
+
+    label, where = matched_filter(x)
+    assert (label == y).mean() > 0.99
+    seen = {}
+    for op in ("translate", "noise", "cutout"):
+        out, _ = get_op(op)(torch.as_tensor(x), np.random.default_rng(1))
+        new_label, new_where = matched_filter(out.numpy())
+        seen[op] = ((new_label == y).mean(), (new_where != where).mean())
+    assert seen["translate"][0] > 0.99 and seen["translate"][1] > 0.8  # new positions, right labels
+    assert seen["noise"][0] > 0.99 and seen["noise"][1] < 0.02  # the same positions: nothing the data lack
+    assert seen["cutout"][0] < 0.7  # the label is gone from a large share of samples

@@ -322,6 +322,38 @@ def _malformed_cases(tmp: Path) -> list:
         (t + ["--set", "model.checkpoint=/no/such.pt"], ["model.checkpoint = '/no/such.pt'", "--save-model"]),
         (t + ["--set", "augment.op=rotate"], ["augment.op = 'rotate'"]),
         (t + ["--set", "augment.strength=-1"], ["augment.strength = -1.0"]),
+        (t + ["--set", "augment.ops=[mixup,mixpu]"], ["augment.ops", "no op 'mixpu'", "did you mean 'mixup'"]),
+        (t + ["--set", "augment.ops=[mixup,mixup]"], ["augment.ops", "listed twice"]),
+        (t + ["--set", "augment.ops=[mixup,cutout]", "--set", "augment.strength=0.5"], ["augment.strength = 0.5"]),
+        (
+            t + ["--set", "augment.ops=[mixup,cutout]", "--set", "augment.strengths=[1]"],
+            ["augment.strengths", "one op"],
+        ),
+        (t + ["--set", "augment.strengths=[0.5,-1]"], ["augment.strengths = -1.0"]),
+        (
+            t
+            + [
+                "--set",
+                "augment.ops=[mixup,cutout]",
+                "--set",
+                "selection.method=fixed",
+                "--set",
+                "selection.site=input",
+            ],
+            ["selection.site = 'input'", "(site, op) pairs 0..9", "input/mixup"],
+        ),
+        (
+            t
+            + [
+                "--set",
+                "augment.ops=[mixup,cutout]",
+                "--set",
+                "selection.method=probs",
+                "--set",
+                "selection.weights=[1,1]",
+            ],
+            ["has 2 values", "10 (site, op) pairs", "site-major"],
+        ),
         (t + ["--set", "selection.method=fixed", "--set", "selection.site=9"], ["selection.site = 9", "sites 0..4"]),
         (t + ["--set", "selection.method=fixed", "--set", "selection.site=layer9"], ["selection.site = 'layer9'"]),
         (t + ["--set", "selection.method=probs", "--set", "selection.weights=[1,-1,1,1,1]"], ["selection.weights"]),

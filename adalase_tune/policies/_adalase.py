@@ -2,7 +2,8 @@
 
 Every hypergradient ``d = <g_val(theta_{t+1}), g_l(theta_t)>`` of the sampled site ``l`` gives a
 step; every ``interval`` hypergradients the pending steps are applied, each ``q_j`` is clipped
-to ``[eps, 1 - eps]`` with ``eps = min_rate_sum / K`` (K sites) and ``q`` is renormalised.
+to ``[eps, 1 - eps]`` with ``eps = min_rate_sum / K`` (K arms: sites, or (site, op) pairs in a
+joint setting, docs/joint.md) and ``q`` is renormalised.
 ``q`` starts uniform.
 
 - ``raw`` (the paper's rule): the step is ``eta * d`` added to ``q_l``; pending steps are

@@ -1,8 +1,9 @@
 """The selection-policy contract (docs/algorithm.md).
 
-A policy picks the site of each training step: ``sample(rng)`` returns a site index or
-``None`` (no latent DA). ``probs()`` is the current categorical distribution over sites.
-Learning policies also take hypergradient observations; static ones ignore them.
+A policy picks the arm of each training step: ``sample(rng)`` returns an arm index or ``None``
+(no latent DA). An arm is a site, or a (site, op) pair in a joint setting (:mod:`adalase_tune.arms`);
+the policies only see the arms' names. ``probs()`` is the current categorical distribution over
+arms. Learning policies also take hypergradient observations; static ones ignore them.
 """
 
 from __future__ import annotations
@@ -13,17 +14,16 @@ from typing import Optional
 import numpy as np
 
 from ..config import ConfigError, ExperimentConfig
-from ..sites import SiteInfo
 
 
 class Policy:
-    """Base class: a fixed categorical ``q`` over sites. Subclasses set ``q`` in ``__init__``."""
+    """Base class: a fixed categorical ``q`` over arms. Subclasses set ``q`` in ``__init__``."""
 
     name = ""
     learns = False  # True: the engine computes hypergradients for it
     skipped = 0  # learning policies: non-finite hypergradients skipped so far
 
-    def __init__(self, sites: Sequence[SiteInfo], cfg: ExperimentConfig):
+    def __init__(self, sites: Sequence, cfg: ExperimentConfig):
         self.sites = list(sites)
         self.q: Optional[np.ndarray] = np.full(len(sites), 1.0 / len(sites))
 
@@ -58,10 +58,16 @@ def q_movement(q) -> dict:
     return {"max_dev": float(np.abs(q - 1.0 / k).max()), "kl": float((q[nz] * np.log(q[nz] * k)).sum())}
 
 
-def site_index(site, sites: Sequence[SiteInfo], model_name: str, key: str = "selection.site") -> int:
-    """Resolve a site given by index or name, with an error that lists the valid sites."""
+def unit(sites: Sequence) -> str:
+    """What the arms are, for messages: sites, or (site, op) pairs."""
+    return "(site, op) pairs" if sites and all("/" in s.name for s in sites) else "sites"
+
+
+def site_index(site, sites: Sequence, model_name: str, key: str = "selection.site") -> int:
+    """Resolve an arm (a site, or a ``site/op`` pair) given by index or name, with an error that
+    lists the valid ones. ``sites``: anything with a ``name``."""
     names = [s.name for s in sites]
-    listing = f"{model_name} has sites 0..{len(sites) - 1} ({', '.join(names)})"
+    listing = f"{model_name} has {unit(sites)} 0..{len(sites) - 1} ({', '.join(names)})"
     if isinstance(site, str) and not site.lstrip("-").isdigit():
         if site not in names:
             raise ConfigError(f"{key} = {site!r}, but {listing}")

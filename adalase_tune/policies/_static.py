@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import ConfigError
-from ._base import Policy, site_index
+from ._base import Policy, site_index, unit
 
 
 class NoDA(Policy):
@@ -19,7 +19,7 @@ class NoDA(Policy):
 
 
 class Fixed(Policy):
-    """``fixed``: always ``selection.site`` (index or name)."""
+    """``fixed``: always ``selection.site`` (index or name; a ``site/op`` pair in a joint setting)."""
 
     name = "fixed"
 
@@ -30,16 +30,19 @@ class Fixed(Policy):
 
 
 class Uniform(Policy):
-    """``uniform``: a site drawn uniformly each step (Manifold Mixup's rule over all sites)."""
+    """``uniform``: an arm drawn uniformly each step (Manifold Mixup's rule over all sites)."""
 
     name = "uniform"
 
 
-def normalise_weights(weights, n_sites: int, model_name: str, key: str = "selection.weights") -> np.ndarray:
-    """Per-site weights ``w`` in [0, inf) to ``q = w / sum(w)``; all-zero gives uniform."""
+def normalise_weights(
+    weights, n_sites: int, model_name: str, key: str = "selection.weights", what: str = "sites"
+) -> np.ndarray:
+    """Per-arm weights ``w`` in [0, inf) to ``q = w / sum(w)``; all-zero gives uniform."""
     if weights is None or len(weights) != n_sites:
         got = "none" if weights is None else f"{len(weights)}"
-        raise ConfigError(f"{key} has {got} values, but {model_name} has {n_sites} sites; give one weight per site")
+        one = "(site, op) pair, site-major" if what != "sites" else "site"
+        raise ConfigError(f"{key} has {got} values, but {model_name} has {n_sites} {what}; give one weight per {one}")
     w = np.asarray(weights, dtype=np.float64)
     if (w < 0).any() or not np.isfinite(w).all():
         raise ConfigError(f"{key} = {list(weights)}: weights must be finite and >= 0")
@@ -53,4 +56,4 @@ class Probs(Policy):
 
     def __init__(self, sites, cfg):
         super().__init__(sites, cfg)
-        self.q = normalise_weights(cfg.selection.weights, len(sites), cfg.model.name)
+        self.q = normalise_weights(cfg.selection.weights, len(sites), cfg.model.name, what=unit(sites))

@@ -3,7 +3,9 @@
 objects (an unknown spec kind there is an error, never a silent default).
 
 Keys are Tune's flat names (``train/seed``, ``selection/method``). Per-site weights are
-searched as ``da_prob/<site>`` in [0, 1]; a trial uses ``q = w / sum(w)`` (docs/algorithm.md).
+searched as ``da_prob/<site>`` in [0, 1] (per pair, ``da_prob/<site>:<op>``, in a joint setting);
+a trial uses ``q = w / sum(w)`` (docs/algorithm.md). The methods plan over the arms' names
+(``sites``: the sites, or the ``<site>/<op>`` pairs, :mod:`adalase_tune.arms`).
 Every trial runs the same trainable.
 """
 
@@ -127,5 +129,12 @@ def seed_axis(seeds: Sequence[int], per_seed: bool):
     return seeds[0] if per_seed else Grid(tuple(seeds))
 
 
+def weight_key(arm: str) -> str:
+    """The search-space key of an arm's weight: ``da_prob/<arm>``, with the ``/`` of a joint
+    arm (``input/translate``) as ``:``, since Tune's searchers split nested keys on ``/``."""
+    return "da_prob/" + arm.replace("/", ":")
+
+
 def weight_space(sites: Sequence[str]) -> dict:
-    return {f"da_prob/{s}": Uniform(0.0, 1.0) for s in sites}
+    """One weight in [0, 1] per arm (site, or (site, op) pair)."""
+    return {weight_key(s): Uniform(0.0, 1.0) for s in sites}

@@ -2,7 +2,7 @@
 over the per-site weights, as Population Based Augmentation does)."""
 
 from ..config import ConfigError
-from ._base import ASHASpec, PBTSpec, RandomSearcher, SearchMethod, SearchPlan, Uniform, weight_space
+from ._base import ASHASpec, PBTSpec, RandomSearcher, SearchMethod, SearchPlan, weight_space
 
 
 class ASHA(SearchMethod):
@@ -49,7 +49,7 @@ class PBT(SearchMethod):
         spec = PBTSpec(
             budget["perturbation_interval"],
             float(budget["resample_probability"]),
-            {f"da_prob/{s}": Uniform(0.0, 1.0) for s in sites},
+            weight_space(sites),
             seed,
         )
         return SearchPlan(space, num_samples=n, searcher=RandomSearcher(seed), scheduler=spec, expected_trials=n)
