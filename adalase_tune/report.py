@@ -32,11 +32,20 @@ def sites_of(trials: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def selected(g: pd.DataFrame) -> pd.Series:
+    """The configuration a method selects among its trials of one seed: the best val accuracy; a tie
+    goes to the lowest trial id, so that the live report and one rebuilt from MLflow (whose finish
+    times differ in precision) select the same trial."""
+    if "trial_id" in g:
+        return g.sort_values(["best_val_acc", "trial_id"], ascending=[False, True], kind="stable").iloc[0]
+    return g.loc[g["best_val_acc"].idxmax()]
+
+
 def _per_seed(df: pd.DataFrame, best_val_by_seed: pd.Series) -> pd.DataFrame:
     out = []
     for (method, seed), g in df.groupby(["method", "seed"], sort=False):
         g = g.sort_values("finished_at", kind="stable")
-        chosen = g.loc[g["best_val_acc"].idxmax()]
+        chosen = selected(g)
         passes = g["sample_passes"].cumsum().to_numpy()
         running = g["best_val_acc"].cummax().to_numpy()
         reached = np.flatnonzero(running >= best_val_by_seed[seed] - WITHIN)
@@ -223,7 +232,7 @@ def top_arms(trials: pd.DataFrame, arms: Sequence[str]) -> pd.DataFrame:
     ok = finished(trials)
     rows = []
     for (method, seed), g in ok.groupby(["method", "seed"], sort=False):
-        chosen = g.loc[g["best_val_acc"].idxmax()]
+        chosen = selected(g)
         for prefix in ("q/", "da_prob/"):
             cols = [f"{prefix}{a}" for a in arms]
             if not all(c in chosen.index for c in cols):

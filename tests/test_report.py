@@ -171,3 +171,19 @@ def test_report_shows_paired_differences_grid_and_agreement(tmp_path):
     assert "Best minus worst site (val): 40.00 points" in md
     csv = pd.read_csv(out["csv"])
     assert {"q/input", "da_prob/hidden2"} <= set(csv.columns)
+
+
+def test_a_tie_on_val_selects_the_same_trial_whatever_the_row_order():
+    """A live report (Tune's finish times in whole seconds) and one rebuilt from MLflow (in ms)
+    order tied trials differently; both must select the same one (the lowest trial id)."""
+    from adalase_tune.report import per_seed_table
+
+    base = dict(method="m", seed=0, status="TERMINATED", best_val_acc=0.8, device_s=1.0, sample_passes=100)
+    rows = [
+        {**base, "trial_id": "t_00001", "test_acc_at_best_val": 0.70, "finished_at": 5.0},
+        {**base, "trial_id": "t_00000", "test_acc_at_best_val": 0.60, "finished_at": 5.0},
+        {**base, "trial_id": "t_00002", "best_val_acc": 0.7, "test_acc_at_best_val": 0.99, "finished_at": 4.0},
+    ]
+    live = per_seed_table(pd.DataFrame(rows))
+    rebuilt = per_seed_table(pd.DataFrame(rows[::-1]).assign(finished_at=[4.0, 5.2, 5.1]))
+    assert live["test_acc_selected"].tolist() == rebuilt["test_acc_selected"].tolist() == [0.60]
