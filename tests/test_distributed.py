@@ -8,7 +8,9 @@ only required to stay close (q within 0.05, accuracies within 0.05).
 """
 
 import json
+import os
 import socket
+import sys
 
 import numpy as np
 import pytest
@@ -21,11 +23,11 @@ from adalase_tune.distributed import ShardedGenerator, World
 from adalase_tune.engine import Trainer
 
 
-def _tree(model="mlp", op="translate", **train):
+def _tree(model="mlp", op="translate", ops=None, **train):
     return {
         "data": {"name": "digits", "n_train": 200},
         "model": {"name": model, "width": 8},
-        "augment": {"op": op},
+        "augment": {"op": op} if ops is None else {"ops": ops},
         "selection": {"method": "adalase"},
         "adalase": {"preset": "faithful"},
         "train": {"epochs": 3, "batch_size": 40, "lr": 0.05, "seed": 3, "device": "cpu", **train},
@@ -76,6 +78,12 @@ def _worker(rank: int, size: int, port: int, tree: dict, out: str) -> None:
                 json.dump({"history": trainer.history.epochs, "q": trainer.policy.probs().tolist()}, f)
     finally:
         dist.destroy_process_group()
+    # Both ranks are done and the group is destroyed. torch's gloo teardown at interpreter exit then
+    # sometimes aborts ("terminate called without an active exception": about 1 run in 15 here), which
+    # would fail a finished run; skip that teardown. An error above still exits non-zero with its traceback.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _parallel(tree: dict, size: int, tmp_path) -> dict:
@@ -94,8 +102,9 @@ def _q(history):
     return np.array([[v for k, v in sorted(m.items()) if k.startswith("adalase/q/")] for m in history])
 
 
-def test_two_workers_with_half_batches_equal_one_worker_with_the_whole_batch(tmp_path):
-    tree = _tree()
+@pytest.mark.parametrize("ops", [None, ["translate", "cutout"]], ids=["sites", "site x op pairs"])
+def test_two_workers_with_half_batches_equal_one_worker_with_the_whole_batch(ops, tmp_path):
+    tree = _tree(ops=ops)
     one, two = _single(tree), _parallel(tree, 2, tmp_path)
     q1, q2 = _q(one["history"]), _q(two["history"])
     assert np.abs(q1 - 1 / q1.shape[1]).max() > 0.01  # q moved: the comparison is not of two constants
