@@ -156,6 +156,25 @@ def forms_section(runs: list[dict], out: Path, trials, plain_passes: float) -> s
             f"{sum(t == KNOWN for t in tops)}/{len(rs)} | {finals[:, arms.index(KNOWN)].mean():.3f} | "
             f"{', '.join(tops)} | [plot](motifs_joint/q_{slug}.png) |"
         )
+    searches = [m for m in ("random", "optuna", "asha", "pbt") if m in chosen]
+    if searches:
+        lines += [
+            "",
+            "Each form against the black-box searches' val-selected configurations, paired by seed "
+            "(test accuracy points, bootstrap 95% CI over seeds):",
+            "",
+            "| form | " + " | ".join(f"− {m}" for m in searches) + " |",
+            "|---|" + "---|" * len(searches),
+        ]
+        for label in dict.fromkeys(r["label"] for r in runs):
+            rs = [r for r in runs if r["label"] == label]
+            acc = np.array([r["test"] for r in rs])
+            cells = []
+            for m in searches:
+                d = acc - chosen[m].reindex([r["seed"] for r in rs]).to_numpy()
+                lo, hi = bootstrap_ci(d)
+                cells.append(f"{100 * d.mean():+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
