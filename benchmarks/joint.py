@@ -121,6 +121,13 @@ def forms_section(runs: list[dict], out: Path, trials, plain_passes: float) -> s
 
     chosen = per_seed_table(trials).pivot_table(index="seed", columns="method", values="test_acc_selected")
     arms = runs[0]["arms"]
+
+    def paired(method: str, rs: list[dict]) -> str:
+        """Mean [95% CI] of the form's test accuracy minus ``method``'s selection, paired by seed (points)."""
+        d = np.array([r["test"] for r in rs]) - chosen[method].reindex([r["seed"] for r in rs]).to_numpy()
+        lo, hi = bootstrap_ci(d)
+        return f"{100 * d.mean():+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]"
+
     lines = [
         "## The update forms in the joint setting (direct runs, one process pool)",
         "",
@@ -144,9 +151,7 @@ def forms_section(runs: list[dict], out: Path, trials, plain_passes: float) -> s
             if ref not in chosen:
                 diffs.append("n/a")
                 continue
-            d = acc - chosen[ref].reindex([r["seed"] for r in rs]).to_numpy()
-            lo, hi = bootstrap_ci(d)
-            diffs.append(f"{100 * d.mean():+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]")
+            diffs.append(paired(ref, rs))
         passes = np.mean([r["passes"] for r in rs]) / plain_passes
         slug = label.replace("[", "_").replace("]", "").replace(",", "_")
         plot_q_history(np.mean([r["q"] for r in rs], 0), arms, out / f"q_{slug}.png")
@@ -168,12 +173,7 @@ def forms_section(runs: list[dict], out: Path, trials, plain_passes: float) -> s
         ]
         for label in dict.fromkeys(r["label"] for r in runs):
             rs = [r for r in runs if r["label"] == label]
-            acc = np.array([r["test"] for r in rs])
-            cells = []
-            for m in searches:
-                d = acc - chosen[m].reindex([r["seed"] for r in rs]).to_numpy()
-                lo, hi = bootstrap_ci(d)
-                cells.append(f"{100 * d.mean():+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]")
+            cells = [paired(m, rs) for m in searches]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

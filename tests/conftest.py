@@ -7,6 +7,14 @@ import torch
 from adalase_tune.config import from_dict
 
 
+def override(tree: dict, overrides: dict) -> dict:
+    """``tree`` with ``{"section.name": value}`` overrides set in place (sections created as needed)."""
+    for key, value in overrides.items():
+        section, name = key.split(".")
+        tree.setdefault(section, {})[name] = value
+    return tree
+
+
 def tiny_config(**overrides):
     """A digits config that trains in well under a second per epoch on CPU."""
     tree = {
@@ -15,10 +23,7 @@ def tiny_config(**overrides):
         "selection": {"method": "uniform"},
         "train": {"epochs": 2, "batch_size": 32, "lr": 0.05, "seed": 0, "device": "cpu"},
     }
-    for key, value in overrides.items():
-        section, name = key.split(".")
-        tree.setdefault(section, {})[name] = value
-    return from_dict(tree)
+    return from_dict(override(tree, overrides))
 
 
 @pytest.fixture

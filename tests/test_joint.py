@@ -13,6 +13,8 @@ from adalase_tune.engine import epoch_line
 from adalase_tune.report import arm_finding, method_table, plot_q_history, top_arms
 from adalase_tune.search import METHODS, site_weights, trial_config
 
+from conftest import override
+
 OPS = ["translate", "cutout", "noise"]
 PAIRS = [f"{s}/{o}" for s in ("input", "hidden1", "hidden2") for o in OPS]
 
@@ -26,10 +28,7 @@ def motifs(epochs=3, **augment_and_more):
         "selection": {"method": "adalase"},
         "train": {"epochs": epochs, "batch_size": 8, "lr": 0.05, "seed": 3, "device": "cpu"},
     }
-    for key, value in augment_and_more.items():
-        section, name = key.split("__")
-        tree.setdefault(section, {})[name] = value
-    return from_dict(tree)
+    return from_dict(override(tree, {k.replace("__", "."): v for k, v in augment_and_more.items()}))
 
 
 def _run(cfg) -> dict:

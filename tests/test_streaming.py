@@ -18,6 +18,8 @@ from adalase_tune.data import build_data
 from adalase_tune.data._stream import crop_flip
 from adalase_tune.engine import Trainer
 
+from conftest import override
+
 
 def write_folder(root: Path, per_class: int, side: int = 12, classes=("a", "b", "c"), seed: int = 0) -> Path:
     """train/<class>/*.png and test/<class>/*.png: each class a bright stripe at its own row, plus noise."""
@@ -39,10 +41,7 @@ def _tree(root: Path, stream, **over) -> dict:
         "selection": {"method": "adalase"},
         "train": {"epochs": 3, "batch_size": 16, "lr": 0.05, "seed": 1, "device": "cpu"},
     }
-    for key, value in over.items():
-        section, name = key.split(".")
-        tree.setdefault(section, {})[name] = value
-    return tree
+    return override(tree, over)
 
 
 @pytest.fixture(scope="module")

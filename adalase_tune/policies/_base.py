@@ -60,7 +60,9 @@ def q_movement(q) -> dict:
 
 def unit(sites: Sequence) -> str:
     """What the arms are, for messages: sites, or (site, op) pairs."""
-    return "(site, op) pairs" if sites and all("/" in s.name for s in sites) else "sites"
+    from ..arms import joint_layout
+
+    return "sites" if joint_layout([s.name for s in sites]) is None else "(site, op) pairs"
 
 
 def site_index(site, sites: Sequence, model_name: str, key: str = "selection.site") -> int:

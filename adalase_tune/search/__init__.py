@@ -18,6 +18,7 @@ from ._base import (
     Uniform,
     seed_axis,
     weight_key,
+    weight_name,
     weight_space,
 )
 from ._optuna import OptunaTPE
@@ -52,7 +53,7 @@ def trial_config(base: dict, params: dict, sites: Sequence[str]) -> ExperimentCo
             tree.setdefault(section, {}).update(values)
     if weights is not None:
         tree["selection"]["method"] = "probs"
-        tree["selection"]["weights"] = [float(weights[weight_key(s).split("/", 1)[1]]) for s in sites]
+        tree["selection"]["weights"] = [float(weights[weight_name(s)]) for s in sites]
     return from_dict(tree)
 
 
@@ -62,7 +63,7 @@ def site_weights(params: dict, sites: Sequence[str]) -> dict:
     selection = params.get("selection", {})
     kind = selection.get("method")
     if kind == "probs":
-        weights = [float(params.get("da_prob", {}).get(weight_key(s).split("/", 1)[1], float("nan"))) for s in sites]
+        weights = [float(params.get("da_prob", {}).get(weight_name(s), float("nan"))) for s in sites]
     elif kind == "fixed":
         weights = [float(i == int(selection["site"])) for i in range(len(sites))]
     elif kind == "uniform":
@@ -94,6 +95,7 @@ __all__ = [
     "seed_axis",
     "weight_space",
     "weight_key",
+    "weight_name",
     "trial_config",
     "site_weights",
     "nest",

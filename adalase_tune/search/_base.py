@@ -129,10 +129,15 @@ def seed_axis(seeds: Sequence[int], per_seed: bool):
     return seeds[0] if per_seed else Grid(tuple(seeds))
 
 
+def weight_name(arm: str) -> str:
+    """An arm's weight name in the search space: the arm, with the ``/`` of a joint arm
+    (``input/translate``) as ``:``, since Tune's searchers split nested keys on ``/``."""
+    return arm.replace("/", ":")
+
+
 def weight_key(arm: str) -> str:
-    """The search-space key of an arm's weight: ``da_prob/<arm>``, with the ``/`` of a joint
-    arm (``input/translate``) as ``:``, since Tune's searchers split nested keys on ``/``."""
-    return "da_prob/" + arm.replace("/", ":")
+    """The search-space key of an arm's weight: ``da_prob/<weight_name(arm)>``."""
+    return "da_prob/" + weight_name(arm)
 
 
 def weight_space(sites: Sequence[str]) -> dict:
