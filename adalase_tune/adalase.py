@@ -130,14 +130,14 @@ class PseudoValidation:
 def hold_out(cfg: ExperimentConfig, data: DataBundle) -> tuple[DataBundle, Optional[Split]]:
     """For ``val_source: holdout``: ``(data without the held-out samples, the held-out pool)``.
 
-    A stratified ``holdout_fraction`` of the run's training subset, fixed by ``data.subset_seed``
-    (so every seed of a benchmark holds out the same samples); they are never trained on.
+    A stratified ``holdout_fraction`` of the run's training subset, drawn with the subset's seed
+    (:meth:`ExperimentConfig.subset_seed`); they are never trained on.
     """
     if cfg.adalase.val_source != "holdout":
         return data, None
     train = data.train
     y = train.y.cpu().numpy()
-    kept, held = stratified_split(y, cfg.adalase.holdout_fraction, cfg.data.subset_seed + 7)
+    kept, held = stratified_split(y, cfg.adalase.holdout_fraction, cfg.subset_seed() + 7)
     if len(held) == 0 or len(kept) == 0:
         raise ConfigError(
             f"adalase.holdout_fraction = {cfg.adalase.holdout_fraction}: holds out {len(held)} of "

@@ -102,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tracking_args(t)
     s = sub.add_parser("sweep", help="run one search method on Ray Tune")
     _add_config_args(s)
-    s.add_argument("--method", required=True, help="adalase, uniform, none, grid, random, optuna, asha or pbt")
+    s.add_argument(
+        "--method", required=True, help="adalase, adalase_single, uniform, none, grid, random, optuna, asha or pbt"
+    )
     s.add_argument("--num-samples", type=int, help="trials per seed for random/optuna/asha, population for pbt")
     s.add_argument("--out", metavar="DIR", help="also write results.csv (one row per trial) here")
     _add_ray_args(s)

@@ -57,8 +57,8 @@ class DataConfig:
     path: Optional[str] = None  # npz file or ImageFolder root
     root: str = "./data"  # torchvision download folder
     download: bool = False
-    n_train: Optional[int] = None  # class-stratified fixed subset of the training split
-    subset_seed: int = 0  # the subset is fixed across run seeds unless this changes
+    n_train: Optional[int] = None  # class-stratified subset of the training split
+    subset_seed: Optional[int] = None  # None: each run seed (train.seed) draws its own subset; a number fixes it
     val_fraction: float = 0.2  # held out of the training data when the dataset has no val split
     test_fraction: float = 0.3  # only for datasets without a test split (digits)
     classes: Optional[tuple[int, ...]] = None  # keep these labels, relabelled 0..k-1 in this order
@@ -74,6 +74,8 @@ class DataConfig:
         _check_range("data.test_fraction", self.test_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
         if self.n_train is not None:
             _check_range("data.n_train", self.n_train, 1)
+        if self.subset_seed is not None:
+            _check_range("data.subset_seed", self.subset_seed, 0, MAX_SEED)
         _check_range("data.image_size", self.image_size, 1)
         _check_range("data.num_workers", self.num_workers, 0)
         if self.classes is not None and len(self.classes) < 2:
@@ -213,10 +215,21 @@ class AdalaseConfig:
     every: Optional[int] = None  # a pseudo-validation gradient every `every` training steps (None: the preset's)
     credit: Optional[str] = None  # which steps get a hypergradient: step, reuse or window (adalase.Hypergradient)
     val_batch_size: Optional[int] = None  # None: the preset's multiple of the mean train batch, capped at the source
-    val_source: str = "train"  # train: the run's training subset; holdout: a part of it held out of training
+    val_source: str = "holdout"  # holdout: a part of the training subset held out of training; train: the subset
     holdout_fraction: float = 0.2  # val_source=holdout: this share of the training subset is not trained on
     val_rotate: float = 10.0  # degrees of random rotation on image pseudo-val batches (val_source=train)
     norm_decay: float = 0.99  # normalized: decay of the running mean and variance of the hypergradient
+    # search, then retrain (docs/adalase.md): AdaLASE runs first as a probe of ``probe`` x train.epochs
+    # epochs; then a fresh network, from the same initialisation, trains train.epochs epochs on all
+    # training samples with q fixed at the probe's final q. Both phases count in the cost. The
+    # defaults (retrain, probe 0.5, holdout) were chosen on validation figures of the development
+    # tasks (benchmarks/results/retrain.md); retrain=false, val_source=train is the paper's one-run form.
+    retrain: bool = True
+    probe: float = 0.5  # the probe's length, as a share of train.epochs (at least one epoch)
+
+    def probe_epochs(self, epochs: int) -> int:
+        """The probe's epochs for a run of ``epochs`` epochs (``retrain``; else 0)."""
+        return max(1, round(self.probe * epochs)) if self.retrain else 0
 
     def update_form(self) -> str:
         return self.update if self.update is not None else ADALASE_PRESETS[self.preset].update
@@ -256,6 +269,7 @@ class AdalaseConfig:
         _check_range("adalase.holdout_fraction", self.holdout_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
         _check_range("adalase.val_rotate", self.val_rotate, 0.0, 180.0)
         _check_range("adalase.norm_decay", self.norm_decay, 0.0, 1.0, hi_open=True)
+        _check_range("adalase.probe", self.probe, 0.0, 1.0, lo_open=True)
 
 
 MAX_SEED = 2**32 - 1  # numpy and torch both take seeds in this range
@@ -310,6 +324,11 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))
+
+    def subset_seed(self) -> int:
+        """The seed of the training subset (and of AdaLASE's holdout): ``data.subset_seed``, or the
+        run's ``train.seed`` when that is None, so that seeds differ in their data as well."""
+        return self.data.subset_seed if self.data.subset_seed is not None else self.train.seed
 
     def with_absolute_paths(self) -> ExperimentConfig:
         """Relative file paths made absolute: trials run in their own working folders."""

@@ -142,9 +142,13 @@ class History:
         self.epochs.append(metrics)
 
     def best(self) -> Optional[dict]:
+        """With ``adalase.retrain``, among the epochs of the current phase only (the retrain's,
+        once it began: the probe's network is not the one the run delivers)."""
         if not self.epochs:
             return None
-        return self.epochs[max(range(len(self.epochs)), key=lambda i: (self.epochs[i]["val/acc"], -i))]
+        phase = self.epochs[-1].get("phase")
+        ids = [i for i, m in enumerate(self.epochs) if m.get("phase") == phase]
+        return self.epochs[max(ids, key=lambda i: (self.epochs[i]["val/acc"], -i))]
 
     def __len__(self) -> int:
         return len(self.epochs)
@@ -198,22 +202,43 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.world = world or World()
         self.device = device or pick_device(cfg.train.device)
-        data = data if data is not None else build_data(cfg.data)
-        torch.manual_seed(cfg.train.seed)
-        model = build_model(cfg.model, data.input_shape, data.num_classes)
+        data = (data if data is not None else build_data(cfg.data)).for_seed(cfg.subset_seed())
+        model = self._fresh_model(data)
         self.sites = sites_of(model)
         self.ops = build_ops(cfg.augment)
         self.arms = build_arms([s.name for s in self.sites], variant_labels(cfg.augment))
-        self.policy = build_policy(cfg, self.arms)
-        data, pool = hold_out(cfg, data) if self.policy.learns else (data, None)
+        # search, then retrain (adalase.retrain): the probe's epochs come first
+        self.probe_epochs = cfg.adalase.probe_epochs(cfg.train.epochs) if cfg.selection.method == "adalase" else 0
+        self.total_epochs = self.probe_epochs + cfg.train.epochs
         cuda = self.device.type == "cuda"
         self.amp = cfg.train.uses("amp", cuda)  # bf16 autocast
         image = len(data.input_shape) == 3
         self.memory_format = torch.channels_last if image and cfg.train.uses("channels_last", cuda) else None
+        self.all_data = data.to(self.device)
+        self.probe: Optional[dict] = None  # the probe's q, cost and skipped count, once the retrain began
+        self.epoch = 0
+        self.step = 0
+        self.restored_after = 0  # the epoch of the checkpoint this run was restored from (0: none)
+        self.history = History()
+        self.meter = CostMeter(self.device)
+        self.world.check_batches(len(self.all_data.train), cfg.train.batch_size)  # the retrain's batches too
+        probe = cfg.replace(**{"train.epochs": self.probe_epochs}) if self.probe_epochs else cfg
+        self._begin(probe, model)
+
+    def _fresh_model(self, data: DataBundle) -> torch.nn.Module:
+        """The run's network at its initialisation (the same for every phase of one seed)."""
+        torch.manual_seed(self.cfg.train.seed)
+        return build_model(self.cfg.model, data.input_shape, data.num_classes)
+
+    def _begin(self, cfg: ExperimentConfig, model: torch.nn.Module) -> None:
+        """Set up a phase of ``cfg.train.epochs`` epochs: the policy, the data it trains on, the
+        optimiser and schedule, fresh generators and, for AdaLASE, its pseudo-validation."""
+        self.policy = build_policy(cfg, self.arms)
+        data, pool = hold_out(cfg, self.all_data) if self.policy.learns else (self.all_data, None)
         self.model = model.to(self.device)
         if self.memory_format is not None:
             self.model = self.model.to(memory_format=self.memory_format)
-        self.data = data.to(self.device)
+        self.data = data
         t = cfg.train
         self.steps_per_epoch = math.ceil(len(self.data.train) / t.batch_size)
         self.world.check_batches(len(self.data.train), t.batch_size)
@@ -225,16 +250,23 @@ class Trainer:
         self.rngs = {name: np.random.default_rng(s) for name, s in zip(_STREAMS, seeds)}
         self.torch_gen = torch.Generator(device=self.device)
         self.torch_gen.manual_seed(int(seeds[-1].generate_state(1)[0]))
-        pool = pool.to(self.device) if pool is not None else None
         self.pseudo_val = PseudoValidation(cfg, self.data, pool, self.world) if self.policy.learns else None
         self.hypergradient = Hypergradient(cfg, self.steps_per_epoch) if self.policy.learns else None
         if self.hypergradient is not None:
             self.policy.start(self.hypergradient.updates(t.epochs))
-        self.epoch = 0
-        self.step = 0
-        self.restored_after = 0  # the epoch of the checkpoint this run was restored from (0: none)
-        self.history = History()
-        self.meter = CostMeter(self.device)
+
+    def _begin_retrain(self, probe: dict) -> None:
+        """The second phase of ``adalase.retrain``: the network back at its initialisation, trained
+        on all training samples with q fixed at the probe's final ``probe["q"]`` (exactly a
+        ``probs`` run with these weights)."""
+        self.probe = probe
+        cfg = self.cfg.replace(**{"selection.method": "probs", "selection.weights": self.probe["q"]})
+        self._begin(cfg, self._fresh_model(self.all_data))
+
+    @property
+    def phase(self) -> int:
+        """0: a plain run; with ``adalase.retrain``, 1 in the probe and 2 in the retrain."""
+        return 0 if not self.probe_epochs else 2 if self.probe is not None else 1
 
     # --- one step, one epoch --------------------------------------------------------------------
 
@@ -342,7 +374,7 @@ class Trainer:
         try:
             for cb in self.callbacks:
                 cb.on_train_start(self)
-            while self.epoch < self.cfg.train.epochs:
+            while self.epoch < self.total_epochs:
                 metrics = self.run_epoch()
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, metrics)
@@ -374,8 +406,8 @@ class Trainer:
             "lr": self.scheduler.get_last_lr()[0],
         }
         self._check_finite(metrics)
-        q = self.policy.probs()
-        if self.policy.learns and q is not None:
+        q = self.policy.probs() if self.probe is None else np.array(self.probe["q"])  # the retrain: the probe's q
+        if self.cfg.selection.method == "adalase" and q is not None:
             metrics.update({f"adalase/q/{a.name}": float(p) for a, p in zip(self.arms, q)})
             for kind, values in marginals(q, [a.name for a in self.arms]).items():  # joint: per site, per op
                 metrics.update({f"adalase/q_{kind}/{k}": p for k, p in values.items()})
@@ -384,12 +416,22 @@ class Trainer:
                 {
                     "adalase/q_max_dev": move["max_dev"],
                     "adalase/q_kl": move["kl"],
-                    "adalase/skipped": self.policy.skipped,
+                    "adalase/skipped": self.skipped(),
                 }
             )
         metrics.update(self._cost_metrics())
+        if self.phase:
+            metrics["phase"] = self.phase
         self.history.append(dict(metrics))
+        if self.phase == 1 and self.epoch == self.probe_epochs:
+            assert q is not None, "AdaLASE has a q"
+            probe = {"q": [float(v) for v in q], "cost": self.meter.totals(), "skipped": self.policy.skipped}
+            self._begin_retrain(probe)
         return self.epoch_metrics()
+
+    def skipped(self) -> int:
+        """AdaLASE's non-finite hypergradients skipped so far (the probe's, in the retrain)."""
+        return self.probe["skipped"] if self.probe is not None else self.policy.skipped
 
     def _cost_metrics(self) -> dict:
         """The meter's metrics; with several workers the seconds are summed over them."""
@@ -417,8 +459,8 @@ class Trainer:
         """The run's summary: selection on val, test accuracy at the selected epoch, q, costs."""
         h = self.history.epochs
         best = self.history.best()
-        learns = self.policy.learns and bool(h)
-        q_history = [[m[f"adalase/q/{a.name}"] for a in self.arms] for m in h] if learns else None
+        learned = [m for m in h if f"adalase/q/{self.arms[0].name}" in m and m.get("phase") != 2]  # not the retrain
+        q_history = [[m[f"adalase/q/{a.name}"] for a in self.arms] for m in learned] or None
         return {
             "config": self.cfg.to_dict(),
             "sites": [s.name for s in self.sites],
@@ -434,7 +476,8 @@ class Trainer:
             "q_marginals": marginals(q_history[-1], [a.name for a in self.arms]) if q_history else None,
             "q_history": q_history,
             "q_movement": q_movement(q_history[-1]) if q_history else None,
-            "adalase_skipped": self.policy.skipped if self.policy.learns else None,
+            "adalase_skipped": self.skipped() if self.cfg.selection.method == "adalase" else None,
+            "probe": self.probe,  # adalase.retrain: the probe's q and its cost (included in "cost")
             "splits": self.split_sizes(),
             "history": h,
             "cost": {**self.meter.totals(), "device": str(self.device)},
@@ -466,6 +509,7 @@ class Trainer:
             "torch_gen": self.torch_gen.get_state(),
             "history": self.history.epochs,
             "cost": self.meter.state_dict(),
+            "probe": self.probe,
             "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks if cb.state_dict()},
         }
 
@@ -487,6 +531,8 @@ class Trainer:
             )
         self.epoch, self.step = state["epoch"], state["step"]
         self.restored_after = self.epoch
+        if state.get("probe") is not None and self.probe is None:  # saved in the retrain phase
+            self._begin_retrain(state["probe"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -512,7 +558,7 @@ class ProgressBar(Callback):
         from tqdm.auto import tqdm
 
         self.bar = tqdm(
-            total=trainer.cfg.train.epochs,
+            total=trainer.total_epochs,
             initial=trainer.epoch,
             desc="epochs",
             unit="ep",
@@ -524,7 +570,7 @@ class ProgressBar(Callback):
         import sys
 
         self.bar.update(1)
-        self.bar.write(epoch_line(metrics, trainer.cfg.train.epochs, trainer.arms), file=sys.stderr)
+        self.bar.write(epoch_line(metrics, trainer.total_epochs, trainer.arms), file=sys.stderr)
 
     def on_train_end(self, trainer, summary):
         self.bar.close()
@@ -560,8 +606,9 @@ class CheckpointDir(Callback):
 
 def epoch_line(m: dict, epochs: int, arms) -> str:
     """One epoch in one line; AdaLASE's q per arm, or in a joint setting its two marginals."""
+    phase = {1: "probe ", 2: "retrain "}.get(m.get("phase", 0), "")
     line = (
-        f"epoch {m['epoch']:>3}/{epochs}  train/loss {m['train/loss']:.4f}  val/acc {m['val/acc']:.4f}"
+        f"{phase}epoch {m['epoch']:>3}/{epochs}  train/loss {m['train/loss']:.4f}  val/acc {m['val/acc']:.4f}"
         f"  test/acc {m['test/acc']:.4f}  {m['cost/device_s']:.1f}s"
     )
     if f"adalase/q/{arms[0].name}" in m:

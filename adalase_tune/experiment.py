@@ -37,7 +37,7 @@ from .interrupts import Interrupted, Signals
 from .paths import check_dir, check_file
 from .sites import sites_of
 
-DEFAULT_METHODS = ("adalase", "uniform", "none", "grid", "random", "optuna", "asha", "pbt")
+DEFAULT_METHODS = ("adalase", "adalase_single", "uniform", "none", "grid", "random", "optuna", "asha", "pbt")
 
 
 # --- shared preparation ---------------------------------------------------------------------------
@@ -87,7 +87,8 @@ def prepare(cfg: ExperimentConfig, methods: Sequence[str], options, name: str, j
     sites = arm_names([s.name for s in sites_of(model)], cfg.augment)  # what the searches weigh
     from .engine import Trainer
 
-    for method in {"adalase" if "adalase" in methods else cfg.selection.method}:  # policy, op, holdout: checked
+    learns = any(m.startswith("adalase") for m in methods)
+    for method in {"adalase" if learns else cfg.selection.method}:  # policy, op, holdout: checked
         world = World(0, options.workers_per_trial)  # batches that every worker gets a share of
         Trainer(cfg.replace(**{"selection.method": method, "train.device": "cpu"}), data=data, world=world)
     jobs = {m: plan_jobs(m, options, sites, job_name(m)) for m in methods}
@@ -483,9 +484,17 @@ def train(
     if progress:
         sites = ", ".join(f"{i}:{s.name}{list(s.shape)}" for i, s in enumerate(trainer.sites))
         sizes = trainer.split_sizes()
+        n_train = len(trainer.all_data.train)
+        held = (
+            f"; AdaLASE trains on {sizes['train']}, holding {n_train - sizes['train']} out"
+            if sizes["train"] < n_train
+            else ""
+        )
+        p = trainer.probe_epochs
+        form = f" (a probe of {p} epoch{'s' * (p != 1)}, then the retrain on all {n_train})" if p else ""
         print(
-            f"{cfg.model.name} on {cfg.data.name} (train {sizes['train']}, val {sizes['val']}, test {sizes['test']}), "
-            f"{cfg.selection.method}, op {ops_text(cfg.augment)}, device {trainer.device}; sites {sites}",
+            f"{cfg.model.name} on {cfg.data.name} (train {n_train}, val {sizes['val']}, test {sizes['test']}{held}), "
+            f"{cfg.selection.method}{form}, op {ops_text(cfg.augment)}, device {trainer.device}; sites {sites}",
             file=sys.stderr,
         )
     signals = Signals(deferred=False)

@@ -40,7 +40,7 @@ from .engine import Callback
 
 DEFAULT_URI = "sqlite:///mlflow.db"  # in the working folder, unless MLFLOW_TRACKING_URI is set
 FINAL_METRICS = ("best_val_acc", "test_acc_at_best_val", "final_test_acc")
-METRIC_KEYS = ("lr", "best_val_acc", "test_acc_at_best_val", "best_epoch")  # besides every "a/b" key
+METRIC_KEYS = ("lr", "best_val_acc", "test_acc_at_best_val", "best_epoch", "phase")  # besides every "a/b" key
 SCHEMES = ("sqlite", "http", "https", "file", "databricks", "postgresql", "mysql", "mssql")
 CONNECT_TIMEOUT_S = 10.0
 _RETRIES = 5

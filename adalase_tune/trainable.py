@@ -82,7 +82,7 @@ class TuneReport(Callback):
         return not last and time.monotonic() - self.last_save >= self.checkpoint_s
 
     def on_epoch_end(self, trainer, metrics):
-        last = metrics["epoch"] == trainer.cfg.train.epochs
+        last = metrics["epoch"] == trainer.total_epochs
         checkpoint = self._checkpoint_due(metrics["epoch"], last)
         self.pending.append(metrics)
         if not (self.every_epoch or checkpoint or last or time.monotonic() - self.last_report >= self.report_s):
@@ -116,11 +116,10 @@ class TuneReport(Callback):
 
 def _run_trial(trainer: Trainer, checkpoint, report: Callable, extra: dict) -> None:
     """Restore ``checkpoint`` (None: a fresh start) and train; a finished or diverged trial reports why."""
-    cfg = trainer.cfg
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             trainer.load_state_dict(safe_load(Path(d) / STATE_FILE), source="trial checkpoint", may_differ=searched)
-    if trainer.epoch >= cfg.train.epochs and trainer.history.epochs:  # restored at its last checkpoint
+    if trainer.epoch >= trainer.total_epochs and trainer.history.epochs:  # restored at its last checkpoint
         report({**trainer.epoch_metrics(), **extra, "device": str(trainer.device), "epochs": trainer.history.epochs})
         return
     try:
@@ -169,7 +168,7 @@ class EpochLines(Callback):
     def on_epoch_end(self, trainer, metrics):
         from .engine import epoch_line
 
-        self.queue.put(epoch_line(metrics, trainer.cfg.train.epochs, trainer.arms))
+        self.queue.put(epoch_line(metrics, trainer.total_epochs, trainer.arms))
 
 
 def print_lines(queue, stop) -> None:

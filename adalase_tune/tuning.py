@@ -34,6 +34,7 @@ from .config import ConfigError, ExperimentConfig
 from .search import (
     METHODS,
     ASHASpec,
+    Choice,
     Grid,
     OptunaSearcher,
     PBTSpec,
@@ -312,6 +313,8 @@ def _ray_value(value):
         return tune.grid_search(list(value.values))
     if isinstance(value, Uniform):
         return tune.uniform(value.low, value.high)
+    if isinstance(value, Choice):
+        return tune.choice(list(value.values))
     return value
 
 
@@ -345,7 +348,10 @@ def _scheduler(plan: SearchPlan, epochs: int):
     if isinstance(spec, PBTSpec):
         random.seed(spec.seed)  # PBT perturbs with Python's global random module
         np.random.seed(spec.seed)
-        mutations = nest({k: _ray_value(v) for k, v in spec.mutations.items()})
+        # a categorical mutates as PBT's list form: resampled, or shifted to a neighbouring value
+        mutations = nest(
+            {k: list(v.values) if isinstance(v, Choice) else _ray_value(v) for k, v in spec.mutations.items()}
+        )
         return PopulationBasedTraining(
             time_attr="training_iteration",
             perturbation_interval=spec.perturbation_interval,
@@ -357,9 +363,12 @@ def _scheduler(plan: SearchPlan, epochs: int):
 
 
 def clip_weights(config: dict) -> dict:
-    """PBT perturbs by factors 0.8/1.2, which can leave [0, 1]: clip the site weights back."""
+    """PBT perturbs by factors 0.8/1.2, which can leave [0, 1]: clip the site weights (or the
+    picked arm's share) back."""
     for site, w in config.get("da_prob", {}).items():
         config["da_prob"][site] = min(1.0, max(0.0, float(w)))
+    if "share" in config.get("da_pick", {}):
+        config["da_pick"]["share"] = min(1.0, max(0.0, float(config["da_pick"]["share"])))
     return config
 
 

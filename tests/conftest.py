@@ -15,6 +15,11 @@ def override(tree: dict, overrides: dict) -> dict:
     return tree
 
 
+# the paper's one-run form of AdaLASE (the default adds a retrain and holds pseudo-validation data
+# out): for tests of the AdaLASE step itself
+ONE_RUN = {"adalase.retrain": False, "adalase.val_source": "train"}
+
+
 def tiny_config(**overrides):
     """A digits config that trains in well under a second per epoch on CPU."""
     tree = {

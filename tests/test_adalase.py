@@ -7,7 +7,7 @@ import torch
 from adalase_tune.adalase import flat_grad
 from adalase_tune.engine import Trainer
 
-from conftest import tiny_config
+from conftest import ONE_RUN, tiny_config
 
 
 def _plain_sgd_trainer(**extra):
@@ -124,6 +124,7 @@ def _q_trajectory(form, scale=1.0, lr=0.05, wd=5e-4, seed=0):
     cfg = tiny_config(
         **{
             "selection.method": "adalase",
+            **ONE_RUN,
             "adalase.preset": "faithful",
             "adalase.update": form,
             "train.lr": lr,

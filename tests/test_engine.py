@@ -11,7 +11,7 @@ from adalase_tune.config import ConfigError
 from adalase_tune.data import build_data
 from adalase_tune.engine import Callback, CostMeter, History, NonFiniteError, Trainer
 
-from conftest import tiny_config
+from conftest import ONE_RUN, tiny_config
 
 TIMING = {"cost/train_s", "cost/eval_s", "cost/adalase_s", "cost/device_s"}
 
@@ -68,7 +68,13 @@ def test_cost_accounting_counts_every_sample_pass():
     assert s["cost"]["sample_passes"] == 2 * 100
     assert s["cost"]["adalase_s"] == 0 and s["cost"]["train_s"] > 0 and s["cost"]["eval_s"] > 0
     cfg = tiny_config(
-        **{"selection.method": "adalase", "train.epochs": 2, "adalase.val_batch_size": 40, "adalase.every": 2}
+        **{
+            "selection.method": "adalase",
+            **ONE_RUN,
+            "train.epochs": 2,
+            "adalase.val_batch_size": 40,
+            "adalase.every": 2,
+        }
     )
     s = Trainer(cfg).run()
     steps = 2 * 4  # ceil(100 / 32) steps per epoch; a hypergradient on steps 0, 2, 4, 6
@@ -81,6 +87,7 @@ def test_window_credit_feeds_every_step_and_never_crosses_an_epoch():
     cfg = tiny_config(
         **{
             "selection.method": "adalase",
+            **ONE_RUN,
             "train.epochs": 2,
             "adalase.val_batch_size": 40,
             "adalase.every": 3,
@@ -102,6 +109,7 @@ def test_reuse_credit_feeds_every_step_with_one_fresh_pseudo_validation_gradient
     cfg = tiny_config(
         **{
             "selection.method": "adalase",
+            **ONE_RUN,
             "train.epochs": 2,
             "adalase.val_batch_size": 40,
             "adalase.every": 3,
@@ -119,7 +127,7 @@ def test_reuse_credit_feeds_every_step_with_one_fresh_pseudo_validation_gradient
 
 
 def test_summary_selects_on_val_and_reports_test_there():
-    s = Trainer(tiny_config(**{"selection.method": "adalase", "train.epochs": 4})).run()
+    s = Trainer(tiny_config(**{"selection.method": "adalase", **ONE_RUN, "train.epochs": 4})).run()
     h = s["history"]
     best = max(range(4), key=lambda i: (h[i]["val/acc"], -i))
     assert s["best_val_acc"] == h[best]["val/acc"]
@@ -148,7 +156,7 @@ def test_adalase_learns_on_digits_and_q_leaves_uniform():
 @pytest.mark.parametrize("source", ["train", "holdout"])
 def test_pseudo_validation_never_leaves_the_runs_training_subset(source):
     cfg = tiny_config(**{"selection.method": "adalase", "data.n_train": 30, "adalase.val_source": source})
-    subset = set(build_data(cfg.data).train.ids.tolist())
+    subset = set(build_data(cfg.data).for_seed(cfg.subset_seed()).train.ids.tolist())  # the run seed's subset
     tr = Trainer(cfg)
     trained = set(tr.data.train.ids.tolist())
     forbidden = set(tr.data.test.ids) | set(tr.data.val.ids)
@@ -187,14 +195,14 @@ def test_holdout_that_leaves_nothing_is_refused_before_training():
 
 
 def test_pseudo_val_batch_is_the_presets_multiple_of_the_mean_train_batch_capped_at_the_subset():
-    faithful = {"selection.method": "adalase", "adalase.preset": "faithful"}
+    faithful = {"selection.method": "adalase", **ONE_RUN, "adalase.preset": "faithful"}
     tr = Trainer(tiny_config(**faithful, **{"data.n_train": 320, "train.batch_size": 16}))
     assert tr.pseudo_val.batch_size == 128  # 8 x 16: the paper's 1024 for 128
     tr = Trainer(tiny_config(**faithful, **{"data.n_train": 50}))
     assert tr.pseudo_val.batch_size == 50  # capped at the subset
-    tr = Trainer(tiny_config(**{"selection.method": "adalase", "data.n_train": 320, "train.batch_size": 16}))
+    tr = Trainer(tiny_config(**{"selection.method": "adalase", **ONE_RUN, "data.n_train": 320, "train.batch_size": 16}))
     assert tr.pseudo_val.batch_size == 32  # fast: 2x
-    tr = Trainer(tiny_config(**{"selection.method": "adalase", "data.n_train": 50, "train.batch_size": 8}))
+    tr = Trainer(tiny_config(**{"selection.method": "adalase", **ONE_RUN, "data.n_train": 50, "train.batch_size": 8}))
     assert tr.pseudo_val.batch_size == 14  # 2 x 50/7: 7 batches of mean size 7.14, so passes stay 1.2x
 
 
@@ -259,13 +267,19 @@ def test_history_selects_the_first_epoch_with_the_best_val_accuracy():
 
 
 def test_presets_set_the_cost_settings_and_explicit_values_win():
-    tr = Trainer(tiny_config(**{"selection.method": "adalase", "adalase.preset": "fast", "data.n_train": 320}))
+    tr = Trainer(
+        tiny_config(**{"selection.method": "adalase", **ONE_RUN, "adalase.preset": "fast", "data.n_train": 320})
+    )
     assert tr.hypergradient.every == 10 and tr.pseudo_val.batch_size == 64
     assert tr.hypergradient.credit == "reuse" and tr.policy.form == "normalized"
-    tr = Trainer(tiny_config(**{"selection.method": "adalase", "data.n_train": 320, "adalase.preset": "faithful"}))
+    tr = Trainer(
+        tiny_config(**{"selection.method": "adalase", **ONE_RUN, "data.n_train": 320, "adalase.preset": "faithful"})
+    )
     assert tr.hypergradient.every == 1 and tr.pseudo_val.batch_size == 8 * 32 and tr.hypergradient.credit == "step"
     assert tr.policy.form == "raw" and tr.policy.eta == 0.01
-    tr = Trainer(tiny_config(**{"selection.method": "adalase", "data.n_train": None}))
+    tr = Trainer(tiny_config(**{"selection.method": "adalase", **ONE_RUN, "data.n_train": None}))
     assert tr.hypergradient.every == 10 and tr.policy.form == "normalized"  # fast by default
-    tr = Trainer(tiny_config(**{"selection.method": "adalase", "adalase.preset": "fast", "adalase.every": 3}))
+    tr = Trainer(
+        tiny_config(**{"selection.method": "adalase", **ONE_RUN, "adalase.preset": "fast", "adalase.every": 3})
+    )
     assert tr.hypergradient.every == 3

@@ -239,6 +239,34 @@ def test_a_signal_stops_train_honestly_and_resume_continues_its_run(tmp_path, si
     assert sorted(steps) == list(range(1, 13))
 
 
+@pytest.mark.parametrize("instant", [r"probe epoch +2/", r"retrain epoch +8/"])
+def test_an_interrupt_in_either_phase_of_a_retrain_resumes_across_the_boundary(tmp_path, instant):
+    """adalase.retrain: Ctrl-C in the probe or in the retrain ends KILLED with the resume command;
+    --resume continues the same run to the end, every epoch of both phases logged once."""
+    db, ck, out = tmp_path / "m.db", tmp_path / "ck", tmp_path / "run.json"
+    cmd = _cli(
+        "train",
+        "search_spaces/digits.yaml",
+        *("--set", "train.epochs=6", "--set", "selection.method=adalase", "--set", "adalase.retrain=true"),
+        *SLOW_EPOCHS,
+        *("--checkpoint-dir", str(ck), "--tracking-uri", f"sqlite:///{db}", "--experiment", "rt", "--out", str(out)),
+    )
+    code, err, fired = _interrupt(cmd, instant, [signal.SIGINT])
+    assert fired and code == 130 and f"--checkpoint-dir {ck} --resume" in err, err[-3000:]
+    (killed,) = _no_run_left_running(db, "rt")
+    assert killed.info.status == "KILLED"
+    done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "resuming" in done.stderr, done.stderr[-2000:]
+    (run,) = _runs(db, "rt")
+    assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
+    client = MlflowClient(f"sqlite:///{db}")
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/acc")) == list(range(1, 13))
+    phases = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "phase"))
+    assert [v for _, v in phases] == [1.0] * 6 + [2.0] * 6
+    summary = json.loads(out.read_text())
+    assert summary["epochs"] == 12 and summary["best_epoch"] > 6 and len(summary["probe"]["q"]) == 5
+
+
 def test_kill_9_train_again_and_again_gives_one_run_with_every_epoch_once(tmp_path):
     db, ck = tmp_path / "m.db", tmp_path / "ck"
     cmd = _cli(

@@ -80,7 +80,7 @@ def test_a_fixed_pair_trains_exactly_as_that_op_at_that_site():
 
 
 def test_joint_adalase_learns_one_q_over_the_pairs_and_logs_its_marginals():
-    cfg = motifs(augment__ops=OPS, adalase__preset="faithful")
+    cfg = motifs(augment__ops=OPS, adalase__preset="faithful", adalase__retrain=False)  # the learning itself
     trainer = Trainer(cfg)
     sampled, observed = [], []
     sample, observe = trainer.policy.sample, trainer.policy.observe
@@ -131,12 +131,18 @@ def test_arms_are_site_major_pairs_and_their_layout_is_recovered():
 @pytest.mark.parametrize("method", ["grid", "random", "optuna", "asha", "pbt"])
 def test_every_search_space_over_pairs_is_generated_from_the_config(method):
     """The searches weigh the same pairs AdaLASE chooses among: grid one fixed trial per pair,
-    the others one weight per pair, under keys Tune's searchers can split (no '/' in a name)."""
-    budget = METHODS.get(method).budget(None)
+    the others (in the ``weights`` space) one weight per pair, under keys Tune's searchers can
+    split (no '/' in a name), or (in the default ``arm`` space) a choice among the pairs."""
+    budget = METHODS.get(method).budget(None if method == "grid" else {"space": "weights"})
     plan = METHODS.get(method).plan(PAIRS, [0], budget)
     if method == "grid":
         assert plan.space["selection/site"].values == tuple(range(9)) and plan.expected_trials == 9
         return
+    arm_plan = METHODS.get(method).plan(PAIRS, [0], METHODS.get(method).budget(None))
+    assert arm_plan.space["da_pick/arm"].values == tuple(PAIRS)
+    arm_params = {"selection": {"method": "probs"}, "train": {"seed": 0}, "da_pick": {"arm": PAIRS[4], "share": 1.0}}
+    cfg = trial_config(motifs(augment__ops=OPS).to_dict(), arm_params, PAIRS)
+    assert list(cfg.selection.weights) == [float(i == 4) for i in range(9)]
     keys = [k for k in plan.space if k.startswith("da_prob/")]
     assert keys == [f"da_prob/{p.replace('/', ':')}" for p in PAIRS]
     params = {"selection": {"method": "probs"}, "train": {"seed": 0}, "da_prob": {}}

@@ -181,8 +181,8 @@ def test_peak_memory_of_a_streamed_run_stays_under_a_fifth_of_the_decoded_data(t
 
 @pytest.mark.parametrize("source", ["train", "holdout"])
 def test_streamed_pseudo_validation_comes_only_from_the_runs_training_subset(folder, source):
-    cfg = from_dict(_tree(folder, True, **{"adalase.val_source": source}))
-    subset = set(build_data(cfg.data).train.ids.tolist())
+    cfg = from_dict(_tree(folder, True, **{"adalase.val_source": source, "adalase.retrain": False}))
+    subset = set(build_data(cfg.data).for_seed(cfg.subset_seed()).train.ids.tolist())  # the run seed's subset
     trainer = Trainer(cfg)
     trained = set(trainer.data.train.ids.tolist())
     allowed = subset if source == "train" else subset - trained

@@ -123,13 +123,14 @@ def check_run_tree(uri):
             for key in ("best_val_acc", "test_acc_at_best_val", "cost/total_device_s", "cost/total_sample_passes"):
                 assert key in metrics
             hist = client.get_metric_history(child.info.run_id, "val/acc")
-            assert sorted(m.step for m in hist) == [1, 2]
+            epochs = 3 if method == "adalase" else 2  # adalase: a probe of 1 epoch, then the retrain of 2
+            assert sorted(m.step for m in hist) == list(range(1, epochs + 1))
             for key in ("train/loss", "val/loss", "test/acc", "cost/device_s", "cost/sample_passes"):
-                assert len(client.get_metric_history(child.info.run_id, key)) == 2
+                assert len(client.get_metric_history(child.info.run_id, key)) == epochs
             artifacts = [a.path for a in client.list_artifacts(child.info.run_id)]
             if method == "adalase":
                 assert "q_trajectory.png" in artifacts
-                assert len(client.get_metric_history(child.info.run_id, "adalase/q/stage2")) == 2
+                assert len(client.get_metric_history(child.info.run_id, "adalase/q/stage2")) == epochs
     summary = next(r for r in runs if r.data.tags.get("run_kind") == "summary")
     assert {a.path for a in client.list_artifacts(summary.info.run_id)} >= {
         "report.md",
@@ -213,7 +214,9 @@ def test_train_logs_a_run(tmp_path):
     client = MlflowClient(tracking_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name("t").experiment_id])
     assert run.info.status == "FINISHED" and run.data.params["selection.method"] == "adalase"
-    assert len(client.get_metric_history(run.info.run_id, "adalase/q/input")) == 2
+    assert len(client.get_metric_history(run.info.run_id, "adalase/q/input")) == 3  # probe 1 + retrain 2
+    phases = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "phase"), key=lambda m: m.step)]
+    assert phases == [1, 2, 2]
 
 
 def test_names_in_mlflow_filters_are_quoted_so_they_cannot_change_the_query(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from adalase_tune.config import ConfigError
 from adalase_tune.experiment import sweep
-from adalase_tune.search import METHODS
+from adalase_tune.search import METHODS, picked_q
 from adalase_tune.tuning import SweepOptions
 
 from conftest import tiny_config
@@ -24,7 +24,17 @@ BUDGETS = {
     "pbt": {"population": 3, "perturbation_interval": 1},
     "adalase": {"eta": [1.0, 10.0]},
 }
-EXPECTED = {"adalase": 4, "uniform": 2, "none": 2, "grid": 10, "random": 6, "optuna": 6, "asha": 6, "pbt": 6}
+EXPECTED = {
+    "adalase": 4,
+    "adalase_single": 2,
+    "uniform": 2,
+    "none": 2,
+    "grid": 10,
+    "random": 6,
+    "optuna": 6,
+    "asha": 6,
+    "pbt": 6,
+}
 
 
 @pytest.mark.slow
@@ -44,16 +54,21 @@ def test_every_method_runs_end_to_end(method, ray_local, tmp_path):
             assert set(params["da_prob"]) == set(SITES)
             assert all(0.0 <= w <= 1.0 for w in params["da_prob"].values())
             assert [r[w] for w in weights] == [params["da_prob"][s] for s in SITES]  # the results.csv columns
+        if "da_pick" in params:  # the arm space: the columns hold the q it makes
+            assert params["da_pick"]["arm"] in SITES and 0.0 <= params["da_pick"]["share"] <= 1.0
+            assert [r[w] for w in weights] == pytest.approx(picked_q(**params["da_pick"], sites=SITES))
         if method == "grid":
             assert params["selection"] == {"method": "fixed", "site": params["selection"]["site"]}
             assert [r[w] for w in weights] == [float(i == params["selection"]["site"]) for i in range(5)]
-        if method == "adalase":
+        if method.startswith("adalase"):
             assert abs(sum(r[f"q/{s}"] for s in SITES) - 1) < 1e-9
         assert 0.0 <= r["best_val_acc"] <= 1.0 and r["sample_passes"] > 0
     if method == "grid":
         assert sorted(json.loads(p)["selection"]["site"] for p in rows["params"]) == sorted(list(range(5)) * 2)
-    if method in ("adalase", "uniform", "none", "grid"):
+    if method in ("adalase_single", "uniform", "none", "grid"):
         assert (rows["epochs"] == 2).all()
+    if method == "adalase":  # the default: a probe of 1 epoch, then the retrain of 2
+        assert (rows["epochs"] == 3).all()
 
 
 def test_a_sweep_on_a_real_local_ray_writes_rows_and_results_csv(ray_local, tmp_path):

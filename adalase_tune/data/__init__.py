@@ -12,7 +12,7 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -73,6 +73,9 @@ class DataBundle:
     num_classes: int
     input_shape: tuple[int, ...]
     input_augment: bool  # crop (translate by up to 4 px) + horizontal flip on training batches
+    # the whole training split, kept when each run seed draws its own ``n_train`` subset of it
+    # (``data.subset_seed: null``); ``train`` is then the subset of seed 0
+    pool: Optional[Split] = None
 
     def to(self, device) -> DataBundle:
         return DataBundle(
@@ -83,6 +86,14 @@ class DataBundle:
             self.input_shape,
             self.input_augment,
         )
+
+    def for_seed(self, seed: int) -> DataBundle:
+        """The bundle of one run: ``train`` the stratified subset of ``pool`` that ``seed`` draws
+        (the same samples as ``build_data`` with ``data.subset_seed = seed``); no pool, no change."""
+        if self.pool is None:
+            return self
+        pick = stratified_subset(self.pool.y.cpu().numpy(), len(self.train), seed)
+        return replace(self, train=self.pool.subset(pick), pool=None)
 
 
 def augment_inputs(x: torch.Tensor, rng: np.random.Generator, pad: int = 4) -> torch.Tensor:
@@ -197,12 +208,15 @@ def build_data(cfg: DataConfig) -> DataBundle:
                 f"data.n_train = {cfg.n_train}, but the training split of {cfg.name} has "
                 f"{len(y_tr)} samples after holding out val/test; use at most {len(y_tr)} or null"
             )
-        pick = stratified_subset(y_tr, cfg.n_train, cfg.subset_seed)
+        pool = (x_tr, y_tr, ids) if cfg.subset_seed is None else None  # each run seed draws from it
+        pick = stratified_subset(y_tr, cfg.n_train, 0 if cfg.subset_seed is None else cfg.subset_seed)
         x_tr, y_tr, ids = x_tr[pick], y_tr[pick], ids[pick]
+    else:
+        pool = None
     augment = raw.usual_augment if cfg.input_augment is None else cfg.input_augment
     if raw.paths is not None:
         return _stream_bundle(
-            cfg, raw, (x_tr, y_tr, ids), val, test, (val_part, test_part), num_classes, augment, mean, std
+            cfg, raw, (x_tr, y_tr, ids), val, test, (val_part, test_part), num_classes, augment, mean, std, pool
         )
     if augment and x_tr.ndim != 4:
         raise ConfigError(f"data.input_augment = true, but {cfg.name} holds vectors {x_tr.shape[1:]}; set it to false")
@@ -211,11 +225,19 @@ def build_data(cfg: DataConfig) -> DataBundle:
         return Split(torch.from_numpy((x - mean) / std), torch.from_numpy(np.asarray(y, dtype=np.int64)), i)
 
     return DataBundle(
-        split(x_tr, y_tr, ids), split(*val), split(*test), num_classes, tuple(x_tr.shape[1:]), bool(augment)
+        split(x_tr, y_tr, ids),
+        split(*val),
+        split(*test),
+        num_classes,
+        tuple(x_tr.shape[1:]),
+        bool(augment),
+        split(*pool) if pool is not None else None,
     )
 
 
-def _stream_bundle(cfg: DataConfig, raw: Raw, train, val, test, parts, num_classes, augment, mean, std) -> DataBundle:
+def _stream_bundle(
+    cfg: DataConfig, raw: Raw, train, val, test, parts, num_classes, augment, mean, std, pool=None
+) -> DataBundle:
     """Splits of file paths (``data.stream``): the same membership as in memory, read batch by batch."""
     from ._stream import StreamSplit
 
@@ -229,7 +251,13 @@ def _stream_bundle(cfg: DataConfig, raw: Raw, train, val, test, parts, num_class
 
     shape = (3, cfg.image_size, cfg.image_size)
     return DataBundle(
-        split(train, "train"), split(val, parts[0]), split(test, parts[1]), num_classes, shape, bool(augment)
+        split(train, "train"),
+        split(val, parts[0]),
+        split(test, parts[1]),
+        num_classes,
+        shape,
+        bool(augment),
+        split(pool, "train") if pool is not None else None,
     )
 
 

@@ -1,14 +1,19 @@
-"""Search methods, looked up by name (``--method``): adalase, uniform, none, grid, random,
-optuna, asha, pbt. They all run the same trainable; see :mod:`adalase_tune.tuning`."""
+"""Search methods, looked up by name (``--method``): adalase, adalase_single, uniform, none,
+grid, random, optuna, asha, pbt. They all run the same trainable; see :mod:`adalase_tune.tuning`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Optional
 
 from ..config import ExperimentConfig, from_dict
 from ..registry import Registry
 from ._base import (
+    PICK_ARM,
+    PICK_SHARE,
+    SPACES,
     ASHASpec,
+    Choice,
     Grid,
     OptunaSearcher,
     PBTSpec,
@@ -16,6 +21,8 @@ from ._base import (
     SearchMethod,
     SearchPlan,
     Uniform,
+    picked_q,
+    search_space,
     seed_axis,
     weight_key,
     weight_name,
@@ -24,11 +31,12 @@ from ._base import (
 from ._optuna import OptunaTPE
 from ._random import RandomSearch
 from ._schedulers import ASHA, PBT
-from ._simple import AdaLASEMethod, PerSeed, SiteGrid
+from ._simple import SINGLE_RUN, AdaLASEMethod, PerSeed, SiteGrid
 
 METHODS: Registry[SearchMethod] = Registry("--method")
 for _m in (
     AdaLASEMethod(),
+    AdaLASEMethod("adalase_single", SINGLE_RUN, budget_keys=("eta",)),
     PerSeed("uniform"),
     PerSeed("none"),
     SiteGrid(),
@@ -43,18 +51,27 @@ for _m in (
 def trial_config(base: dict, params: dict, sites: Sequence[str]) -> ExperimentConfig:
     """The experiment of one trial: ``base`` plus its params, nested as Tune keeps them
     (``{"train": {"seed": 1}, "da_prob": {"input": 0.3, ...}}``, flat names ``train/seed``,
-    ``da_prob/input``). The weights become ``selection.weights`` in site order."""
+    ``da_prob/input``). The searched point (``da_prob`` weights, or the ``da_pick`` arm and share)
+    becomes ``selection.weights`` in site order."""
     tree = {k: dict(v) for k, v in base.items()}
-    weights = None
     for section, values in params.items():
-        if section == "da_prob":
-            weights = values
-        else:
+        if section not in ("da_prob", "da_pick"):
             tree.setdefault(section, {}).update(values)
+    weights = searched_weights(params, sites)
     if weights is not None:
         tree["selection"]["method"] = "probs"
-        tree["selection"]["weights"] = [float(weights[weight_name(s)]) for s in sites]
+        tree["selection"]["weights"] = weights
     return from_dict(tree)
+
+
+def searched_weights(params: dict, sites: Sequence[str]) -> Optional[list[float]]:
+    """The per-arm weights of a searched point, in site order; None when nothing was searched."""
+    if "da_pick" in params:
+        pick = params["da_pick"]
+        return picked_q(pick["arm"], pick["share"], sites)
+    if "da_prob" in params:
+        return [float(params["da_prob"][weight_name(s)]) for s in sites]
+    return None
 
 
 def site_weights(params: dict, sites: Sequence[str]) -> dict:
@@ -63,7 +80,7 @@ def site_weights(params: dict, sites: Sequence[str]) -> dict:
     selection = params.get("selection", {})
     kind = selection.get("method")
     if kind == "probs":
-        weights = [float(params.get("da_prob", {}).get(weight_name(s), float("nan"))) for s in sites]
+        weights = searched_weights(params, sites) or [float("nan")] * len(sites)
     elif kind == "fixed":
         weights = [float(i == int(selection["site"])) for i in range(len(sites))]
     elif kind == "uniform":
@@ -88,6 +105,13 @@ __all__ = [
     "SearchPlan",
     "Grid",
     "Uniform",
+    "Choice",
+    "SPACES",
+    "PICK_ARM",
+    "PICK_SHARE",
+    "search_space",
+    "picked_q",
+    "searched_weights",
     "RandomSearcher",
     "OptunaSearcher",
     "ASHASpec",

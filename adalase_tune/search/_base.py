@@ -2,9 +2,15 @@
 :class:`SearchPlan`, a Ray-free description that ``adalase_tune.tuning`` turns into Ray Tune
 objects (an unknown spec kind there is an error, never a silent default).
 
-Keys are Tune's flat names (``train/seed``, ``selection/method``). Per-site weights are
-searched as ``da_prob/<site>`` in [0, 1] (per pair, ``da_prob/<site>:<op>``, in a joint setting);
-a trial uses ``q = w / sum(w)`` (docs/algorithm.md). The methods plan over the arms' names
+Keys are Tune's flat names (``train/seed``, ``selection/method``). The searches weigh the arms
+in one of two spaces (``sweep.methods.<name>.space``, docs/search_spaces.md):
+
+- ``arm`` (the default): a categorical choice of one arm, ``da_pick/arm``, and the share of q it
+  gets on top of uniform, ``da_pick/share`` in [0, 1]: ``q = share * onehot(arm) + (1 - share) /
+  K``. It reaches every arm alone (share 1), uniform (share 0) and everything between.
+- ``weights``: a weight per arm, ``da_prob/<site>`` in [0, 1] (per pair, ``da_prob/<site>:<op>``,
+  in a joint setting); a trial uses ``q = w / sum(w)``. With K arms a corner is hard to reach:
+  for K = 3, P(q_arm >= 0.9) is about 0.002. The methods plan over the arms' names
 (``sites``: the sites, or the ``<site>/<op>`` pairs, :mod:`adalase_tune.arms`).
 Every trial runs the same trainable.
 """
@@ -31,6 +37,13 @@ class Uniform:
 
     low: float = 0.0
     high: float = 1.0
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of the values, drawn uniformly (``tune.choice``)."""
+
+    values: tuple
 
 
 @dataclass(frozen=True)
@@ -116,7 +129,14 @@ class SearchMethod:
         return merged
 
     def check(self, key: str, value: Any) -> None:
-        """Whole-number budget keys must be >= 1; subclasses check their others."""
+        """Whole-number budget keys must be >= 1, ``space`` one of SPACES; subclasses check their others."""
+        if key == "space":
+            if value not in SPACES:
+                raise ConfigError(
+                    f"sweep.methods.{self.name}.space = {value!r}: choose one of {', '.join(SPACES)}"
+                    f"{_did_you_mean(str(value), SPACES)}"
+                )
+            return
         whole = isinstance(self.defaults.get(key), int) and not isinstance(self.defaults.get(key), bool)
         if whole and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ConfigError(f"sweep.methods.{self.name}.{key} = {value!r}: it must be a whole number >= 1")
@@ -143,3 +163,24 @@ def weight_key(arm: str) -> str:
 def weight_space(sites: Sequence[str]) -> dict:
     """One weight in [0, 1] per arm (site, or (site, op) pair)."""
     return {weight_key(s): Uniform(0.0, 1.0) for s in sites}
+
+
+SPACES = ("arm", "weights")
+PICK_ARM, PICK_SHARE = "da_pick/arm", "da_pick/share"
+
+
+def arm_space(sites: Sequence[str]) -> dict:
+    """A categorical choice of the arm and the share of q it gets beyond uniform."""
+    return {PICK_ARM: Choice(tuple(sites)), PICK_SHARE: Uniform(0.0, 1.0)}
+
+
+def search_space(sites: Sequence[str], kind: str) -> dict:
+    """The searched keys of the space ``kind`` (one of SPACES) over the arms ``sites``."""
+    return arm_space(sites) if kind == "arm" else weight_space(sites)
+
+
+def picked_q(arm: str, share: float, sites: Sequence[str]) -> list[float]:
+    """The q of an ``arm`` space point: ``share`` on ``arm`` on top of a uniform rest."""
+    k = len(sites)
+    share = min(1.0, max(0.0, float(share)))
+    return [(1 - share) / k + (share if s == arm else 0.0) for s in sites]

@@ -1,9 +1,9 @@
-"""``optuna``: TPE (seeded) over ``da_prob/<site>``, through Ray Tune's OptunaSearch.
+"""``optuna``: TPE (seeded) over the search space (``space``: arm or weights), through Ray Tune's OptunaSearch.
 
 Every Optuna call of adalase_tune lives here.
 """
 
-from ._base import OptunaSearcher, SearchMethod, SearchPlan, weight_space
+from ._base import OptunaSearcher, SearchMethod, SearchPlan, search_space
 
 
 def tpe_sampler(seed: int, n_startup_trials: int):
@@ -15,13 +15,13 @@ def tpe_sampler(seed: int, n_startup_trials: int):
 
 class OptunaTPE(SearchMethod):
     name = "optuna"
-    defaults = {"num_samples": 8, "n_startup_trials": 4}
+    defaults = {"num_samples": 8, "n_startup_trials": 4, "space": "arm"}
     per_seed = True
 
     def plan(self, sites, seeds, budget):
         (seed,) = seeds
         n = budget["num_samples"]
-        space = {"selection/method": "probs", "train/seed": seed, **weight_space(sites)}
+        space = {"selection/method": "probs", "train/seed": seed, **search_space(sites, budget["space"])}
         return SearchPlan(
             space, num_samples=n, searcher=OptunaSearcher(seed, min(budget["n_startup_trials"], n)), expected_trials=n
         )

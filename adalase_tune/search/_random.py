@@ -1,13 +1,14 @@
-"""``random``: N trials per seed, per-site weights ``da_prob/<site>`` ~ U[0, 1]."""
+"""``random``: N trials per seed, drawn uniformly from the search space (``space``: arm or weights)."""
 
-from ._base import RandomSearcher, SearchMethod, SearchPlan, seed_axis, weight_space
+from ._base import RandomSearcher, SearchMethod, SearchPlan, search_space, seed_axis
 
 
 class RandomSearch(SearchMethod):
     name = "random"
-    defaults = {"num_samples": 8}
+    defaults = {"num_samples": 8, "space": "arm"}
 
     def plan(self, sites, seeds, budget):
         n = budget["num_samples"]
-        space = {"selection/method": "probs", "train/seed": seed_axis(seeds, False), **weight_space(sites)}
+        searched = search_space(sites, budget["space"])
+        space = {"selection/method": "probs", "train/seed": seed_axis(seeds, False), **searched}
         return SearchPlan(space, num_samples=n, searcher=RandomSearcher(seeds[0]), expected_trials=n * len(seeds))

@@ -1,13 +1,13 @@
 """``asha`` (random search, weak trials stopped early) and ``pbt`` (Population Based Training
-over the per-site weights, as Population Based Augmentation does)."""
+over the search space, as Population Based Augmentation does over its probabilities)."""
 
 from ..config import ConfigError
-from ._base import ASHASpec, PBTSpec, RandomSearcher, SearchMethod, SearchPlan, weight_space
+from ._base import ASHASpec, PBTSpec, RandomSearcher, SearchMethod, SearchPlan, search_space
 
 
 class ASHA(SearchMethod):
     name = "asha"
-    defaults = {"num_samples": 12, "grace_period": 1, "reduction_factor": 3}
+    defaults = {"num_samples": 12, "grace_period": 1, "reduction_factor": 3, "space": "arm"}
     per_seed = True
 
     def check(self, key, value):
@@ -20,7 +20,7 @@ class ASHA(SearchMethod):
     def plan(self, sites, seeds, budget):
         (seed,) = seeds
         n = budget["num_samples"]
-        space = {"selection/method": "probs", "train/seed": seed, **weight_space(sites)}
+        space = {"selection/method": "probs", "train/seed": seed, **search_space(sites, budget["space"])}
         return SearchPlan(
             space,
             num_samples=n,
@@ -32,10 +32,13 @@ class ASHA(SearchMethod):
 
 class PBT(SearchMethod):
     name = "pbt"
-    defaults = {"population": 4, "perturbation_interval": 3, "resample_probability": 0.25}
+    defaults = {"population": 4, "perturbation_interval": 3, "resample_probability": 0.25, "space": "arm"}
     per_seed = True
 
     def check(self, key, value):
+        if key == "space":
+            super().check(key, value)
+            return
         if key == "resample_probability":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise ConfigError(f"sweep.methods.pbt.resample_probability = {value!r}: it must lie in [0, 1]")
@@ -45,11 +48,11 @@ class PBT(SearchMethod):
     def plan(self, sites, seeds, budget):
         (seed,) = seeds
         n = budget["population"]
-        space = {"selection/method": "probs", "train/seed": seed, **weight_space(sites)}
+        space = {"selection/method": "probs", "train/seed": seed, **search_space(sites, budget["space"])}
         spec = PBTSpec(
             budget["perturbation_interval"],
             float(budget["resample_probability"]),
-            weight_space(sites),
+            search_space(sites, budget["space"]),
             seed,
         )
         return SearchPlan(space, num_samples=n, searcher=RandomSearcher(seed), scheduler=spec, expected_trials=n)

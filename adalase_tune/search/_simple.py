@@ -1,4 +1,7 @@
-"""One run per seed: adalase (q learned inside the trial), uniform and none; and the grid."""
+"""One run per seed: adalase (search, then retrain with the learned q fixed), adalase_single (q
+learned during the one run), uniform and none; and the grid."""
+
+from typing import Optional
 
 from ..config import ConfigError
 from ._base import Grid, SearchMethod, SearchPlan, seed_axis
@@ -16,25 +19,37 @@ class PerSeed(SearchMethod):
 
 
 class AdaLASEMethod(SearchMethod):
-    """``adalase``: one trial per seed, optionally a small grid over ``adalase.eta``."""
+    """``adalase``: one trial per seed in the default form (search, then retrain: a probe of
+    ``probe`` x the epochs, then a retrain with the probe's q fixed); optionally a small grid over
+    ``adalase.eta`` or the probe's share. ``adalase_single``: the paper's one-run form (q learned
+    during the run that is reported, pseudo-validation on the training samples)."""
 
-    name = "adalase"
-    defaults = {"eta": None}
+    def __init__(self, name: str = "adalase", fixed: Optional[dict] = None, budget_keys: tuple = ("eta", "probe")):
+        self.name, self.fixed = name, dict(fixed or {})
+        self.defaults = dict.fromkeys(budget_keys)
 
     def check(self, key, value):
         values = value if isinstance(value, (list, tuple)) else [value]
+        hi = 1.0 if key == "probe" else float("inf")
         if value is not None and not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= hi and (key != "probe" or v > 0)
+            for v in values
         ):
-            raise ConfigError(f"sweep.methods.adalase.eta = {value!r}: give a number >= 0 or a list of them")
+            what = "a share in (0, 1]" if key == "probe" else "a number >= 0"
+            raise ConfigError(f"sweep.methods.{self.name}.{key} = {value!r}: give {what} or a list of them")
 
     def plan(self, sites, seeds, budget):
-        space = {"selection/method": "adalase", "train/seed": seed_axis(seeds, False)}
-        etas = budget["eta"]
-        if etas is not None:
-            etas = tuple(etas) if isinstance(etas, (list, tuple)) else (etas,)
-            space["adalase/eta"] = Grid(tuple(float(e) for e in etas))
-        return SearchPlan(space, expected_trials=len(seeds) * (len(etas) if etas else 1))
+        space = {"selection/method": "adalase", "train/seed": seed_axis(seeds, False), **self.fixed}
+        trials = len(seeds)
+        for key in self.defaults:
+            if budget[key] is not None:
+                values = budget[key] if isinstance(budget[key], (list, tuple)) else (budget[key],)
+                space[f"adalase/{key}"] = Grid(tuple(float(v) for v in values))
+                trials *= len(values)
+        return SearchPlan(space, expected_trials=trials)
+
+
+SINGLE_RUN = {"adalase/retrain": False, "adalase/val_source": "train"}  # the paper's form
 
 
 class SiteGrid(SearchMethod):
