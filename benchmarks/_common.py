@@ -64,3 +64,70 @@ def synthetic_cifar(path: Path, n: int, n_test: int = 256) -> str:
         y_test=rng.integers(0, 10, n_test),
     )
     return str(path)
+
+
+SEARCHES = ("random", "optuna", "asha", "pbt")
+
+
+def goals(trials, arms, plain_passes: float, method: str = "adalase") -> str:
+    """The four goals for ``method`` on a task where the grid separates the arms, checked from a
+    benchmark's trial rows (docs/adalase.md): its selected configuration favours the grid's best
+    arm in >= 4 of 5 seeds; its test accuracy is within 1.0 point of the grid's pick (paired mean)
+    with the CI's lower end at -2.0 or above; its compute is at most 2x a plain run and at most half
+    the grid's; it is above every black-box search (paired mean > 0) at equal or lower compute."""
+    import numpy as np
+
+    from adalase_tune.report import grid_by_site, method_table, paired_differences, top_arms
+
+    table, _ = method_table(trials, plain_passes)
+    cost = table.set_index("method")["plain_run_multiple"]
+    best = grid_by_site(trials, arms)["val"].idxmax()
+    tops = top_arms(trials, arms)
+    mine = tops[tops["method"] == method]
+    found = int((mine["top"] == best).sum())
+    searches = [s for s in SEARCHES if s in cost.index]
+    paired = paired_differences(trials, against=("grid", *searches)).set_index(["method", "against"])
+
+    def diff(ref):
+        r = paired.loc[(method, ref)]
+        return r["mean_diff"], r["ci_low"], r["ci_high"]
+
+    g_mean, g_low, g_high = diff("grid")
+    checks = [
+        (
+            f"favours the grid's best arm `{best}` in ≥ 4 of 5 seeds",
+            found >= int(np.ceil(0.8 * len(mine))),
+            f"{found}/{len(mine)}",
+        ),
+        (
+            "test accuracy within 1.0 point of the grid's pick, CI lower end ≥ −2.0",
+            g_mean >= -0.01 and g_low >= -0.02,
+            f"{100 * g_mean:+.2f} [{100 * g_low:+.2f}, {100 * g_high:+.2f}]",
+        ),
+        (
+            "compute ≤ 2× a plain run and ≤ half the grid's",
+            cost[method] <= 2 and cost[method] <= cost["grid"] / 2 + 1e-9,
+            f"{cost[method]:.2f}× (grid {cost['grid']:.2f}×)",
+        ),
+    ]
+    for s in searches:
+        m, lo, hi = diff(s)
+        checks.append(
+            (
+                f"above `{s}` at equal or lower compute",
+                m > 0 and cost[method] <= cost[s] + 1e-9,
+                f"{100 * m:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}] at {cost[method]:.2f}× vs {cost[s]:.2f}×",
+            )
+        )
+    lines = [
+        f"Goals for `{method}` (paired by seed, test accuracy in points, bootstrap 95% CI):",
+        "",
+        "| goal | measured | met |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {goal} | {value} | {'yes' if ok else '**no**'} |" for goal, ok, value in checks]
+    lines += [
+        "",
+        "'Above' is judged on the paired mean; where the CI reaches below 0 the lead is within the seed noise.",
+    ]
+    return "\n".join(lines) + "\n"

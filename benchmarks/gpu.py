@@ -46,7 +46,7 @@ def tree(data: str, batch: int, epochs: int, device: str) -> dict:
 
 def engine_epoch_s(t: dict, selection: str = "uniform", preset: str | None = None) -> tuple[float, dict]:
     """Median training seconds per epoch (AdaLASE's work included), the first epoch left out."""
-    cfg = from_dict({**t, "selection": {"method": selection}})
+    cfg = from_dict({**t, "selection": {"method": selection}, "adalase": {"retrain": False, "val_source": "train"}})
     if preset:
         cfg = cfg.replace(**{"adalase.preset": preset})
     trainer = Trainer(cfg)

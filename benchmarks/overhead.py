@@ -62,7 +62,9 @@ def workloads(smoke: bool, tmp: Path) -> dict:
 
 
 def run(tree: dict, selection: str, extra: dict) -> dict:
-    cfg = from_dict({**tree, "selection": {"method": selection}}).replace(**extra)
+    # the one-run form: this measures the cost of AdaLASE's step against a plain step
+    cfg = from_dict({**tree, "selection": {"method": selection}, "adalase": {"retrain": False, "val_source": "train"}})
+    cfg = cfg.replace(**extra)
     s = Trainer(cfg).run()
     c = s["cost"]
     return {

@@ -33,7 +33,8 @@ REGIMES = {
 }
 KNOWN_ANSWER = {"motifs": "input"}
 HELPFUL = {"motifs": 0, "digits_mlp": 0}  # the site where DA helps (by construction; digits_mlp: the grid's pick)
-DEFAULT = "adalase"  # the default preset, whatever it is
+ONE_RUN = ["adalase.retrain=false", "adalase.val_source=train"]  # the forms below are one-run forms (form sets win)
+DEFAULT = "adalase"  # the one-run form with the default preset
 FORMS = {  # label: overrides (all with selection.method=adalase)
     DEFAULT: [],
     "adalase[faithful]": ["adalase.preset=faithful"],
@@ -67,6 +68,7 @@ def one_run(job: tuple) -> dict:
     regime, path, label, sets, seed, smoke = job
     torch.set_num_threads(1)
     extra = [f"train.seed={seed}"] + (["train.epochs=2"] if smoke else [])
+    sets = ONE_RUN + sets
     start = time.perf_counter()
     s = Trainer(load_config(path, sets + extra, extra_sections=("sweep",))).run()
     wall = time.perf_counter() - start

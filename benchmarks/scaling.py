@@ -33,6 +33,7 @@ def _tree(model: str, width: int, epochs: int, batch: int, device: str) -> dict:
         "model": {"name": model, "width": width},
         "augment": {"op": "translate"},
         "selection": {"method": "adalase"},
+        "adalase": {"retrain": False, "val_source": "train"},  # the one-run form
         "train": {"epochs": epochs, "batch_size": batch, "lr": 0.05, "seed": 0, "device": device},
     }
 
