@@ -123,3 +123,25 @@ def test_the_joint_known_answer_translate_is_the_only_op_that_adds_positions():
     assert seen["translate"][0] > 0.99 and seen["translate"][1] > 0.8  # new positions, right labels
     assert seen["noise"][0] > 0.99 and seen["noise"][1] < 0.02  # the same positions: nothing the data lack
     assert seen["cutout"][0] < 0.7  # the label is gone from a large share of samples
+
+
+def test_the_hidden_layer_known_answer_holds_the_plain_signal_at_hidden1_by_construction():
+    """motifs_scrambled + the unscrambler: hidden1 is relu(gain * the plain motifs signal), so a shift
+    there is a shift of the motif (it commutes with the first layer), while a shift of the input moves
+    values between unrelated positions."""
+    from adalase_tune.known_answer import GAIN, unscrambler
+    from adalase_tune.ops._translate import shift
+
+    scrambled = build_data(DataConfig(name="motifs_scrambled", n_train=200, subset_seed=0))
+    plain = build_data(DataConfig(name="motifs", n_train=200, subset_seed=0))
+    assert list(scrambled.train.ids) == list(plain.train.ids) and list(scrambled.test.ids) == list(plain.test.ids)
+    assert not torch.allclose(scrambled.train.x, plain.train.x)
+    first = unscrambler().features[:4]  # input site, flatten, the first layer, its ReLU
+    x, s = scrambled.train.x[:64], plain.train.x[:64]
+    with torch.no_grad():
+        h1 = first(x)
+        assert torch.allclose(h1, torch.relu(GAIN * s), atol=1e-5)
+        offsets = np.random.default_rng(0).integers(-6, 7, 64)
+        assert torch.allclose(shift(h1, 1, offsets), torch.relu(GAIN * shift(s, 1, offsets)), atol=1e-5)
+        # at the input the same shift is no shift of the signal
+        assert not torch.allclose(first(shift(x, 1, offsets)), shift(h1, 1, offsets), atol=1e-2)

@@ -23,13 +23,14 @@ from ..ops._translate import shift
 from ..registry import Registry
 from ._sources import SOURCES, Raw
 from ._splits import stratified_split, stratified_subset
-from ._synthetic import load_motifs
+from ._synthetic import load_motifs, load_scrambled_motifs
 
 SPLIT_SEED = 0  # test and val splits are the same for every run
 DATASETS: Registry = Registry("data.name")
 for _name, _load in SOURCES.items():
     DATASETS.register(_name)(_load)
 DATASETS.register("motifs")(load_motifs)
+DATASETS.register("motifs_scrambled")(load_scrambled_motifs)
 
 
 @dataclass

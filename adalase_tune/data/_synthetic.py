@@ -69,3 +69,21 @@ def load_motifs(cfg: DataConfig) -> Raw:
     return Raw(
         x, y, scalar_norm=True, num_classes=CLASSES
     )  # one mean/std: per-position statistics would break shift symmetry
+
+
+SCRAMBLE_SEED = 7
+
+
+def scramble_order() -> np.ndarray:
+    """The fixed permutation of the ``LENGTH`` positions that ``motifs_scrambled`` applies."""
+    return np.random.default_rng(SCRAMBLE_SEED).permutation(LENGTH)
+
+
+def load_scrambled_motifs(cfg: DataConfig) -> Raw:
+    """``motifs_scrambled``: the motifs samples with their positions in a fixed random order
+    (``x[:, scramble_order()]``). A shift of this input moves values between unrelated positions,
+    so ``translate`` at the input destroys the motif; a network whose first layer undoes the order
+    (:func:`adalase_tune.known_answer.write_unscrambler`) has the plain signal at its first hidden
+    layer, where the same shift keeps the label (docs/known_answer.md)."""
+    x, y, _ = generate_motifs(SAMPLES)
+    return Raw(x[:, scramble_order()], y, scalar_norm=True, num_classes=CLASSES)
