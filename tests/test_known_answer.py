@@ -32,6 +32,7 @@ def test_the_grid_confirms_the_known_answer_and_adalase_finds_it():
     runs = [_run(["selection.method=adalase"], s) for s in SEEDS]
     for summary in runs:
         assert summary["sites"][int(np.argmax(summary["q_final"]))] == "input"
-        assert summary["q_movement"]["max_dev"] > 0.3 and summary["cost"]["sample_passes"] <= 1.2 * 200 * 40
+        # the default: a probe of 20 epochs on 160 samples at 1.2x, then the retrain of 40 on all 200: 1.48x
+        assert summary["q_movement"]["max_dev"] > 0.3 and summary["cost"]["sample_passes"] <= 1.5 * 200 * 40
     adalase = [s["test_acc_at_best_val"] for s in runs]
     assert min(np.array(adalase) - np.array(uniform)) > 0.1  # far above uniform in every seed
