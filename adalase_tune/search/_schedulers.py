@@ -36,9 +36,6 @@ class PBT(SearchMethod):
     per_seed = True
 
     def check(self, key, value):
-        if key == "space":
-            super().check(key, value)
-            return
         if key == "resample_probability":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise ConfigError(f"sweep.methods.pbt.resample_probability = {value!r}: it must lie in [0, 1]")
