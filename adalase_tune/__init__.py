@@ -19,6 +19,7 @@ _EXPORTS = {
     "config": ("ConfigError", "ExperimentConfig", "SweepConfig", "load_config", "load_sweep"),
     "data": ("build_data",),
     "engine": ("Callback", "NonFiniteError", "NonFiniteLossError", "Trainer"),
+    "loop": ("AdaLASE", "hold_out", "mixed_loss"),
     "experiment": ("Interrupted", "rebuild_report", "run_benchmark", "sweep", "train"),
     "models": ("MODELS", "build_model"),
     "ops": ("OPS", "get_op"),

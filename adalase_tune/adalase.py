@@ -70,17 +70,12 @@ class PseudoValidation:
     """
 
     def __init__(
-        self, cfg: ExperimentConfig, data: DataBundle, pool: Optional[Split] = None, world: Optional[World] = None
+        self, pool, batch_size: int, augment: bool = False, rotate: float = 0.0, world: Optional[World] = None
     ):
-        a = cfg.adalase
         self.world = world = world or World()
-        from_train = pool is None
-        self.split: Split = pool if pool is not None else data.train
-        self.augment = data.input_augment and from_train
-        self.rotate = a.val_rotate if (from_train and len(data.input_shape) == 3) else 0.0
-        steps = -(-len(data.train) // cfg.train.batch_size)
-        wanted = a.val_batch(len(data.train) / steps)
-        self.batch_size = min(wanted, len(self.split))
+        self.split = pool  # a Split, or anything with ``take(idx)``, ``ids`` and ``len`` (:class:`DatasetPool`)
+        self.augment, self.rotate = augment, rotate
+        self.batch_size = min(batch_size, len(pool))
         if self.batch_size < world.size:
             raise ConfigError(
                 f"the pseudo-validation batch ({self.batch_size} samples) is smaller than the {world.size} "
@@ -92,6 +87,22 @@ class PseudoValidation:
         self._model: Optional[nn.Module] = None
         self._params: list[nn.Parameter] = []
         self._bns: list[_BatchNorm] = []
+
+    @classmethod
+    def from_config(
+        cls, cfg: ExperimentConfig, data: DataBundle, pool: Optional[Split] = None, world: Optional[World] = None
+    ) -> PseudoValidation:
+        """The built-in Trainer's source: ``pool`` (held out, as is) or the training subset itself
+        (``val_source: train``, with the input augmentation and a random rotation of images)."""
+        from_train = pool is None
+        steps = -(-len(data.train) // cfg.train.batch_size)
+        return cls(
+            pool if pool is not None else data.train,
+            cfg.adalase.val_batch(len(data.train) / steps),
+            augment=data.input_augment and from_train,
+            rotate=cfg.adalase.val_rotate if (from_train and len(data.input_shape) == 3) else 0.0,
+            world=world,
+        )
 
     def new_epoch(self, rng: np.random.Generator) -> None:
         pick = rng.choice(len(self.split), self.batch_size, replace=False)
@@ -111,6 +122,8 @@ class PseudoValidation:
         for p in self._params:
             p.grad = None
         x, y, whole = self.x, self.y, len(self.y)
+        if self._params and x.device != self._params[0].device:  # a user's pool on another device
+            x, y = x.to(self._params[0].device), y.to(self._params[0].device)
         if self.world.parallel:  # the batch is sharded: each worker its part, then the global mean
             shard = self.world.shard(len(y))
             x, y = x[shard], y[shard]
@@ -164,26 +177,22 @@ class Hypergradient:
     of the run's state, so a resumed run replays an uninterrupted one exactly.
     """
 
-    def __init__(self, cfg: ExperimentConfig, steps_per_epoch: int):
+    def __init__(self, cfg: ExperimentConfig, direction: StepDirection):
         a = cfg.adalase
         self.every, self.credit = a.every_steps(), a.credit_mode()
-        self.steps_per_epoch = steps_per_epoch
-        self.window: list[tuple[int, torch.Tensor]] = []
+        self.direction = direction
+        self.window: list[tuple[int, torch.Tensor, float]] = []  # (arm, direction of its step, scale)
         self.g_val: Optional[torch.Tensor] = None  # reuse: the latest pseudo-validation gradient
-        self.params: Optional[list] = None
 
-    def updates(self, epochs: int) -> int:
-        """Hypergradients a run of ``epochs`` gives (with a site drawn at every step)."""
-        if self.credit == "step":
-            return math.ceil(epochs * self.steps_per_epoch / self.every)
-        return epochs * self.steps_per_epoch
+    def updates(self, steps: int) -> int:
+        """Hypergradients a run of ``steps`` training steps gives (with a site drawn at every step)."""
+        return math.ceil(steps / self.every) if self.credit == "step" else steps
 
-    def collect(self, step: int, site, model: nn.Module) -> None:
-        """After backward: keep this step's raw gradient if it gets a hypergradient."""
+    def collect(self, step: int, site) -> None:
+        """After backward, before the optimizer's step: keep where this step's gradient moves the
+        weights (:class:`StepDirection`) if the step gets a hypergradient."""
         if site is not None and (self.credit != "step" or step % self.every == 0):
-            if self.params is None:
-                self.params = trainable(model)
-            self.window.append((site, flat_grad(self.params)))
+            self.window.append((site, *self.direction()))
 
     def fresh_due(self, step: int, last_of_epoch: bool) -> bool:
         """After the optimizer step ``step``: is a new pseudo-validation gradient due?"""
@@ -202,8 +211,8 @@ class Hypergradient:
             if self.credit != "reuse" or self.g_val is None:
                 return
             g_val = self.g_val
-        for site, g_tr in self.window:
-            policy.observe(site, hypergradient_dot(g_val, g_tr))
+        for site, g_tr, scale in self.window:
+            policy.observe(site, scale * hypergradient_dot(g_val, g_tr))
         self.window.clear()
 
     def state_dict(self) -> dict:
@@ -219,3 +228,99 @@ def hypergradient_dot(g_val: torch.Tensor, g_tr: torch.Tensor) -> float:
     """``<g_val, g_tr>`` in the gradients' own precision (float64 for a float64 model)."""
     d = torch.dot(g_val, g_tr).item()
     return d if math.isfinite(d) else float("nan")
+
+
+class StepDirection:
+    """How the optimizer's coming step moves the weights per unit of this step's gradient.
+
+    ``theta_{t+1} = theta_t - alpha_t * u(g)``, with ``g = sum_l q_l g_l`` in expectation, so
+    ``dL_val(theta_{t+1})/dq_l = -alpha_t <g_val, J g_l>`` with ``J = du/dg``. Called after
+    backward and before ``optimizer.step()``, it returns ``(J g, scale)`` as a flat vector and a
+    factor (``J`` is a multiple of the identity for SGD: then the vector is ``g`` itself, no copy
+    is scaled). The hypergradient ``<g_val, J g_l>`` is thus ``-1/alpha_t`` times the exact
+    derivative for this step, per unit of the first parameter group's learning rate.
+
+    - SGD: ``u = buf`` (momentum) or ``g + mu buf`` (Nesterov), ``buf = mu buf + (1 - dampening) g``
+      (``buf = g`` at the first step); weight decay adds ``lambda theta``, which does not depend on q.
+    - Adam, AdamW (amsgrad included): ``J`` is diagonal, from the moments after this step.
+    - ``direction="gradient"`` takes ``J = I`` for any optimizer (the paper's code).
+    """
+
+    KNOWN = "torch.optim.SGD, Adam and AdamW"
+
+    def __init__(self, optimizer: Optional[torch.optim.Optimizer], params: list[nn.Parameter], kind: str = "step"):
+        self.optimizer, self.params = optimizer, params
+        if kind == "step" and optimizer is not None:
+            if not isinstance(optimizer, (torch.optim.SGD, torch.optim.Adam)):
+                raise ConfigError(
+                    f"optimizer = {type(optimizer).__name__}: AdaLASE differentiates the step of {self.KNOWN}; "
+                    "pass direction='gradient' to use the raw gradient (the paper's approximation) with any other"
+                )
+            if any(g.get("maximize") for g in optimizer.param_groups):
+                raise ConfigError("optimizer maximize=True: AdaLASE minimises a loss; negate the loss instead")
+        self.kind = "gradient" if optimizer is None else kind
+        self._groups: tuple = ()
+        self._group: dict[int, dict] = {}
+
+    def _map_groups(self) -> None:
+        """Each parameter's group (rebuilt when the optimizer's groups are replaced, e.g. by its
+        ``load_state_dict``, since the learning rate is read from them)."""
+        groups = tuple(id(g) for g in self.optimizer.param_groups)  # type: ignore[union-attr]
+        if groups != self._groups:
+            self._groups = groups
+            self._group = {id(p): g for g in self.optimizer.param_groups for p in g["params"]}  # type: ignore[union-attr]
+
+    def __call__(self) -> tuple[torch.Tensor, float]:
+        if self.kind == "gradient":
+            return flat_grad(self.params), 1.0
+        self._map_groups()
+        ref = float(self.optimizer.param_groups[0]["lr"]) or 1.0  # type: ignore[union-attr]
+        if isinstance(self.optimizer, torch.optim.SGD):
+            factors = {
+                p: self._sgd(p) * float(self._group[id(p)]["lr"]) / ref if id(p) in self._group else 0.0
+                for p in self.params
+            }
+            values = set(factors.values())
+            if len(values) == 1:
+                return flat_grad(self.params), values.pop()
+            return torch.cat([_grad(p).reshape(-1) * f for p, f in factors.items()]), 1.0
+        parts = [
+            (self._adam(p) * (float(self._group[id(p)]["lr"]) / ref) * _grad(p)).reshape(-1)
+            if id(p) in self._group
+            else torch.zeros(p.numel(), dtype=p.dtype, device=p.device)
+            for p in self.params
+        ]
+        return torch.cat(parts), 1.0
+
+    def _sgd(self, p: nn.Parameter) -> float:
+        group = self._group[id(p)]
+        mu = group["momentum"]
+        if mu == 0:
+            return 1.0
+        first = self.optimizer.state.get(p, {}).get("momentum_buffer") is None  # type: ignore[union-attr]
+        own = 1.0 if first else 1.0 - group["dampening"]
+        return 1.0 + mu * own if group["nesterov"] else own
+
+    def _adam(self, p: nn.Parameter) -> torch.Tensor:
+        """``du/dg`` per element for Adam's step ``u = m_hat / (sqrt(v_hat) + eps)`` (per unit lr)."""
+        group, state = self._group[id(p)], self.optimizer.state.get(p, {})  # type: ignore[union-attr]
+        b1, b2 = (float(b) for b in group["betas"])
+        g = _grad(p)
+        if group["weight_decay"] and not group.get("decoupled_weight_decay", False):
+            g = g + group["weight_decay"] * p.detach()
+        t = float(state["step"]) + 1 if "step" in state else 1.0
+        m = b1 * state["exp_avg"] + (1 - b1) * g if state else (1 - b1) * g
+        v = b2 * state["exp_avg_sq"] + (1 - b2) * g * g if state else (1 - b2) * g * g
+        moves = torch.ones_like(v)
+        if group["amsgrad"] and state:
+            moves = (v >= state["max_exp_avg_sq"]).to(v.dtype)  # the running max follows v only where v is it
+            v = torch.maximum(v, state["max_exp_avg_sq"])
+        bc1, bc2 = 1 - b1**t, 1 - b2**t
+        s = (v / bc2).sqrt()
+        denom = s + group["eps"]
+        ds = torch.where(s > 0, (1 - b2) * g * moves / (bc2 * s.clamp_min(torch.finfo(s.dtype).tiny)), 0.0)
+        return ((1 - b1) / bc1) / denom - (m / bc1) * ds / denom**2
+
+
+def _grad(p: nn.Parameter) -> torch.Tensor:
+    return p.grad if p.grad is not None else torch.zeros_like(p)

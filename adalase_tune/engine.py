@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from collections.abc import Callable, Sequence
 from typing import Optional
 
@@ -25,17 +24,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .adalase import Hypergradient, PseudoValidation, hold_out
+from .adalase import PseudoValidation, hold_out
 from .arms import build_arms, build_ops, marginals, variant_labels
 from .config import ConfigError, ExperimentConfig, flatten
 from .data import DataBundle, augment_inputs, build_data
-from .distributed import World, op_generator
+from .distributed import World
+from .loop import AdaLASE, CostMeter, generators, soft_cross_entropy
 from .models import build_model
-from .policies import build_policy, q_movement
+from .policies import POLICIES, q_movement
 from .sites import DAContext, sites_of
 
 STATE_FORMAT = "adalase_tune.trainer/1"
-_STREAMS = ("data", "site", "op", "pseudo_val")
+__all__ = ["Callback", "CostMeter", "History", "NonFiniteError", "Trainer", "soft_cross_entropy", "train"]
 
 
 class NonFiniteError(RuntimeError):
@@ -76,61 +76,6 @@ class Callback:
         """Restore what :meth:`state_dict` returned, when a checkpoint is loaded."""
 
 
-class CostMeter:
-    """Device-synchronised wall time per phase, and per-sample forward+backward passes.
-
-    Phases nest: time spent in an inner phase (``adalase`` inside ``train``) is not counted again
-    in the outer one.
-    """
-
-    PHASES = ("train_s", "eval_s", "adalase_s")
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.seconds = dict.fromkeys(self.PHASES, 0.0)
-        self.sample_passes = 0
-        self._inner: list[float] = []
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    @contextlib.contextmanager
-    def measure(self, phase: str):
-        self._sync()
-        start = time.perf_counter()
-        self._inner.append(0.0)
-        try:
-            yield
-        finally:
-            self._sync()
-            spent = time.perf_counter() - start
-            inner = self._inner.pop()
-            self.seconds[phase] += spent - inner
-            if self._inner:
-                self._inner[-1] += spent
-
-    def totals(self) -> dict:
-        return {**self.seconds, "sample_passes": self.sample_passes}
-
-    def metrics(self) -> dict:
-        s = self.seconds
-        return {
-            "cost/train_s": s["train_s"],
-            "cost/eval_s": s["eval_s"],
-            "cost/adalase_s": s["adalase_s"],
-            "cost/device_s": sum(s.values()),
-            "cost/sample_passes": self.sample_passes,
-        }
-
-    def state_dict(self) -> dict:
-        return self.totals()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.seconds = {k: float(state[k]) for k in self.PHASES}
-        self.sample_passes = int(state["sample_passes"])
-
-
 class History:
     """Every epoch's metrics, and the selection rule: the *first* epoch with the best val accuracy
     (test accuracy is reported there, never selected on)."""
@@ -169,13 +114,6 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device = {name!r}, but no CUDA device is visible here; use auto or cpu")
     return device
-
-
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against soft (mixed) targets, averaged over the batch."""
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    return -(targets.to(logits.dtype) * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
 def _cosine(total_steps: int):
@@ -231,10 +169,11 @@ class Trainer:
         return build_model(self.cfg.model, data.input_shape, data.num_classes)
 
     def _begin(self, cfg: ExperimentConfig, model: torch.nn.Module) -> None:
-        """Set up a phase of ``cfg.train.epochs`` epochs: the policy, the data it trains on, the
-        optimiser and schedule, fresh generators and, for AdaLASE, its pseudo-validation."""
-        self.policy = build_policy(cfg, self.arms)
-        data, pool = hold_out(cfg, self.all_data) if self.policy.learns else (self.all_data, None)
+        """Set up a phase of ``cfg.train.epochs`` epochs: the data it trains on, the optimiser and
+        schedule, fresh generators, and the :class:`~adalase_tune.loop.AdaLASE` object that runs
+        the policy (for AdaLASE, with its pseudo-validation)."""
+        learns = POLICIES.get(cfg.selection.method).learns
+        data, pool = hold_out(cfg, self.all_data) if learns else (self.all_data, None)
         self.model = model.to(self.device)
         if self.memory_format is not None:
             self.model = self.model.to(memory_format=self.memory_format)
@@ -246,14 +185,26 @@ class Trainer:
             self.model.parameters(), lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _cosine(t.epochs * self.steps_per_epoch))
-        seeds = np.random.SeedSequence(t.seed).spawn(len(_STREAMS) + 1)
-        self.rngs = {name: np.random.default_rng(s) for name, s in zip(_STREAMS, seeds)}
-        self.torch_gen = torch.Generator(device=self.device)
-        self.torch_gen.manual_seed(int(seeds[-1].generate_state(1)[0]))
-        self.pseudo_val = PseudoValidation(cfg, self.data, pool, self.world) if self.policy.learns else None
-        self.hypergradient = Hypergradient(cfg, self.steps_per_epoch) if self.policy.learns else None
-        if self.hypergradient is not None:
-            self.policy.start(self.hypergradient.updates(t.epochs))
+        self.rngs, self.torch_gen = generators(t.seed, self.device)
+        pseudo_val = PseudoValidation.from_config(cfg, self.data, pool, self.world) if learns else None
+        self.ada = AdaLASE.from_config(
+            cfg, self.model, self.optimizer, self.arms, self.ops, self.steps_per_epoch,
+            pseudo_val=pseudo_val, rngs=self.rngs, torch_gen=self.torch_gen, world=self.world,
+            meter=self.meter, amp=self.amp, memory_format=self.memory_format,
+        )  # fmt: skip
+
+    @property
+    def policy(self):
+        """The selection policy (:mod:`adalase_tune.policies`) of the current phase."""
+        return self.ada.policy
+
+    @property
+    def pseudo_val(self) -> Optional[PseudoValidation]:
+        return self.ada.pseudo_val
+
+    @property
+    def hypergradient(self):
+        return self.ada.hypergradient
 
     def _begin_retrain(self, probe: dict) -> None:
         """The second phase of ``adalase.retrain``: the network back at its initialisation, trained
@@ -277,65 +228,39 @@ class Trainer:
 
     def _loss(self, model, x, y, arm=None, rng=None) -> torch.Tensor:
         """The loss with latent DA at ``arm`` (an arm index: a site, or a (site, op) pair), or none."""
-        targets = F.one_hot(y, self.data.num_classes).float()
-        if self.memory_format is not None:
-            x = x.contiguous(memory_format=self.memory_format)
+        assert model is self.model, "the run's own model"
         site, op = (None, None) if arm is None else (self.arms[arm].site, self.ops[self.arms[arm].variant])
-        ctx = DAContext(site, op, self.rngs["op"] if rng is None else rng, self.torch_gen)
-        with self._autocast(), ctx:
-            logits = model(x)
-        return soft_cross_entropy(logits, ctx.mix_targets(targets))
+        return self.ada.forward_loss(x, y, DAContext(site, op, self.rngs["op"] if rng is None else rng, self.torch_gen))
 
     def _train_epoch(self) -> float:
         self.model.train()
-        if self.pseudo_val is not None:
-            self.pseudo_val.new_epoch(self.rngs["pseudo_val"])
         order = self.rngs["data"].permutation(len(self.data.train))
         total, count = torch.zeros((), device=self.device), 0
-        hyper, world = self.hypergradient, self.world
+        ada, world = self.ada, self.world
         params = [p for p in self.model.parameters() if p.requires_grad] if world.parallel else []
         train = self.data.train
         # streaming: the loader's workers augment, seeded per sample from one draw per epoch
         seed = int(self.rngs["data"].integers(2**62)) if train.streams and self.data.input_augment else None
-        for i, (x, y) in enumerate(train.batches(order, self.cfg.train.batch_size, augment_seed=seed)):
+        for x, y in train.batches(order, self.cfg.train.batch_size, augment_seed=seed):
             if self.data.input_augment and not train.streams:
                 x = augment_inputs(x, self.rngs["data"])  # on the global batch: every worker alike
-            arm = self.policy.sample(self.rngs["site"])
             self.optimizer.zero_grad(set_to_none=True)
             n = len(y)
             if world.parallel:
                 shard = world.shard(n)
                 x, y = x[shard], y[shard]
-            loss = self._loss(self.model, x, y, arm, op_generator(self.rngs["op"], world, n))
+            loss = ada.loss(x, y, batch=n)  # global passes: every worker counts the whole batch
             loss.backward()
             world.average_gradients(params, len(y), n)
-            if hyper is not None:
-                with self.meter.measure("adalase_s"):
-                    hyper.collect(self.step, arm, self.model)
-            self.optimizer.step()
-            if hyper is not None and hyper.window:
-                with self.meter.measure("adalase_s"):
-                    self._hypergradients(last_of_epoch=i == self.steps_per_epoch - 1)
+            ada.step()
             self.scheduler.step()
             self.step += 1
             total += loss.detach() * len(y)
             count += len(y)
-            self.meter.sample_passes += n  # global passes: every worker counts the whole batch
         if world.parallel:
             summed, counted = world.sum([total.item(), count], self.device)
             return summed / counted
         return (total / count).item()
-
-    def _hypergradients(self, last_of_epoch: bool) -> None:
-        """After the optimizer step: feed the kept training gradients to the policy, against a
-        fresh ``g_val`` at the current weights when one is due (see :class:`Hypergradient`)."""
-        hyper, pseudo_val = self.hypergradient, self.pseudo_val
-        assert hyper is not None and pseudo_val is not None, "only learning policies take hypergradients"
-        g_val = None
-        if hyper.fresh_due(self.step, last_of_epoch):
-            g_val = pseudo_val.gradient(self.model, self._loss)
-            self.meter.sample_passes += pseudo_val.sample_passes
-        hyper.feed(g_val, self.policy)
 
     @torch.no_grad()
     def evaluate(self, split, batch_size: Optional[int] = None) -> tuple[float, float]:
@@ -505,6 +430,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "policy": self.policy.state_dict(),
             "hypergradient": self.hypergradient.state_dict() if self.hypergradient is not None else None,
+            "adalase": {"steps": self.ada.steps, "passes": [self.ada.train_passes, self.ada.val_passes]},
             "rngs": {k: r.bit_generator.state for k, r in self.rngs.items()},
             "torch_gen": self.torch_gen.get_state(),
             "history": self.history.epochs,
@@ -536,6 +462,9 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        counts = state.get("adalase", {"steps": self.step, "passes": [0, 0]})
+        self.ada.steps = counts["steps"]
+        self.ada.train_passes, self.ada.val_passes = counts["passes"]
         if not diff:
             self.policy.load_state_dict(state["policy"])
             if self.hypergradient is not None and state.get("hypergradient"):

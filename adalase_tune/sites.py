@@ -133,6 +133,15 @@ def attach_sites(
         blocks = [f"encoder.layers.encoder_layer_{i}" for i in range(12)]
         attach_sites(vit, blocks, torch.zeros(1, 3, 32, 32))
     """
+    hook_sites(model, module_names, include_input)
+    sites = describe_sites(model, example)
+    setattr(model, "da_sites", sites)  # noqa: B010 (a plain attribute; nn.Module's typed __setattr__ wants tensors)
+    return sites
+
+
+def hook_sites(model: nn.Module, module_names: Sequence[str], include_input: bool = True) -> list[str]:
+    """Hook DA sites onto the outputs of the named submodules (and the input); returns the site
+    names in order. :func:`attach_sites` also records their shapes from an example batch."""
     modules = dict(model.named_modules())
     missing = [n for n in module_names if n not in modules]
     if missing:
@@ -158,9 +167,7 @@ def attach_sites(
             return None if ctx is None else ctx.visit(index, site_name, out)
 
         modules[name].register_forward_hook(output_hook)
-    sites = describe_sites(model, example)
-    setattr(model, "da_sites", sites)  # noqa: B010 (a plain attribute; nn.Module's typed __setattr__ wants tensors)
-    return sites
+    return (["input"] if include_input else []) + list(module_names)
 
 
 def sites_of(model: nn.Module) -> list[SiteInfo]:

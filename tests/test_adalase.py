@@ -6,6 +6,7 @@ import torch
 
 from adalase_tune.adalase import flat_grad
 from adalase_tune.engine import Trainer
+from adalase_tune.loop import soft_cross_entropy
 
 from conftest import ONE_RUN, tiny_config
 
@@ -92,9 +93,8 @@ def test_engine_feeds_the_policy_g_val_at_theta_next_dot_g_train_at_theta():
     theta0 = torch.nn.utils.parameters_to_vector(_params(tr.model)).detach().clone()
     site = 1
     g_tr = _site_grad(tr, site, x, y)  # leaves .grad set, as the engine's backward does
-    tr.hypergradient.collect(tr.step, site, tr.model)
-    tr.optimizer.step()
-    tr._hypergradients(last_of_epoch=False)
+    tr.ada.arm = site
+    tr.ada.step()  # collect, the optimizer's step, the fresh pseudo-validation gradient, feed
     theta1 = torch.nn.utils.parameters_to_vector(_params(tr.model)).detach()
     torch.testing.assert_close(theta1, theta0 - tr.cfg.train.lr * g_tr)
     g_val = tr.pseudo_val.gradient(tr.model, tr._loss)
@@ -116,8 +116,9 @@ class _ScaledLoss(Trainer):
 
     scale = 1.0
 
-    def _loss(self, model, x, y, site=None, rng=None):
-        return self.scale * super()._loss(model, x, y, site, rng)
+    def _begin(self, cfg, model):
+        super()._begin(cfg, model)
+        self.ada.loss_fn = lambda out, targets: self.scale * soft_cross_entropy(out, targets)
 
 
 def _q_trajectory(form, scale=1.0, lr=0.05, wd=5e-4, seed=0):
@@ -135,8 +136,8 @@ def _q_trajectory(form, scale=1.0, lr=0.05, wd=5e-4, seed=0):
             "train.batch_size": 16,
         }
     )
+    _ScaledLoss.scale = scale
     trainer = _ScaledLoss(cfg)
-    trainer.scale = scale
     return np.array(trainer.run()["q_history"])
 
 
