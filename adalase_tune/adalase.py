@@ -261,6 +261,7 @@ class StepDirection:
         self.kind = "gradient" if optimizer is None else kind
         self._groups: tuple = ()
         self._group: dict[int, dict] = {}
+        self._covered = True
 
     def _map_groups(self) -> None:
         """Each parameter's group (rebuilt when the optimizer's groups are replaced, e.g. by its
@@ -269,6 +270,7 @@ class StepDirection:
         if groups != self._groups:
             self._groups = groups
             self._group = {id(p): g for g in self.optimizer.param_groups for p in g["params"]}  # type: ignore[union-attr]
+            self._covered = all(id(p) in self._group for p in self.params)  # else the others' J is 0
 
     def __call__(self) -> tuple[torch.Tensor, float]:
         if self.kind == "gradient":
@@ -276,14 +278,13 @@ class StepDirection:
         self._map_groups()
         ref = float(self.optimizer.param_groups[0]["lr"]) or 1.0  # type: ignore[union-attr]
         if isinstance(self.optimizer, torch.optim.SGD):
-            factors = {
-                p: self._sgd(p) * float(self._group[id(p)]["lr"]) / ref if id(p) in self._group else 0.0
-                for p in self.params
-            }
-            values = set(factors.values())
-            if len(values) == 1:
-                return flat_grad(self.params), values.pop()
-            return torch.cat([_grad(p).reshape(-1) * f for p, f in factors.items()]), 1.0
+            # SGD's J is a multiple of the identity per group: one factor per group, not per tensor
+            factor = {id(g): self._sgd(g) * float(g["lr"]) / ref for g in self.optimizer.param_groups}
+            if len(set(factor.values())) == 1 and self._covered:
+                return flat_grad(self.params), next(iter(factor.values()))
+            scaled = [_grad(p).reshape(-1) * factor[id(self._group[id(p)])] if id(p) in self._group
+                      else torch.zeros(p.numel(), dtype=p.dtype, device=p.device) for p in self.params]  # fmt: skip
+            return torch.cat(scaled), 1.0
         parts = [
             (self._adam(p) * (float(self._group[id(p)]["lr"]) / ref) * _grad(p)).reshape(-1)
             if id(p) in self._group
@@ -292,11 +293,12 @@ class StepDirection:
         ]
         return torch.cat(parts), 1.0
 
-    def _sgd(self, p: nn.Parameter) -> float:
-        group = self._group[id(p)]
+    def _sgd(self, group: dict) -> float:
+        """``du/dg`` of SGD's step for a group (its parameters share their momentum buffers' age)."""
         mu = group["momentum"]
         if mu == 0:
             return 1.0
+        p = next((p for p in group["params"] if p.grad is not None), group["params"][0])  # one that steps
         first = self.optimizer.state.get(p, {}).get("momentum_buffer") is None  # type: ignore[union-attr]
         own = 1.0 if first else 1.0 - group["dampening"]
         return 1.0 + mu * own if group["nesterov"] else own
