@@ -82,20 +82,10 @@ class CostMeter:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    @contextlib.contextmanager
-    def measure(self, phase: str):
-        self._sync()
-        start = time.perf_counter()
-        self._inner.append(0.0)
-        try:
-            yield
-        finally:
-            self._sync()
-            spent = time.perf_counter() - start
-            inner = self._inner.pop()
-            self.seconds[phase] += spent - inner
-            if self._inner:
-                self._inner[-1] += spent
+    def measure(self, phase: str) -> _Phase:
+        """A context that adds its wall time to ``phase`` (a small class, not a generator: it
+        wraps AdaLASE's work at every step)."""
+        return _Phase(self, phase)
 
     def totals(self) -> dict:
         return {**self.seconds, "sample_passes": self.sample_passes}
@@ -116,6 +106,24 @@ class CostMeter:
     def load_state_dict(self, state: dict) -> None:
         self.seconds = {k: float(state[k]) for k in self.PHASES}
         self.sample_passes = int(state["sample_passes"])
+
+
+class _Phase:
+    def __init__(self, meter: CostMeter, phase: str):
+        self.meter, self.phase = meter, phase
+
+    def __enter__(self) -> None:
+        self.meter._sync()
+        self.start = time.perf_counter()
+        self.meter._inner.append(0.0)
+
+    def __exit__(self, *exc) -> None:
+        m = self.meter
+        m._sync()
+        spent = time.perf_counter() - self.start
+        m.seconds[self.phase] += spent - m._inner.pop()
+        if m._inner:
+            m._inner[-1] += spent
 
 
 class DatasetPool:

@@ -49,7 +49,7 @@ class AdaLASE(Policy):
         self.horizon = 1  # hypergradients in the whole run (normalized form); set by start()
         self.delta = np.zeros(len(sites))
         self.pending = 0
-        self.stats = np.zeros(3)  # normalized: decayed weight sum, weighted mean and sum of squared deviations of d
+        self.stats = [0.0, 0.0, 0.0]  # normalized: decayed weight sum, weighted mean and sum of squared deviations of d
         self.skipped = 0
         if self.form == "normalized" and a.eta is not None and a.eta < 0.5:
             warnings.warn(
@@ -86,16 +86,17 @@ class AdaLASE(Policy):
     def _standardise(self, dot: float) -> float:
         """``(d - mean) / std`` against the exponentially weighted statistics of the earlier
         hypergradients (weights ``decay^age``, updated as West's weighted Welford recursion, which
-        has no cancellation), then include ``d`` in them. 0 until the variance is positive."""
+        has no cancellation), then include ``d`` in them. 0 until the variance is positive.
+        Plain floats: this runs at every step, where numpy's scalar calls cost more than the maths."""
         weight, mean, sq = self.stats
         z = 0.0
         if weight > 0 and sq > 0:
-            z = float(np.clip((dot - mean) / math.sqrt(sq / weight), -Z_CLIP, Z_CLIP))
+            z = min(max((dot - mean) / math.sqrt(sq / weight), -Z_CLIP), Z_CLIP)
         weight = self.decay * weight + 1.0
         delta = dot - mean
         mean += delta / weight
         sq = self.decay * sq + delta * (dot - mean)
-        self.stats = np.array([weight, mean, sq])
+        self.stats = [weight, mean, sq]
         return z
 
     def _apply(self) -> None:
@@ -115,7 +116,7 @@ class AdaLASE(Policy):
             "q": self.q.tolist(),
             "delta": self.delta.tolist(),
             "pending": self.pending,
-            "stats": self.stats.tolist(),
+            "stats": [float(v) for v in self.stats],
             "skipped": self.skipped,
         }
 
@@ -123,5 +124,5 @@ class AdaLASE(Policy):
         self.q = np.asarray(state["q"], dtype=np.float64)
         self.delta = np.asarray(state["delta"], dtype=np.float64)
         self.pending = int(state["pending"])
-        self.stats = np.asarray(state.get("stats", [0.0, 0.0, 0.0]), dtype=np.float64)
+        self.stats = [float(v) for v in state.get("stats", [0.0, 0.0, 0.0])]
         self.skipped = int(state.get("skipped", 0))
