@@ -51,7 +51,8 @@ def _check_range(key: str, value, lo=None, hi=None, lo_open=False, hi_open=False
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which data, which subset, which split. ``n_train`` is the paper's sample-size axis."""
+    """Which data, which subset, which split. ``n_train`` is the paper's sample-size axis.
+    ``name``: a built-in name, an installed entry point or ``module:builder`` (docs/extending.md)."""
 
     name: str = "digits"
     path: Optional[str] = None  # npz file or ImageFolder root
@@ -89,7 +90,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which network. Sites are published by the model itself (``model.da_sites``)."""
+    """Which network: a built-in name, an installed entry point or ``module:builder`` (docs/extending.md).
+    Sites are published by the model itself (``Site`` modules) or named in ``sites``."""
 
     name: str = "cnn"
     hidden: tuple[int, ...] = (1000,)  # mlp widths
@@ -97,8 +99,16 @@ class ModelConfig:
     stem: str = "cifar"  # resnet: cifar (3x3, no max-pool) or imagenet (7x7 + max-pool)
     pretrained: Optional[str] = None  # torchvision weights name, e.g. IMAGENET1K_V1
     checkpoint: Optional[str] = None  # a state dict written by adalase_tune (--save-model)
+    # DA sites at the outputs of these submodules (names as in named_modules(), e.g. layer1), plus
+    # the input: for a model without Site modules of its own, e.g. a torchvision ResNet
+    sites: Optional[tuple[str, ...]] = None
 
     def __post_init__(self):
+        if self.sites is not None:
+            if not self.sites or not all(self.sites):
+                _fail("model.sites", list(self.sites), "list submodule names, e.g. [layer1, layer2], or null")
+            if len(set(self.sites)) != len(self.sites):
+                _fail("model.sites", list(self.sites), "a module is listed twice")
         _check_choice("model.stem", self.stem, ("cifar", "imagenet"))
         _check_range("model.width", self.width, 1)
         for w in self.hidden:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, Optional, TypeVar
 
 T = TypeVar("T")
 
 
 class Registry(Generic[T]):
     """A named table of implementations, e.g. ``OPS = Registry("augment.op")``.
+
+    A registry with an entry-point ``group`` (models, data) also finds the entry points of that
+    group in installed packages, and takes a dotted path ``module:attr`` (:mod:`.references`).
 
     Example::
 
@@ -19,8 +22,9 @@ class Registry(Generic[T]):
         OPS.get("mixpu")  # ValueError: augment.op = 'mixpu': choose one of ... (did you mean 'mixup'?)
     """
 
-    def __init__(self, key: str):
+    def __init__(self, key: str, group: Optional[str] = None):
         self.key = key
+        self.group = group
         self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -32,16 +36,31 @@ class Registry(Generic[T]):
         return add
 
     def get(self, name: str) -> T:
-        if name not in self._items:
-            from .config import ConfigError
+        if name in self._items:
+            return self._items[name]
+        from . import references
+        from .config import ConfigError
 
-            close = difflib.get_close_matches(str(name), self._items, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"{self.key} = {name!r}: choose one of {', '.join(self._items)}{hint}")
-        return self._items[name]
+        if self.group is not None:
+            if references.is_dotted(name):
+                return references.load_dotted(self.key, name)
+            found = references.installed(self.group).get(name)
+            if found is not None:
+                return references.load_entry_point(self.key, found)
+        names = self.names()
+        close = difflib.get_close_matches(str(name), names, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        example = f"mypkg.{self.group.rsplit('.', 1)[-1]}:build" if self.group else ""
+        more = f", or a dotted path module:builder (e.g. {example}){hint}" if self.group else hint
+        raise ConfigError(f"{self.key} = {name!r}: choose one of {', '.join(names)}{more}")
 
     def names(self) -> list[str]:
-        return list(self._items)
+        """The built-in names, then (with a ``group``) the installed entry points' names."""
+        if self.group is None:
+            return list(self._items)
+        from .references import installed
+
+        return list(self._items) + [n for n in installed(self.group) if n not in self._items]
 
     def __contains__(self, name: str) -> bool:
-        return name in self._items
+        return name in self.names()

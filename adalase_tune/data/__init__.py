@@ -21,12 +21,12 @@ import torch
 from ..config import ConfigError, DataConfig
 from ..ops._translate import shift
 from ..registry import Registry
-from ._sources import SOURCES, Raw
+from ._sources import SOURCES, Raw, load_user
 from ._splits import stratified_split, stratified_subset
 from ._synthetic import load_motifs, load_scrambled_motifs
 
 SPLIT_SEED = 0  # test and val splits are the same for every run
-DATASETS: Registry = Registry("data.name")
+DATASETS: Registry = Registry("data.name", group="adalase_tune.data")
 for _name, _load in SOURCES.items():
     DATASETS.register(_name)(_load)
 DATASETS.register("motifs")(load_motifs)
@@ -129,21 +129,22 @@ def _select_classes(raw: Raw, classes) -> Raw:
 
 def _class_ids(cfg: DataConfig, known: Optional[int], y_tr, test, val):
     """Labels as class ids 0..K-1. A dataset that declares its classes (``known``) keeps them; the
-    labels of user data (npz) are remapped, with a message, when they are not 0..K-1, and val or
+    labels of user data (npz, a user's builder) are remapped, with a message, when they are not 0..K-1, and val or
     test labels that the training split never has are an error."""
     if known is not None:
         return y_tr, test, val, known
+    where = f"data.path = {cfg.path!r}" if cfg.name == "npz" else f"data.name = {cfg.name!r}"
     classes = np.unique(y_tr)
     for name, (_, y, _) in (("val", val), ("test", test)):
         unseen = np.setdiff1d(np.unique(y), classes)
         if len(unseen):
             raise ConfigError(
-                f"data.path = {cfg.path!r}: the {name} split has labels {unseen[:5].tolist()} that the "
+                f"{where}: the {name} split has labels {unseen[:5].tolist()} that the "
                 "training split never has; every class needs training samples (or drop those samples)"
             )
     if len(classes) < 2:
         raise ConfigError(
-            f"data.path = {cfg.path!r}: the training split has only the label {classes.tolist()}; "
+            f"{where}: the training split has only the label {classes.tolist()}; "
             "a classifier needs at least two classes"
         )
     if classes[0] == 0 and classes[-1] == len(classes) - 1:
@@ -161,7 +162,7 @@ def _class_ids(cfg: DataConfig, known: Optional[int], y_tr, test, val):
 
 def build_data(cfg: DataConfig) -> DataBundle:
     """Load, split, subset and normalise ``cfg.name``; every error comes before training."""
-    raw = DATASETS.get(cfg.name)(cfg)
+    raw = load_user(cfg, DATASETS.get(cfg.name)(cfg))  # a built-in's Raw, or a user's splits
     if cfg.classes is not None:
         raw = _select_classes(raw, cfg.classes)
     ids = np.arange(len(raw.y_train))
@@ -176,7 +177,7 @@ def build_data(cfg: DataConfig) -> DataBundle:
         test = (x_tr[held], y_tr[held], ids[held])
         x_tr, y_tr, ids = x_tr[kept], y_tr[kept], ids[kept]
     else:
-        test = (raw.x_test, raw.y_test, np.arange(len(raw.y_test)))
+        test = (raw.x_test, raw.y_test, np.arange(len(raw.x_test)))
     test_part = "train" if raw.x_test is None else "test"  # (streaming) which file list test indexes
     if raw.x_val is None:
         if cfg.val_fraction == 0:
@@ -193,7 +194,7 @@ def build_data(cfg: DataConfig) -> DataBundle:
         val = (x_tr[held], y_tr[held], ids[held])
         x_tr, y_tr, ids = x_tr[kept], y_tr[kept], ids[kept]
     else:
-        val = (raw.x_val, raw.y_val, np.arange(len(raw.y_val)))
+        val = (raw.x_val, raw.y_val, np.arange(len(raw.x_val)))
     val_part = "train" if raw.x_val is None else "val"
     known = len(cfg.classes) if cfg.classes is not None else raw.num_classes
     y_tr, test, val, num_classes = _class_ids(cfg, known, y_tr, test, val)

@@ -1,6 +1,7 @@
 """Raw data sources: each returns numpy arrays, images as (N, C, H, W) floats in [0, 1].
 
-``digits`` is scikit-learn's bundled 8x8 digits (offline). ``npz`` is the user's own file.
+``digits`` is scikit-learn's bundled 8x8 digits (offline). ``npz`` is the user's own file, and
+:func:`load_user` reads what a user's own builder returns (``data.name: module:attr``).
 The torchvision datasets go through torchvision's real loaders; concurrent downloads on one
 node are serialised by a file lock in ``data.root``.
 """
@@ -40,33 +41,33 @@ def load_digits(cfg: DataConfig) -> Raw:
 _NPZ_REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 
 
-def _npz_images(key: str, x: np.ndarray, path: str) -> np.ndarray:
+def _npz_images(key: str, x: np.ndarray, where: str) -> np.ndarray:
+    """``x`` as float32 samples (N, C, H, W) or (N, D); ``where`` names the source in messages."""
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim not in (2, 4):
-        raise ConfigError(f"data.path = {path!r}: {key} has shape {x.shape}; expected (N,C,H,W), (N,H,W) or (N,D)")
+        raise ConfigError(f"{where}: {key} has shape {x.shape}; expected (N,C,H,W), (N,H,W) or (N,D)")
     if len(x) == 0:
-        raise ConfigError(f"data.path = {path!r}: {key} has 0 rows; give at least one sample per split")
+        raise ConfigError(f"{where}: {key} has 0 rows; give at least one sample per split")
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-        raise ConfigError(f"data.path = {path!r}: {key} has dtype {x.dtype}; expected real numbers (int or float)")
+        raise ConfigError(f"{where}: {key} has dtype {x.dtype}; expected real numbers (int or float)")
     x = x.astype(np.float32)
     if not np.isfinite(x).all():
-        raise ConfigError(f"data.path = {path!r}: {key} contains NaN or infinite values; clean the data first")
+        raise ConfigError(f"{where}: {key} contains NaN or infinite values; clean the data first")
     return x
 
 
-def _npz_labels(key: str, y: np.ndarray, n: int, path: str) -> np.ndarray:
+def _npz_labels(key: str, y: np.ndarray, n: int, where: str) -> np.ndarray:
     if y.ndim != 1 or len(y) != n:
         raise ConfigError(
-            f"data.path = {path!r}: {key} has shape {y.shape}, but its x has {n} rows; "
-            f"give one integer label per sample"
+            f"{where}: {key} has shape {y.shape}, but its x has {n} rows; give one integer label per sample"
         )
     whole = np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all()
     if not np.issubdtype(y.dtype, np.integer) and not whole:
-        raise ConfigError(f"data.path = {path!r}: {key} must hold integer class labels, got dtype {y.dtype}")
+        raise ConfigError(f"{where}: {key} must hold integer class labels, got dtype {y.dtype}")
     y = y.astype(np.int64)
     if (y < 0).any():
-        raise ConfigError(f"data.path = {path!r}: {key} has negative labels (min {y.min()}); labels are 0..K-1")
+        raise ConfigError(f"{where}: {key} has negative labels (min {y.min()}); labels are 0..K-1")
     return y
 
 
@@ -100,9 +101,10 @@ def load_npz(cfg: DataConfig) -> Raw:
     arrays = {}
     for part in ("train", "test", "val"):
         if f"x_{part}" in keys:
-            x = _npz_images(f"x_{part}", _array(blob, f"x_{part}", path), path)
+            where = f"data.path = {path!r}"
+            x = _npz_images(f"x_{part}", _array(blob, f"x_{part}", path), where)
             arrays[f"x_{part}"] = x
-            arrays[f"y_{part}"] = _npz_labels(f"y_{part}", _array(blob, f"y_{part}", path), len(x), path)
+            arrays[f"y_{part}"] = _npz_labels(f"y_{part}", _array(blob, f"y_{part}", path), len(x), where)
     shapes = {arrays[k].shape[1:] for k in arrays if k.startswith("x_")}
     if len(shapes) > 1:
         raise ConfigError(f"data.path = {path!r}: x_train, x_test (and x_val) have different sample shapes {shapes}")
@@ -114,6 +116,73 @@ def load_npz(cfg: DataConfig) -> Raw:
         arrays.get("x_val"),
         arrays.get("y_val"),
     )
+
+
+USER_SPLITS = ("train", "test", "val")
+
+
+def _numpy(v) -> np.ndarray:
+    return v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
+
+
+def _read_split(cfg: DataConfig, where: str, part: str, obj) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) arrays of one split a user's builder returned: a pair ``(x, y)`` or a torch
+    ``Dataset`` whose items are ``(x, y)`` (read once, in batches)."""
+    if isinstance(obj, (tuple, list)) and len(obj) == 2:
+        x, y = _numpy(obj[0]), _numpy(obj[1])
+    elif hasattr(obj, "__getitem__") and hasattr(obj, "__len__"):
+        import torch
+
+        try:
+            loader = torch.utils.data.DataLoader(obj, batch_size=512, num_workers=cfg.num_workers)
+            xs, ys = zip(*loader)
+            x, y = torch.cat(xs).numpy(), torch.cat(ys).numpy()
+        except Exception as err:
+            text = " ".join(str(err).split())[:200]
+            raise ConfigError(
+                f"{where}: reading its {part} Dataset failed ({type(err).__name__}: {text}); its items must be "
+                "(x, y): x a tensor or array of one shape, y an integer label"
+            ) from None
+    else:
+        raise ConfigError(
+            f"{where}: the {part} split is a {type(obj).__name__}; give a torch Dataset of (x, y) items "
+            "or a pair (x, y)"
+        )
+    x = _npz_images(f"the {part} split's x", x, where)
+    return x, _npz_labels(f"the {part} split's y", y, len(x), where)
+
+
+def load_user(cfg: DataConfig, out) -> Raw:
+    """A user's builder's output as :class:`Raw`: a mapping ``{"train": ..., "test": ..., "val": ...}``
+    (test and val optional: held out of train by ``data.test_fraction`` / ``data.val_fraction``), or
+    one split (the train split). A train Dataset with a ``classes`` list declares the class count."""
+    if isinstance(out, Raw):
+        return out
+    where = f"data.name = {cfg.name!r}"
+    if not isinstance(out, dict):
+        out = {"train": out}
+    unknown = [k for k in out if k not in USER_SPLITS]
+    if unknown or out.get("train") is None:
+        raise ConfigError(
+            f"{where}: the builder returned splits {list(out)}; return a dict with train, and optionally test and val"
+        )
+    arrays = {p: _read_split(cfg, where, p, out[p]) for p in USER_SPLITS if out.get(p) is not None}
+    shapes = {x.shape[1:] for x, _ in arrays.values()}
+    if len(shapes) > 1:
+        raise ConfigError(f"{where}: the splits have different sample shapes {sorted(shapes)}; give one shape")
+    classes = getattr(out["train"], "classes", None)
+    known = len(classes) if isinstance(classes, (list, tuple)) else None
+    top = max(int(y.max()) for _, y in arrays.values())
+    if known is not None and top >= known:
+        raise ConfigError(
+            f"{where}: a label is {top}, but the train Dataset declares {known} classes; labels are 0..{known - 1}"
+        )
+    raw = Raw(*arrays["train"], num_classes=known)
+    for part in ("test", "val"):
+        if part in arrays:
+            setattr(raw, f"x_{part}", arrays[part][0])
+            setattr(raw, f"y_{part}", arrays[part][1])
+    return raw
 
 
 def _locked(cfg: DataConfig, build):

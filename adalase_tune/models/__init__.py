@@ -1,4 +1,5 @@
-"""Models, looked up by name (``model.name``); each publishes ``model.da_sites``."""
+"""Models, looked up by name (``model.name``: a built-in, an entry point or ``module:attr``);
+each publishes ``model.da_sites``."""
 
 from __future__ import annotations
 
@@ -8,20 +9,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import ConfigError, ModelConfig
+from ..config import ConfigError, ModelConfig, _did_you_mean
 from ..registry import Registry
-from ..sites import describe_sites
+from ..sites import Site, SiteInfo, attach_sites, describe_sites
 from ._cnn import SmallCNN
 from ._mlp import MLP
 from ._resnet import ResNetSites
 
-MODELS: Registry = Registry("model.name")
+MODELS: Registry = Registry("model.name", group="adalase_tune.models")
 MODELS.register("mlp")(lambda cfg, shape, k: MLP(shape, cfg.hidden, k))
 MODELS.register("cnn")(lambda cfg, shape, k: SmallCNN(shape, cfg.width, k))
 for _arch in ("resnet18", "resnet34", "resnet50"):
     MODELS.register(_arch)(
         partial(lambda arch, cfg, shape, k: ResNetSites(arch, shape, k, cfg.stem, cfg.pretrained), _arch)
     )
+IMAGE_MODELS = ("cnn", "resnet18", "resnet34", "resnet50")  # the built-ins that need (C, H, W) inputs
 
 MODEL_FORMAT = "adalase_tune.model/1"
 
@@ -29,20 +31,63 @@ MODEL_FORMAT = "adalase_tune.model/1"
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Build ``cfg.name`` for inputs of ``input_shape`` (per sample) and ``num_classes`` outputs.
 
-    With ``cfg.checkpoint`` the weights of a model saved by :func:`save_model` are loaded, all
-    but a head whose shape differs (transfer learning with a new head).
+    ``cfg.name`` is a built-in, an entry point (group ``adalase_tune.models``) or ``module:attr``;
+    every builder is called as ``builder(cfg, input_shape, num_classes)`` and returns an
+    ``nn.Module``. Its sites are its ``Site`` modules, or the outputs of the submodules named in
+    ``cfg.sites`` (plus the input). With ``cfg.checkpoint`` the weights of a model saved by
+    :func:`save_model` are loaded, all but a head whose shape differs (transfer learning with a new head).
     """
     builder = MODELS.get(cfg.name)
-    if cfg.name != "mlp" and len(input_shape) != 3:
+    if cfg.name in IMAGE_MODELS and len(input_shape) != 3:
         raise ConfigError(
             f"model.name = {cfg.name!r} needs images (C, H, W), but the data are vectors of shape "
-            f"{tuple(input_shape)}; use model.name=mlp"
+            f"{tuple(input_shape)}; use model.name=mlp or a model of your own (docs/extending.md)"
         )
     model = builder(cfg, tuple(input_shape), num_classes)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model.name = {cfg.name!r}: the builder returned a {type(model).__name__}, not an nn.Module")
     if cfg.checkpoint:
         load_backbone(model, cfg.checkpoint)
-    setattr(model, "da_sites", describe_sites(model, torch.zeros(2, *input_shape)))  # noqa: B010
+    setattr(model, "da_sites", _sites(cfg, model, torch.zeros(2, *input_shape)))  # noqa: B010
     return model
+
+
+def _sites(cfg: ModelConfig, model: nn.Module, example: torch.Tensor) -> list[SiteInfo]:
+    """The model's own ``Site`` modules, or hooks at the outputs of ``cfg.sites``; one of the two."""
+    own = any(isinstance(m, Site) for m in model.modules())
+    if cfg.sites is None and not own:
+        raise ConfigError(
+            f"model.name = {cfg.name!r}: {type(model).__name__} publishes no DA sites; place adalase_tune.Site "
+            "modules in its forward pass, or name submodules with model.sites, e.g. [layer1, layer2]"
+        )
+    if cfg.sites is not None:
+        if own:
+            raise ConfigError(
+                f"model.sites = {list(cfg.sites)}: {cfg.name} already publishes its own sites (Site "
+                "modules); drop model.sites"
+            )
+        modules = [n for n, _ in model.named_modules() if n]
+        missing = [n for n in cfg.sites if n not in modules]
+        if missing:
+            tops = [n for n in modules if "." not in n]
+            raise ConfigError(
+                f"model.sites = {list(cfg.sites)}: {type(model).__name__} has no submodule {missing[0]!r}"
+                f"{_did_you_mean(missing[0], modules)}; its top-level modules are {', '.join(tops[:12])}"
+            )
+    try:
+        if cfg.sites is not None:
+            return attach_sites(model, list(cfg.sites), example)
+        return describe_sites(model, example)
+    except ConfigError:
+        raise
+    except Exception as err:  # a user model that cannot take these inputs
+        if cfg.name in ("mlp", *IMAGE_MODELS):
+            raise
+        text = " ".join(str(err).split())[:300]
+        raise ConfigError(
+            f"model.name = {cfg.name!r}: a forward pass on inputs of shape {tuple(example.shape[1:])} failed "
+            f"({type(err).__name__}: {text}); the builder gets (cfg, input_shape, num_classes)"
+        ) from None
 
 
 def save_model(model: nn.Module, path: str | Path, config: dict) -> None:
