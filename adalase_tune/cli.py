@@ -134,8 +134,13 @@ def _experiment(args) -> str:
 
 def _config(args):
     from .config import load_config
+    from .data import DATASETS
+    from .models import MODELS
 
-    return load_config(args.config, args.overrides, extra_sections=("sweep",))
+    cfg = load_config(args.config, args.overrides, extra_sections=("sweep",))
+    MODELS.get(cfg.model.name)  # a built-in, an entry point or module:attr that imports; else exit 2 here
+    DATASETS.get(cfg.data.name)
+    return cfg
 
 
 def _options(args, settings, num_samples=None):

@@ -209,7 +209,9 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, timeo
     left behind) without a dashboard, or join ``address`` after checking that something answers
     there; once per process. Errors are one line (:class:`ConfigError`). Ray binds some of its
     servers to every interface and rewrites 127.0.0.1 to the machine's address, so it cannot be
-    confined to loopback; its token authentication guards them (SECURITY.md)."""
+    confined to loopback; its token authentication guards them (SECURITY.md). A local Ray's
+    workers get this process's own import folders (``references.import_path``): a model or dataset given
+    as ``module:attr`` imports there as it does here."""
     import ray
 
     # Tune's default loggers write CSV, JSON and TensorBoard files per trial (with an fsync per
@@ -232,7 +234,13 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, timeo
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(address="local", num_cpus=num_cpus, **kwargs)
+            from .references import import_path
+
+            # the workers import what this process imports (a model.name such as mypkg.models:build):
+            # the user's folders of sys.path go on their PYTHONPATH
+            path = import_path()
+            env = {"env_vars": {"PYTHONPATH": os.pathsep.join(path)}} if path else None
+            ray.init(address="local", num_cpus=num_cpus, runtime_env=env, **kwargs)
     except Exception as err:  # ConnectionError, AuthenticationError, RuntimeError, TimeoutError, ...
         ray.shutdown()
         text = " ".join(str(err).split())
