@@ -29,7 +29,7 @@ from .arms import build_arms, build_ops, marginals, variant_labels
 from .config import ConfigError, ExperimentConfig, flatten
 from .data import DataBundle, augment_inputs, build_data
 from .distributed import World
-from .loop import AdaLASE, CostMeter, generators, soft_cross_entropy
+from .loop import AdaLASE, CostMeter, generators, q_metrics, soft_cross_entropy
 from .models import build_model
 from .policies import POLICIES, q_movement
 from .sites import DAContext, sites_of
@@ -333,17 +333,7 @@ class Trainer:
         self._check_finite(metrics)
         q = self.policy.probs() if self.probe is None else np.array(self.probe["q"])  # the retrain: the probe's q
         if self.cfg.selection.method == "adalase" and q is not None:
-            metrics.update({f"adalase/q/{a.name}": float(p) for a, p in zip(self.arms, q)})
-            for kind, values in marginals(q, [a.name for a in self.arms]).items():  # joint: per site, per op
-                metrics.update({f"adalase/q_{kind}/{k}": p for k, p in values.items()})
-            move = q_movement(q)
-            metrics.update(
-                {
-                    "adalase/q_max_dev": move["max_dev"],
-                    "adalase/q_kl": move["kl"],
-                    "adalase/skipped": self.skipped(),
-                }
-            )
+            metrics.update(q_metrics(q, self.ada.arm_names, self.skipped()))
         metrics.update(self._cost_metrics())
         if self.phase:
             metrics["phase"] = self.phase

@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .adalase import PseudoValidation, StepDirection, trainable
-from .arms import build_arms, build_ops, variant_labels
+from .arms import build_arms, build_ops, marginals, variant_labels
 from .config import ConfigError, ExperimentConfig, from_dict
 from .distributed import World, op_generator
-from .policies import POLICIES, build_policy
+from .policies import POLICIES, build_policy, q_movement
 from .sites import DAContext, Site, current_context, hook_sites
 
 STREAMS = ("data", "site", "op", "pseudo_val")  # a run's generators, seeded from one seed
@@ -61,6 +61,16 @@ def generators(seed: int, device) -> tuple[dict[str, np.random.Generator], torch
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seeds[-1].generate_state(1)[0]))
     return {name: np.random.default_rng(s) for name, s in zip(STREAMS, seeds)}, gen
+
+
+def q_metrics(q, arm_names: Sequence[str], skipped: int) -> dict:
+    """AdaLASE's per-epoch metrics: ``adalase/q/<arm>``, in a joint setting its marginals per
+    site and per op, how far q is from uniform, and the non-finite hypergradients skipped."""
+    metrics = {f"adalase/q/{a}": float(p) for a, p in zip(arm_names, q)}
+    for kind, values in marginals(q, list(arm_names)).items():
+        metrics.update({f"adalase/q_{kind}/{k}": p for k, p in values.items()})
+    move = q_movement(q)
+    return {**metrics, "adalase/q_max_dev": move["max_dev"], "adalase/q_kl": move["kl"], "adalase/skipped": skipped}
 
 
 class CostMeter:
