@@ -20,12 +20,12 @@ _EXPORTS = {
     "data": ("build_data",),
     "engine": ("Callback", "NonFiniteError", "NonFiniteLossError", "Trainer"),
     "loop": ("AdaLASE", "hold_out", "mixed_loss"),
-    "experiment": ("Interrupted", "rebuild_report", "run_benchmark", "sweep", "train"),
+    "experiment": ("Interrupted", "TrialsFailed", "rebuild_report", "run_benchmark", "sweep", "train"),
     "models": ("MODELS", "build_model"),
     "ops": ("OPS", "get_op"),
     "policies": ("POLICIES", "build_policy"),
     "sites": ("DAContext", "Site", "SiteInfo", "attach_sites"),
-    "tuning": ("SweepOptions",),
+    "tuning": ("SweepOptions", "search_space", "tune_config", "tune_trainable"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

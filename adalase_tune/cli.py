@@ -79,7 +79,17 @@ def _add_ray_args(p):
         help="seconds between a trial's checkpoints (PBT: at every perturbation)",
     )
     p.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Ray Tune's own output level")
+    p.add_argument(
+        "--tolerate-failures",
+        action="store_true",
+        help="exit 0 when trials fail (they are listed); by default a failed trial exits 1 with its reason",
+    )
     _add_tracking_args(p)
+    p.add_argument(
+        "--parent-run-id",
+        metavar="RUN_ID",
+        help="nest the MLflow runs under this run (its experiment is then the default --experiment)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,7 +138,10 @@ def _tracking_uri(args):
     return None if getattr(args, "no_tracking", False) else (args.tracking_uri or "default")
 
 
-def _experiment(args) -> str:
+def _experiment(args):
+    """--experiment; by default the config file's name, or the parent run's experiment (None here)."""
+    if args.experiment is None and getattr(args, "parent_run_id", None):
+        return None
     return args.experiment or Path(args.config).stem
 
 
@@ -225,6 +238,8 @@ def cmd_sweep(args, argv) -> int:
         tracking_uri=_tracking_uri(args),
         experiment=_experiment(args),
         resume_hint=resume_command(argv, name),
+        tolerate_failures=args.tolerate_failures,
+        parent_run_id=args.parent_run_id,
     )
     rows = result.rows
     ok = rows[rows["status"] == "TERMINATED"]
@@ -237,7 +252,7 @@ def cmd_sweep(args, argv) -> int:
         )
     for r in rows[rows["status"] != "TERMINATED"].itertuples():
         print(f"trial {r.trial_id} {r.status}: {r.error}", file=sys.stderr)
-    return 0 if len(ok) == len(rows) else EXIT_FAILED
+    return 0 if len(ok) == len(rows) or args.tolerate_failures else EXIT_FAILED
 
 
 def cmd_benchmark(args, argv) -> int:
@@ -261,16 +276,20 @@ def cmd_benchmark(args, argv) -> int:
         tracking_uri=_tracking_uri(args),
         experiment=_experiment(args),
         resume_hint=resume_command(argv, name),
+        tolerate_failures=args.tolerate_failures,
+        parent_run_id=args.parent_run_id,
     )
     print(Path(result.files["md"]).read_text())
     if _tracking_uri(args):
         from .tracking import default_uri
 
         uri = default_uri(_tracking_uri(args))
-        print(f"MLflow: experiment {_experiment(args)!r} at {uri} (adalase-tune ui to browse)")
+        print(f"MLflow: experiment {_experiment(args) or 'of the parent run'!r} at {uri} (adalase-tune ui to browse)")
     print(f"wrote {', '.join(str(result.files[k]) for k in ('csv', 'md', 'png', 'curve_png'))}")
     failed = (result.trials["status"] != "TERMINATED").sum()
-    return 0 if not failed else EXIT_FAILED
+    for r in result.trials[result.trials["status"] != "TERMINATED"].itertuples():
+        print(f"{r.method} trial {r.trial_id} {r.status}: {r.error}", file=sys.stderr)
+    return 0 if not failed or args.tolerate_failures else EXIT_FAILED
 
 
 def cmd_report(args, argv) -> int:
@@ -291,6 +310,19 @@ def cmd_ui(args, argv) -> int:
 COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "benchmark": cmd_benchmark, "report": cmd_report, "ui": cmd_ui}
 
 
+def _trials_failed(err: Exception) -> bool:
+    """A :class:`~adalase_tune.experiment.TrialsFailed` (imported only now: the command line loads
+    torch after its signal handlers): its one line, and where the report of what finished is."""
+    from .experiment import TrialsFailed
+
+    if not isinstance(err, TrialsFailed):
+        return False
+    files = getattr(err.result, "files", None)
+    where = f"; the report of what finished: {files['md']}" if files else ""
+    print(f"adalase-tune: error: {err}{where} (--tolerate-failures to exit 0)", file=sys.stderr)
+    return True
+
+
 def main(argv=None) -> int:
     install_for_command()  # before torch and Ray load: a SIGTERM from here on ends honestly
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -307,6 +339,8 @@ def main(argv=None) -> int:
         print("adalase-tune: interrupted (before any training started)", file=sys.stderr)
         return 128 + getattr(err, "signum", 2)
     except Exception as err:  # a later failure: one line, unless a developer asks for the traceback
+        if _trials_failed(err):
+            return EXIT_FAILED
         if os.environ.get("ADALASE_TUNE_DEBUG"):
             raise
         text = " ".join(str(err).split())[:500]

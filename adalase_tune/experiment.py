@@ -40,6 +40,31 @@ from .sites import sites_of
 DEFAULT_METHODS = ("adalase", "adalase_single", "uniform", "none", "grid", "random", "optuna", "asha", "pbt")
 
 
+class TrialsFailed(RuntimeError):
+    """Trials failed: they raised in their worker (after ``max_failures`` restarts) or diverged.
+
+    ``reasons`` maps ``"<method> <trial id>"`` to each failed trial's one-line reason; ``result`` is
+    what the call returns with ``tolerate_failures=True`` (a SweepResult or a BenchmarkResult: the
+    rows, the files). The message is one line. Trials that ASHA or PBT stopped early are not failures.
+    """
+
+    def __init__(self, reasons: dict, total: int, result):
+        self.reasons, self.total, self.result = reasons, total, result
+        distinct = set(reasons.values())
+        first = next(iter(reasons))
+        detail = f"all with {distinct.pop()}" if len(distinct) == 1 else f"first {first}: {reasons[first]}"
+        super().__init__(f"{len(reasons)} of {total} trials failed, {detail}")
+
+
+def check_failures(rows: pd.DataFrame, result, tolerate: bool):
+    """``result``, or :class:`TrialsFailed` when a row is an error and failures are not tolerated."""
+    failed = rows[rows["status"] == "ERROR"] if len(rows) else rows
+    if tolerate or not len(failed):
+        return result
+    reasons = {f"{r['method']} {r['trial_id']}": r["error"] for r in failed.to_dict("records")}
+    raise TrialsFailed(reasons, len(rows), result)
+
+
 # --- shared preparation ---------------------------------------------------------------------------
 
 
@@ -77,14 +102,12 @@ def parse_methods(text: Optional[str], configured: Optional[Sequence[str]] = Non
 def prepare(cfg: ExperimentConfig, methods: Sequence[str], options, name: str, job_name) -> Prepared:
     """Every check of a sweep or a benchmark that needs no Ray, and the data, built once."""
     from .distributed import World
-    from .models import build_model
     from .tuning import check_budget, check_name, check_workers, experiment_exists, load_meta, plan_jobs, storage_root
 
     check_name(name)
     cfg = cfg.with_absolute_paths()
     data = build_data(cfg.data)
-    model = build_model(cfg.model, data.input_shape, data.num_classes)
-    sites = arm_names([s.name for s in sites_of(model)], cfg.augment)  # what the searches weigh
+    sites = arms_of(cfg, data)  # what the searches weigh
     from .engine import Trainer
 
     learns = any(m.startswith("adalase") for m in methods)
@@ -131,20 +154,39 @@ def prepare(cfg: ExperimentConfig, methods: Sequence[str], options, name: str, j
     )
 
 
+def arms_of(cfg: ExperimentConfig, data: Optional[DataBundle] = None) -> list[str]:
+    """The arms the searches weigh: the model's sites, or its (site, op) pairs (docs/joint.md)."""
+    from .models import build_model
+
+    data = data or build_data(cfg.data)
+    model = build_model(cfg.model, data.input_shape, data.num_classes)
+    return arm_names([s.name for s in sites_of(model)], cfg.augment)
+
+
 def split_sizes(data: DataBundle) -> dict:
     return {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
 
 
-def _tracking(tracking_uri: Optional[str], experiment: Optional[str], default_experiment: str):
-    """A factory of the :class:`Tracking` handle (created once the checks passed), or None."""
-    from .tracking import Tracking, check_tracking_uri, default_uri
+def _tracking(
+    tracking_uri: Optional[str], experiment: Optional[str], default_experiment: str, parent_run_id: Optional[str] = None
+):
+    """A factory of the :class:`Tracking` handle (created once the checks passed), or None. The
+    runs nest under ``parent_run_id``, else under the caller's active MLflow run, if any."""
+    from .tracking import Tracking, check_tracking_uri, default_uri, parent_of
 
     if tracking_uri is None:
+        if parent_run_id is not None:
+            raise ConfigError("--parent-run-id needs tracking; drop --no-tracking (tracking_uri=None)")
         return None
-    tracking_uri = default_uri(tracking_uri)
-
-    check_tracking_uri(tracking_uri)
-    return lambda: Tracking(tracking_uri, experiment or default_experiment)
+    tracking_uri = check_tracking_uri(default_uri(tracking_uri))
+    parent = parent_of(tracking_uri, parent_run_id)
+    if parent is not None and experiment not in (None, parent[1]):
+        raise ConfigError(
+            f"--experiment = {experiment!r}, but the parent run {parent[0]} is in experiment {parent[1]!r}, and "
+            f"MLflow's UI nests runs within one experiment only; pass --experiment {parent[1]!r} or leave it out"
+        )
+    name = parent[1] if parent is not None else experiment or default_experiment
+    return lambda: Tracking(tracking_uri, name, parent_run_id=parent[0] if parent else None)
 
 
 def _parent_params(cfg: ExperimentConfig, plain_passes: int, splits: dict) -> dict:
@@ -165,6 +207,7 @@ class MethodResult:
     method: str
     rows: list
     interrupted: bool
+    parent: Optional[str] = None  # its MLflow parent run
 
 
 def _run_method(
@@ -177,7 +220,11 @@ def _run_method(
     parent = None
     if tracking is not None:
         parent = tracking.parent_run(
-            method, prep.name, cfg_hash, _parent_params(prep.cfg, prep.plain_passes, prep.splits)
+            method,
+            prep.name,
+            cfg_hash,
+            _parent_params(prep.cfg, prep.plain_passes, prep.splits),
+            {"seeds": ",".join(map(str, options.seeds)), "started": time.strftime("%Y-%m-%d %H:%M:%S")},
         )
 
     def callbacks_for(job):
@@ -216,7 +263,7 @@ def _run_method(
             else ""
         )
         tracking.end_run(parent, status, method_totals(pd.DataFrame(rows), prep.plain_passes), error)
-    return MethodResult(method, rows, interrupted)
+    return MethodResult(method, rows, interrupted, parent)
 
 
 def method_totals(rows: pd.DataFrame, plain_passes: float) -> dict:
@@ -230,11 +277,13 @@ def method_totals(rows: pd.DataFrame, plain_passes: float) -> dict:
     return {
         "cost/total_device_s": float(rows["device_s"].sum()),
         "cost/total_sample_passes": float(rows["sample_passes"].sum()),
-        "cost/plain_run_multiple": t["plain_run_multiple"],
-        "best_val_acc": t["best_val_acc"],
-        "test_acc_selected": t["test_acc"],
-        "test_acc_selected_std": t["test_acc_std"],
+        **shown({k: t[v] for v, k in COMPARISON.items() if k in COMPARED}),
     }
+
+
+def shown(metrics: dict) -> dict:
+    """The comparison's metrics rounded to 4 places, as the UI's table shows them whole."""
+    return {k: round(float(v), 4) for k, v in metrics.items()}
 
 
 def _start_ray(prep: Prepared, options, signals: Signals) -> None:
@@ -295,16 +344,20 @@ def sweep(
     experiment: Optional[str] = None,
     resume_hint: str = "the same call with resume=True",
     callbacks: Sequence = (),
+    tolerate_failures: bool = False,
+    parent_run_id: Optional[str] = None,
 ) -> SweepResult:
     """Run one search method on Ray Tune; with tracking, a parent run for the method and a child
-    run per trial. ``out``: also write results.csv there. ``callbacks``: more Ray Tune callbacks."""
+    run per trial. ``out``: also write results.csv there. ``callbacks``: more Ray Tune callbacks.
+    A failed trial raises :class:`TrialsFailed` (after results.csv is written) unless
+    ``tolerate_failures``. The runs nest under ``parent_run_id``, else the active MLflow run, if any."""
     from .tuning import SweepOptions
 
     options = options or SweepOptions()
     name = options.name or method
     if out is not None:
         check_dir(out, "--out")
-    open_tracking = _tracking(tracking_uri, experiment, name)
+    open_tracking = _tracking(tracking_uri, experiment, name, parent_run_id)
     prep = prepare(cfg, [method], options, name, lambda m: name)
     signals = Signals()
     with signals.installed(), _forced(signals, resume_hint):
@@ -319,7 +372,7 @@ def sweep(
         rows.to_csv(Path(out) / "results.csv", index=False)
     if result.interrupted:
         raise _interrupted(signals, [result], sum(j.plan.expected_trials for j in prep.jobs[method]), resume_hint)
-    return SweepResult(rows, name, prep.root)
+    return check_failures(rows, SweepResult(rows, name, prep.root), tolerate_failures)
 
 
 @dataclass
@@ -343,12 +396,17 @@ def run_benchmark(
     resume_hint: str = "the same call with resume=True",
     callbacks: Sequence = (),
     known: Optional[str] = None,
+    tolerate_failures: bool = False,
+    parent_run_id: Optional[str] = None,
 ) -> BenchmarkResult:
     """Several methods on the same data, model, epochs and seeds, in one Ray session: one MLflow
     parent run per method, a child per trial, a summary run with the report; the comparison files
     in ``out`` (results.csv, report.md, the plots). An interrupted benchmark writes a report
     marked PARTIAL before raising :class:`Interrupted`. ``known``: the site (or ``site/op`` pair)
-    known to be right by construction, for the report's "which arm does each method favour"."""
+    known to be right by construction, for the report's "which arm does each method favour". A
+    failed trial raises :class:`TrialsFailed` once the report is written, unless ``tolerate_failures``.
+    The runs nest under ``parent_run_id``, else under the active MLflow run, if any; each method's
+    parent run gets the comparison metrics and the summary run the table (``comparison.json``)."""
     from .report import write_report
     from .tuning import SweepOptions
 
@@ -358,7 +416,7 @@ def run_benchmark(
     options = replace(options, name=name)
     if out is not None:
         check_dir(out, "--out")
-    open_tracking = _tracking(tracking_uri, experiment, "adalase_tune")
+    open_tracking = _tracking(tracking_uri, experiment, "adalase_tune", parent_run_id)
     prep = prepare(cfg, methods, options, name, lambda m: f"{name}-{m}")
     signals = Signals()
     started = time.time()
@@ -398,17 +456,80 @@ def run_benchmark(
             raise ConfigError(f"known = {known!r}: not one of {', '.join(prep.sites)}")
         files = write_report(trials, out, prep.plain_passes, meta, known=known)
         if tracking is not None:
+            _log_comparison(tracking, done, files["table"], trials, known)
             tracking.summary_run(
                 name,
                 [files[k] for k in ("csv", "md", "png", "curve_png", "joint_png") if k in files],
                 {"plain_passes": prep.plain_passes},
                 tags={"partial": str(partial).lower()},
+                table=comparison_table(files["table"], trials, known),
             )
     if partial:
         raise _interrupted(
             signals, done, sum(j.plan.expected_trials for js in prep.jobs.values() for j in js), resume_hint
         )
-    return BenchmarkResult(files["table"], trials, files, name, prep.sites, prep.plain_passes)
+    benchmark = BenchmarkResult(files["table"], trials, files, name, prep.sites, prep.plain_passes)
+    return check_failures(trials, benchmark, tolerate_failures)
+
+
+COMPARISON = {  # the report's method table -> the comparison's columns (as in MLflow)
+    "method": "method",
+    "seeds": "seeds",
+    "trials": "trials",
+    "failed": "failed",
+    "test_acc": "test_acc_selected",
+    "test_acc_std": "test_acc_selected_std",
+    "best_val_acc": "best_val_acc",
+    "plain_run_multiple": "cost/plain_run_multiple",
+    "plain_run_multiple_device": "cost/plain_run_multiple_device",
+}
+
+
+COMPARED = (  # the comparison's metrics on a method's parent run
+    "test_acc_selected",
+    "test_acc_selected_std",
+    "best_val_acc",
+    "cost/plain_run_multiple",
+    "cost/plain_run_multiple_device",
+    "answer_found",
+)
+
+
+def answer_found(trials: pd.DataFrame, table: pd.DataFrame, known: Optional[str]) -> tuple[Optional[str], dict]:
+    """(the target arm, {method: share of its seeds whose selected configuration weights the target
+    most}): the target is the ``known`` arm, else the grid's best arm on val, as in the report."""
+    from .report import arm_finding, grid_by_site, sites_of
+
+    arms = sites_of(trials)
+    grid = grid_by_site(trials, arms) if arms and known is None else None
+    target = known or (str(grid["val"].idxmax()) if grid is not None and len(grid) == len(arms) else None)
+    if target is None or target not in arms or not len(table):
+        return None, {}
+    return target, {f["method"]: f["found"] / f["seeds"] for f in arm_finding(trials, arms, table, target)}
+
+
+def comparison_table(table: pd.DataFrame, trials: pd.DataFrame, known: Optional[str]) -> pd.DataFrame:
+    """One row per method: test accuracy at the selected configuration, cost in plain runs, and
+    ``answer_found`` where there is a target arm."""
+    if not len(table):
+        return pd.DataFrame(columns=list(COMPARISON.values()))
+    out = table[list(COMPARISON)].rename(columns=COMPARISON)
+    target, found = answer_found(trials, table, known)
+    if target is not None:
+        out["answer_found"] = [found.get(m, float("nan")) for m in out["method"]]
+    return out
+
+
+def _log_comparison(tracking, done: list[MethodResult], table: pd.DataFrame, trials: pd.DataFrame, known) -> None:
+    """Each method's parent run gets its row of the comparison as metrics (and the target arm as tags)."""
+    rows = {r["method"]: r for r in comparison_table(table, trials, known).to_dict("records")}
+    target, _ = answer_found(trials, table, known)
+    tags = {"answer_target": target, "answer_source": "known" if known else "grid"} if target else {}
+    for m in done:
+        if m.parent is not None and m.method in rows:
+            tracking.log_comparison(
+                m.parent, shown({k: rows[m.method][k] for k in COMPARED if k in rows[m.method]}), tags
+            )
 
 
 def benchmark_meta(prep: Prepared, methods, options, started: float, partial: Optional[list]) -> dict:

@@ -122,11 +122,60 @@ def check_tracking_uri(uri: str) -> str:
     return uri
 
 
-class Tracking:
-    """Driver-side handle on one MLflow experiment."""
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI's model-training view
+VIEW_KEY = "comparison"  # the shared view of the runs table: ?viewStateShareKey=comparison
+COMPARISON_COLUMNS = (  # metrics of the method parent runs, shown as columns by the shared view
+    "test_acc_selected",
+    "test_acc_selected_std",
+    "cost/plain_run_multiple",
+    "answer_found",
+    "best_val_acc",
+)
 
-    def __init__(self, uri: str, experiment: str, create: bool = True):
+
+def comparison_view() -> str:
+    """The runs table's view state with the comparison's columns first, as MLflow's "Share" button
+    stores it (the experiment tag ``mlflow.sharedViewState.<key>``, opened by ``?viewStateShareKey=<key>``)."""
+    columns = [f"metrics.`{m}`" for m in COMPARISON_COLUMNS] + ["tags.`benchmark`", "tags.`seeds`"]
+    widths = {c: 190 if "cost/" in c else 140 for c in columns}
+    return json.dumps({"selectedColumns": columns, "columnOrder": columns, "columnWidths": widths})
+
+
+def comparison_url(base: str, experiment_id: str) -> str:
+    """The experiment's runs table in the comparison view, with the UI in its model-training mode."""
+    return f"{base}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}&workflowType=machine_learning"
+
+
+def parent_of(uri: str, parent_run_id: Optional[str]) -> Optional[tuple[str, str]]:
+    """(run id, experiment name) of the run that the project's runs nest under: ``parent_run_id``,
+    else the caller's active run (``mlflow.active_run()``), else None. It must be in the store at ``uri``."""
+    import mlflow
+
+    active = mlflow.active_run() if parent_run_id is None else None
+    run_id = parent_run_id or (active.info.run_id if active else None)
+    if run_id is None:
+        return None
+    client = _client(uri)
+    try:
+        run = _retry(client.get_run, run_id)
+    except Exception:  # MlflowException: no such run here
+        if active is not None:
+            raise ConfigError(
+                f"the active MLflow run {run_id} is not in the store {uri}, so the runs cannot nest under it; "
+                f"log to its store (tracking_uri={mlflow.get_tracking_uri()!r}) or end the run first"
+            ) from None
+        raise ConfigError(
+            f"--parent-run-id = {run_id!r}: no such run in {uri}; check the id and --tracking-uri"
+        ) from None
+    return run_id, _retry(client.get_experiment, run.info.experiment_id).name
+
+
+class Tracking:
+    """Driver-side handle on one MLflow experiment; the runs it starts nest under ``parent_run_id``."""
+
+    def __init__(self, uri: str, experiment: str, create: bool = True, parent_run_id: Optional[str] = None):
         self.uri = check_tracking_uri(uri)
+        self.parent_run_id = parent_run_id
         if not create and self.uri.startswith("sqlite:///") and not Path(self.uri[len("sqlite:///") :]).is_file():
             raise ConfigError(f"--tracking-uri = {uri!r}: no MLflow store there; give the store a benchmark logged to")
         self.client = _client(self.uri)
@@ -145,17 +194,35 @@ class Tracking:
                 self.client.create_experiment,
                 experiment,
                 artifact_location=artifacts,
-                tags={"mlflow.experimentKind": "custom_model_development"},
+                tags=EXPERIMENT_KIND,
             )
         )
         self.experiment = experiment
+        if create:
+            _retry(
+                self.client.set_experiment_tag,
+                self.experiment_id,
+                f"mlflow.sharedViewState.{VIEW_KEY}",
+                comparison_view(),
+            )
+
+    def _nested(self, tags: dict) -> dict:
+        return {**tags, "mlflow.parentRunId": self.parent_run_id} if self.parent_run_id else tags
 
     def _find(self, filters: str):
         runs = _retry(self.client.search_runs, [self.experiment_id], filter_string=filters, max_results=1)
         return runs[0] if runs else None
 
-    def parent_run(self, method: str, benchmark: str, config_hash: str, params: Optional[dict] = None) -> str:
-        """The parent run of ``method`` in ``benchmark``: reused (RUNNING again) when it exists."""
+    def parent_run(
+        self,
+        method: str,
+        benchmark: str,
+        config_hash: str,
+        params: Optional[dict] = None,
+        tags: Optional[dict] = None,
+    ) -> str:
+        """The parent run of ``method`` in ``benchmark``: reused (RUNNING again) when it exists. It is
+        named by the method alone (the UI cuts long names); the benchmark, seeds and date are tags."""
         found = self._find(
             f"tags.method = {literal(method)} and tags.benchmark = {literal(benchmark)} and tags.run_kind = 'method'"
         )
@@ -163,13 +230,14 @@ class Tracking:
             _retry(self.client.update_run, found.info.run_id, status="RUNNING")
             return found.info.run_id
         tags = {
+            **(tags or {}),
             "method": method,
             "benchmark": benchmark,
             "config_hash": config_hash,
             "run_kind": "method",
-            "mlflow.runName": f"{method} ({benchmark})",
+            "mlflow.runName": method,
         }
-        run_id = _retry(self.client.create_run, self.experiment_id, tags=tags).info.run_id
+        run_id = _retry(self.client.create_run, self.experiment_id, tags=self._nested(tags)).info.run_id
         if params:
             self.log_params(run_id, params)
         return run_id
@@ -190,8 +258,15 @@ class Tracking:
         _retry(self.client.set_terminated, run_id, status)
 
     def summary_run(
-        self, benchmark: str, files: Sequence[Path], metrics: Optional[dict] = None, tags: Optional[dict] = None
+        self,
+        benchmark: str,
+        files: Sequence[Path],
+        metrics: Optional[dict] = None,
+        tags: Optional[dict] = None,
+        table=None,
     ) -> str:
+        """The run named ``comparison`` holding the report's files and ``table`` (``comparison.json``,
+        logged with ``log_table``: the UI's evaluation and artifact views show it)."""
         found = self._find(f"tags.benchmark = {literal(benchmark)} and tags.run_kind = 'summary'")
         run_id = (
             found.info.run_id
@@ -199,15 +274,35 @@ class Tracking:
             else _retry(
                 self.client.create_run,
                 self.experiment_id,
-                tags={"benchmark": benchmark, "run_kind": "summary", "mlflow.runName": f"summary ({benchmark})"},
+                tags=self._nested({"benchmark": benchmark, "run_kind": "summary", "mlflow.runName": "comparison"}),
             ).info.run_id
         )
         for key, value in (tags or {}).items():
             _retry(self.client.set_tag, run_id, key, value)
         for f in files:
             _retry(self.client.log_artifact, run_id, str(f))
+        if table is not None:
+            self.log_table(run_id, table, "comparison.json")
         self.end_run(run_id, "FINISHED", metrics)
         return run_id
+
+    def log_table(self, run_id: str, table, name: str) -> None:
+        """``table`` (a DataFrame) as the run's table ``name``; a table logged before is replaced, not
+        appended to (MLflow's ``log_table`` appends: a resumed benchmark would list its methods twice)."""
+        import tempfile
+
+        if name not in {a.path for a in _retry(self.client.list_artifacts, run_id)}:
+            _retry(self.client.log_table, run_id, table, name)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            table.to_json(Path(d) / name, orient="split", index=False)  # log_table's own format
+            _retry(self.client.log_artifact, run_id, str(Path(d) / name))
+
+    def log_comparison(self, run_id: str, metrics: dict, tags: Optional[dict] = None) -> None:
+        """A method's row of the comparison on its (ended) parent run: metrics and tags."""
+        _log_final(self.client, run_id, metrics)
+        for key, value in (tags or {}).items():
+            _retry(self.client.set_tag, run_id, key, str(value))
 
     def run_logger(
         self, name: str, tags: dict, params: dict, trial_id: Optional[str] = None, run_id: Optional[str] = None
@@ -413,6 +508,14 @@ def final_metrics(result: dict) -> dict:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def print_comparisons(uri: str, base: str) -> None:
+    """One line per experiment that adalase-tune logged to: the URL of its comparison view."""
+    client = _client(uri)
+    for exp in _retry(client.search_experiments):
+        if f"mlflow.sharedViewState.{VIEW_KEY}" in exp.tags:
+            print(f"  {exp.name}: the methods compared at {comparison_url(base, exp.experiment_id)}", flush=True)
+
+
 def serve_ui(uri: str, port: int, startup_s: float = 90.0) -> int:
     """Run ``mlflow server`` for ``uri`` on 127.0.0.1:``port`` (its own output goes to stderr) until
     it exits or a signal arrives; SIGINT and SIGTERM are forwarded to the server's whole process
@@ -455,7 +558,9 @@ def serve_ui(uri: str, port: int, startup_s: float = 90.0) -> int:
         while proc.poll() is None and time.monotonic() < deadline and not received:
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
-                    print(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)", flush=True)
+                    home = f"http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning"
+                    print(f"MLflow UI for {uri} at {home} (Ctrl-C to stop)", flush=True)
+                    print_comparisons(uri, f"http://127.0.0.1:{port}")
                     code = proc.wait()
                     return 128 + received[0] if received else code
             time.sleep(0.2)

@@ -234,13 +234,14 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, timeo
         if address:
             ray.init(address=address, **kwargs)
         else:
-            from .references import import_path
+            from .references import IMPORTS_VAR, import_path, registering_modules
 
             # the workers import what this process imports (a model.name such as mypkg.models:build):
-            # the user's folders of sys.path go on their PYTHONPATH
-            path = import_path()
-            env = {"env_vars": {"PYTHONPATH": os.pathsep.join(path)}} if path else None
-            ray.init(address="local", num_cpus=num_cpus, runtime_env=env, **kwargs)
+            # the user's folders of sys.path go on their PYTHONPATH; the modules that called
+            # MODELS.register (or another registry's) are imported again there on a name's first use
+            env = {"PYTHONPATH": os.pathsep.join(import_path()), IMPORTS_VAR: ",".join(registering_modules())}
+            env = {k: v for k, v in env.items() if v}
+            ray.init(address="local", num_cpus=num_cpus, runtime_env={"env_vars": env} if env else None, **kwargs)
     except Exception as err:  # ConnectionError, AuthenticationError, RuntimeError, TimeoutError, ...
         ray.shutdown()
         text = " ".join(str(err).split())
@@ -317,6 +318,7 @@ def put(value):
 
 
 def _ray_value(value):
+    """A Ray-free spec of :mod:`adalase_tune.search` as its Ray Tune object; anything else as it is."""
     if isinstance(value, Grid):
         return tune.grid_search(list(value.values))
     if isinstance(value, Uniform):
@@ -474,16 +476,79 @@ def _tuner(cfg: ExperimentConfig, job: Job, options: SweepOptions, root: str, si
         # PBT exploits other trials' checkpoints at any time: keep them all for pbt
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None if needs_ckpt else 2),
     )
-    tune_config = tune.TuneConfig(
+    tune_config = _tune_config(job.plan, cfg.train.epochs, _concurrency(options), options.reuse_actors)
+    return tune.Tuner(trainable, param_space=_param_space(job.plan), tune_config=tune_config, run_config=run_config)
+
+
+def _param_space(plan: SearchPlan) -> dict:
+    return nest({k: _ray_value(v) for k, v in plan.space.items()})
+
+
+def _tune_config(plan: SearchPlan, epochs: int, max_concurrent: Optional[int], reuse_actors: bool = True):
+    return tune.TuneConfig(
         metric=METRIC,
         mode=MODE,
-        num_samples=job.plan.num_samples,
-        search_alg=_searcher(job.plan, _concurrency(options)),
-        scheduler=_scheduler(job.plan, cfg.train.epochs),
-        reuse_actors=options.reuse_actors,
+        num_samples=plan.num_samples,
+        search_alg=_searcher(plan, max_concurrent),
+        scheduler=_scheduler(plan, epochs),
+        reuse_actors=reuse_actors,
     )
-    space = nest({k: _ray_value(v) for k, v in job.plan.space.items()})
-    return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
+
+
+# --- your own Tuner (docs/ray_tune.md) --------------------------------------------------------------
+
+
+def tune_trainable(
+    cfg: ExperimentConfig, *, threads: int = 1, checkpoint_every: Optional[int] = None, checkpoint_s: float = 30.0
+):
+    """The trainable behind every method, for your own ``tune.Tuner``: a trial trains ``cfg`` with its
+    config applied (``{"train": {"seed": 1}, "da_pick": {"arm": "stage2", "share": 0.8}}``: sections
+    of the experiment, plus the searched point, docs/ray_tune.md) and reports every epoch (``val/acc``,
+    ``best_val_acc``, ``test_acc_at_best_val``, ``cost/sample_passes``, ...). Every trial builds the
+    data itself, unless you pass it once: ``tune.with_parameters(trainable, data=build_data(cfg.data))``.
+    ``checkpoint_every``: epochs between checkpoints, which PBT needs (its ``perturbation_interval``)."""
+    from .experiment import arms_of
+    from .trainable import make_trainable
+
+    cfg = cfg.with_absolute_paths()
+    return make_trainable(cfg.to_dict(), arms_of(cfg), threads, checkpoint_every, checkpoint_s, every_epoch=True)
+
+
+def _public_plan(method: str, cfg, seeds: Sequence[int], budget: Optional[dict]) -> SearchPlan:
+    from .experiment import arms_of
+
+    m = METHODS.get(method)
+    if m.per_seed and len(seeds) != 1:
+        raise ConfigError(
+            f"seeds = {list(seeds)}: {method} keeps state across its trials, so each seed is a Tuner of its "
+            "own; pass one seed, e.g. seeds=[0]"
+        )
+    arms = arms_of(cfg) if isinstance(cfg, ExperimentConfig) else list(cfg)
+    plan = m.plan(arms, list(seeds), m.budget(budget))
+    if isinstance(cfg, ExperimentConfig):
+        check_budget(plan, cfg.train.epochs)
+    return plan
+
+
+def search_space(method: str, cfg, *, seeds: Sequence[int] = (0,), budget: Optional[dict] = None) -> dict:
+    """A baseline's search space for ``param_space``, as Ray Tune objects (``tune.grid_search``,
+    ``tune.uniform``, ``tune.choice``) nested as :func:`tune_trainable` takes them. ``cfg``: the
+    experiment (its model's arms are searched) or the arms' names; ``seeds``: a grid axis (one seed
+    for optuna, asha and pbt); ``budget``: the method's ``sweep.methods.<name>`` keys."""
+    return _param_space(_public_plan(method, cfg, seeds, budget))
+
+
+def tune_config(
+    method: str,
+    cfg: ExperimentConfig,
+    *,
+    seeds: Sequence[int] = (0,),
+    budget: Optional[dict] = None,
+    max_concurrent: Optional[int] = None,
+):
+    """The ``tune.TuneConfig`` of a method: metric ``val/acc`` (max), its sample count, searcher
+    (Optuna's TPE for optuna) and scheduler (ASHA, PBT)."""
+    return _tune_config(_public_plan(method, cfg, seeds, budget), cfg.train.epochs, max_concurrent)
 
 
 def fit(
@@ -509,6 +574,25 @@ def unfinished(grid) -> int:
     return sum(1 for r in grid if r.error is None and not (r.metrics or {}).get("done"))
 
 
+def trial_error(error) -> str:
+    """A failed trial's reason on one line: the exception raised in the trial (``ConfigError: ...``),
+    without Ray's wrapper and traceback."""
+    cause = getattr(error, "cause", None)  # a RayTaskError holds the trial's own exception
+    if isinstance(cause, BaseException):
+        text = f"{type(cause).__name__}: {cause}"
+    else:
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        text = lines[-1] if lines else type(error).__name__
+    return " ".join(text.split())[:300]
+
+
+def _trial_id(path: Optional[str]) -> Optional[str]:
+    """The trial id in a trial's folder name (``adalase_trial_fc6a3_00000_0_...``): a trial that
+    failed before its first report has no metrics to take it from."""
+    found = re.search(r"_([0-9a-f]{5}_\d{5})(_|$)", Path(path or "").name)
+    return found.group(1) if found else None
+
+
 def trial_rows(grid, method: str, sites: Sequence[str] = ()) -> list[dict]:
     """One plain row per trial of a ResultGrid: selection on val, test there, costs, status, and
     per site ``q/<site>`` (AdaLASE's final q) or ``da_prob/<site>`` (the weights it ran with)."""
@@ -521,13 +605,13 @@ def trial_rows(grid, method: str, sites: Sequence[str] = ()) -> list[dict]:
         row = {
             "method": method,
             "seed": params.get("train", {}).get("seed"),
-            "trial_id": m.get("trial_id"),
+            "trial_id": m.get("trial_id") or _trial_id(result.path),
             "status": "TERMINATED",
             "error": "",
             "params": json.dumps(params, sort_keys=True, default=str),
         }
         if result.error is not None or ERROR_KEY in m:
-            row.update(status="ERROR", error=str(m.get(ERROR_KEY) or result.error)[:300])
+            row.update(status="ERROR", error=m.get(ERROR_KEY) or trial_error(result.error))
         elif not m.get("done"):
             row.update(status="UNFINISHED", error="interrupted before it finished")
         if "best_val_acc" in m and row["status"] == "TERMINATED":

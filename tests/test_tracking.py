@@ -1,5 +1,6 @@
 """MLflow: a mini benchmark lands as a run tree, against a SQLite store and a real mlflow server."""
 
+import json
 import os
 import socket
 import subprocess
@@ -231,3 +232,85 @@ def test_names_in_mlflow_filters_are_quoted_so_they_cannot_change_the_query(tmp_
     # a crafted name would match every benchmark if it were pasted into the filter unquoted
     assert tracking.benchmark_meta("x' or tags.run_kind = 'method") == {}
     assert tracking.parent_run("random", "x' or tags.run_kind = 'method", "h") != parent
+
+
+def test_experiments_it_creates_open_in_the_training_view_and_parents_are_named_by_method(tmp_path):
+    from adalase_tune.tracking import Tracking
+
+    tracking = Tracking(f"sqlite:///{tmp_path}/k.db", "fresh")
+    exp = tracking.client.get_experiment(tracking.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # MLflow 3's model-training view
+    view = json.loads(exp.tags["mlflow.sharedViewState.comparison"])
+    assert "metrics.`test_acc_selected`" in view["selectedColumns"]
+    assert "metrics.`cost/plain_run_multiple`" in view["selectedColumns"]
+    run = tracking.client.get_run(tracking.parent_run("grid", "benchmark-20260101-120000", "h", tags={"seeds": "0,1"}))
+    assert run.data.tags["mlflow.runName"] == "grid" and run.data.tags["seeds"] == "0,1"
+    assert run.data.tags["benchmark"] == "benchmark-20260101-120000" and "mlflow.parentRunId" not in run.data.tags
+
+
+def _runs(client, experiment_id):
+    return {r.info.run_id: r for r in client.search_runs([experiment_id], max_results=1000)}
+
+
+@pytest.mark.slow
+def test_a_benchmark_nests_under_the_active_run_with_the_comparison_metrics_and_table(ray_local, tmp_path):
+    import mlflow
+
+    from adalase_tune import run_benchmark
+    from adalase_tune.tuning import SweepOptions
+
+    from conftest import tiny_config
+
+    client = MlflowClient()  # the session's default store, which mlflow.start_run() uses as well
+    exp_id = client.create_experiment("my-study")
+    cfg = tiny_config(**{"train.epochs": 1, "data.n_train": 40})
+    with mlflow.start_run(experiment_id=exp_id, run_name="my study") as mine:
+        result = run_benchmark(
+            cfg, ["uniform", "grid"], SweepOptions(seeds=[0], storage=str(tmp_path / "ray")), out=str(tmp_path / "o")
+        )
+    runs = _runs(client, exp_id)
+    kids = {
+        r.data.tags["mlflow.runName"]: r
+        for r in runs.values()
+        if r.data.tags.get("mlflow.parentRunId") == mine.info.run_id
+    }
+    assert set(kids) == {"uniform", "grid", "comparison"}
+    for method in ("uniform", "grid"):
+        parent = kids[method]
+        assert parent.data.tags["benchmark"] == result.name and parent.data.tags["seeds"] == "0"
+        trials = [r for r in runs.values() if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert len(trials) == (5 if method == "grid" else 1)
+        row = result.table.set_index("method").loc[method]
+        assert parent.data.metrics["test_acc_selected"] == pytest.approx(row["test_acc"], abs=1e-4)  # rounded
+        assert parent.data.metrics["cost/plain_run_multiple"] == pytest.approx(row["plain_run_multiple"], abs=1e-4)
+    grid = kids["grid"].data
+    assert grid.metrics["answer_found"] == 1.0 and grid.tags["answer_source"] == "grid"  # it picks its own best arm
+    assert grid.tags["answer_target"] in SITES and "answer_found" not in kids["uniform"].data.metrics
+    summary = kids["comparison"]
+    logged = json.loads(summary.data.tags["mlflow.loggedArtifacts"])
+    assert {"path": "comparison.json", "type": "table"} in logged
+    table = pd.read_json(
+        client.download_artifacts(summary.info.run_id, "comparison.json", str(tmp_path)), orient="split"
+    )
+    assert sorted(table["method"]) == ["grid", "uniform"]
+    assert {"test_acc_selected", "cost/plain_run_multiple", "answer_found"} <= set(table.columns)
+
+
+@pytest.mark.slow
+def test_a_sweep_nests_under_a_given_parent_run_id(ray_local, tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/p.db"
+    client = MlflowClient(tracking_uri=uri)
+    theirs = client.create_run(client.create_experiment("theirs")).info.run_id
+    args = ["sweep", "search_spaces/digits.yaml", "--method", "uniform", *FAST, "--tracking-uri", uri]
+    assert main([*args, "--storage", str(tmp_path / "a"), "--parent-run-id", "0" * 32]) == 2
+    assert f"--parent-run-id = '{'0' * 32}': no such run in {uri}" in capsys.readouterr().err
+    assert main([*args, "--storage", str(tmp_path / "b"), "--parent-run-id", theirs, "--experiment", "x"]) == 2
+    assert "the parent run" in capsys.readouterr().err and client.get_experiment_by_name("x") is None
+    assert main([*args, "--storage", str(tmp_path / "c"), "--parent-run-id", theirs]) == 0
+    runs = _runs(client, client.get_experiment_by_name("theirs").experiment_id)
+    (parent,) = [r for r in runs.values() if r.data.tags.get("mlflow.parentRunId") == theirs]
+    assert parent.data.tags["mlflow.runName"] == "uniform" and parent.info.status == "FINISHED"
+    assert [r.data.tags.get("mlflow.parentRunId") for r in runs.values() if r.data.tags.get("run_kind") == "trial"] == [
+        parent.info.run_id
+    ]
+    assert client.get_experiment_by_name("digits") is None
