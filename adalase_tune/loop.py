@@ -161,6 +161,8 @@ def _site_names(model: nn.Module, sites: Optional[Sequence[str]], input_site: bo
     published = model.__dict__.get("da_sites")
     if published is not None:
         return [s.name for s in published]
+    if model.__dict__.get("_da_hooks") is not None:  # hooked by an earlier AdaLASE over this model
+        return list(model.__dict__["_da_hooks"])
     found = sorted((m for m in model.modules() if isinstance(m, Site)), key=lambda m: m.index)
     if not found:
         raise ConfigError(

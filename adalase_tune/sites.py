@@ -141,14 +141,25 @@ def attach_sites(
 
 def hook_sites(model: nn.Module, module_names: Sequence[str], include_input: bool = True) -> list[str]:
     """Hook DA sites onto the outputs of the named submodules (and the input); returns the site
-    names in order. :func:`attach_sites` also records their shapes from an example batch."""
+    names in order. :func:`attach_sites` also records their shapes from an example batch.
+    Hooking the same names again is a no-op (a second AdaLASE over the same model)."""
+    from .config import ConfigError
+
     modules = dict(model.named_modules())
     missing = [n for n in module_names if n not in modules]
     if missing:
-        from .config import ConfigError
-
         raise ConfigError(
             f"sites {missing}: no such submodules in {type(model).__name__}; names look like {list(modules)[1:6]}"
+        )
+    names = (["input"] if include_input else []) + list(module_names)
+    hooked = model.__dict__.get("_da_hooks")
+    if hooked is not None:
+        if hooked != names:
+            raise ConfigError(f"sites {list(module_names)}: this model already has DA sites {hooked}; use those")
+        return names
+    if any(isinstance(m, Site) for m in model.modules()):
+        raise ConfigError(
+            f"sites {list(module_names)}: {type(model).__name__} already has Site modules; pass sites=None to use them"
         )
     offset = 1 if include_input else 0
     if include_input:
@@ -167,7 +178,8 @@ def hook_sites(model: nn.Module, module_names: Sequence[str], include_input: boo
             return None if ctx is None else ctx.visit(index, site_name, out)
 
         modules[name].register_forward_hook(output_hook)
-    return (["input"] if include_input else []) + list(module_names)
+    model.__dict__["_da_hooks"] = names
+    return names
 
 
 def sites_of(model: nn.Module) -> list[SiteInfo]:

@@ -257,7 +257,7 @@ def test_bad_arguments_fail_with_the_field_and_the_fix():
     with pytest.raises(ConfigError, match=r"sites \['layer9'\]: no such submodules"):
         AdaLASE(model, opt, sites=["layer9"], val=(xv, yv), epochs=1, steps_per_epoch=1)
     with pytest.raises(ConfigError, match="sites = None, but Sequential has no Site modules"):
-        AdaLASE(model, opt, val=(xv, yv), epochs=1, steps_per_epoch=1)
+        AdaLASE(_net(), opt, val=(xv, yv), epochs=1, steps_per_epoch=1)  # a model nothing hooked yet
     with pytest.raises(ConfigError, match="settings key 'train.lr'"):
         AdaLASE(model, opt, sites=["1"], val=(xv, yv), epochs=1, steps_per_epoch=1, settings={"train.lr": 1})
     with pytest.raises(ConfigError, match="adalase.preset = 'quick'"):
@@ -269,3 +269,20 @@ def test_bad_arguments_fail_with_the_field_and_the_fix():
         hold_out(torch.utils.data.TensorDataset(xv, yv), 1.5)
     uniform = AdaLASE(model, opt, sites=["1"], selection="uniform", epochs=1, steps_per_epoch=1)  # no val needed
     assert uniform.hypergradient is None and uniform.q.tolist() == [0.5, 0.5]
+
+
+def test_sites_are_hooked_once_per_model():
+    model = _net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    xv, yv = _batch(1)
+    first = AdaLASE(model, opt, sites=["1"], val=(xv, yv), epochs=1, steps_per_epoch=1)
+    again = AdaLASE(model, opt, sites=["1"], selection="probs", settings={"selection.weights": list(first.q)},
+                    epochs=1, steps_per_epoch=1)  # fmt: skip
+    seen = []
+    ctx = again.context(len(yv))
+    ctx.visit = lambda index, name, h: seen.append(name) or h  # type: ignore[method-assign]
+    with ctx:
+        model(xv)
+    assert seen == ["input", "1"]  # one hook per site, not two
+    with pytest.raises(ConfigError, match=r"already has DA sites \['input', '1'\]"):
+        AdaLASE(model, opt, sites=["3"], val=(xv, yv), epochs=1, steps_per_epoch=1)
