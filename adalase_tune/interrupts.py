@@ -1,10 +1,11 @@
-"""Interrupts: SIGINT and SIGTERM stop the work honestly (no traceback, runs closed, a resume hint).
+"""Interrupts: SIGINT, SIGTERM and SIGHUP stop the work honestly (no traceback, runs closed, a
+resume hint).
 
-:class:`Signals` turns SIGTERM into the same path as Ctrl-C. Inside a Ray Tune fit the first
-signal asks Tune to stop gracefully (Tune saves its state for ``--resume``, and the trials that
-did not finish are reported as such); anywhere else, or on a second signal, it raises
-KeyboardInterrupt at once. :class:`Interrupted` carries the signal and a message with what
-finished and how to resume; the command line exits with 128 + the signal.
+:class:`Signals` turns SIGTERM and SIGHUP (the terminal closed) into the same path as Ctrl-C.
+Inside a Ray Tune fit the first signal asks Tune to stop gracefully (Tune saves its state for
+``--resume``, and the trials that did not finish are reported as such); anywhere else, or on a
+second signal, it raises KeyboardInterrupt at once. :class:`Interrupted` carries the signal and
+a message with what finished and how to resume; the command line exits with 128 + the signal.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import sys
 import threading
 import time
 from typing import Optional
+
+# the signals that stop the work alike: Ctrl-C, a kill, the terminal closing
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 class Interrupted(KeyboardInterrupt):
@@ -31,16 +35,18 @@ class Interrupted(KeyboardInterrupt):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM outside a Tune fit: raised like Ctrl-C's KeyboardInterrupt, remembering the signal."""
+    """SIGTERM or SIGHUP outside a Tune fit: raised like Ctrl-C's KeyboardInterrupt, remembering the signal."""
 
-    signum = signal.SIGTERM
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__()
+        self.signum = signum
 
 
 class Signals:
-    """SIGINT and SIGTERM, handled alike, for sweeps and benchmarks.
+    """SIGINT, SIGTERM and SIGHUP, handled alike, for sweeps and benchmarks.
 
     Inside a Tune fit, the first signal stops Tune gracefully (SIGINT reaches Tune's own handler;
-    SIGTERM is passed on as SIGUSR1, Tune's other stop signal) and Tune saves its state for
+    SIGTERM and SIGHUP are passed on as SIGUSR1, Tune's other stop signal) and Tune saves its state for
     ``--resume``. Outside a fit, the first signal is only recorded and the work stops at the next
     safe point (:attr:`received`), so that no library call (an MLflow query, a file write) is cut
     in half. A second signal raises KeyboardInterrupt at once.
@@ -60,7 +66,7 @@ class Signals:
                 self._stop_tune()
             return
         self.received = self.received or signum
-        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
 
     @staticmethod
     def _not_yet(signum, frame) -> None:
@@ -89,7 +95,7 @@ class Signals:
     def _install(self) -> dict:
         if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
             return {}
-        return {sig: signal.signal(sig, self.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return {sig: signal.signal(sig, self.handler) for sig in STOP_SIGNALS}
 
     @contextlib.contextmanager
     def installed(self):
@@ -123,11 +129,12 @@ class Signals:
 
 
 def install_for_command() -> None:
-    """For the command line, first thing: SIGTERM raises :class:`Terminated` (Python's default
-    would end the process at once, with no message and runs left RUNNING)."""
+    """For the command line, first thing: SIGTERM and SIGHUP raise :class:`Terminated` (Python's
+    default would end the process at once, with no message and runs left RUNNING)."""
 
     def terminate(signum, frame):
-        raise Terminated()
+        raise Terminated(signum)
 
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, terminate)
+        for sig in STOP_SIGNALS[1:]:
+            signal.signal(sig, terminate)

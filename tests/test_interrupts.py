@@ -79,7 +79,7 @@ def _no_run_left_running(db: Path, experiment: str) -> list:
 
 
 SWEEP_INSTANTS = {"early": 1.5, "mid": r"trial 1/6 done"}
-SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}
+SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM, "SIGHUP": signal.SIGHUP}  # SIGHUP: the terminal closed
 
 
 @pytest.mark.parametrize("sig", SIGNALS)
