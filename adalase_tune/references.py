@@ -17,7 +17,7 @@ import os
 import site
 import sys
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import Any, Optional
 
 from .config import ConfigError, _did_you_mean
 
@@ -83,6 +83,30 @@ def load_entry_point(key: str, ep: EntryPoint) -> Any:
     return obj
 
 
+IMPORTS_VAR = "ADALASE_TUNE_IMPORTS"  # a local Ray's workers: the modules that registered names on the driver
+_REGISTERING: list[str] = []
+
+
+def note_registration(module: Optional[str]) -> None:
+    """Remember the module that called ``Registry.register`` (a user's, not adalase_tune's; a script's
+    ``__main__`` cannot be imported elsewhere and is left out)."""
+    if module and module != "__main__" and module.split(".")[0] != "adalase_tune" and module not in _REGISTERING:
+        _REGISTERING.append(module)
+
+
+def registering_modules() -> list[str]:
+    return list(_REGISTERING)
+
+
+def import_registering_modules(key: str, name: str) -> bool:
+    """Import the modules named in ``$ADALASE_TUNE_IMPORTS`` that are not imported yet (in a Ray
+    worker: the driver's registrations happen again here). True when one was new."""
+    new = [m for m in os.environ.get(IMPORTS_VAR, "").split(",") if m and m not in sys.modules]
+    for module in new:
+        _import(key, name, module)
+    return bool(new)
+
+
 def _system_dirs() -> list[str]:
     prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
     sites = set(site.getsitepackages() + [site.getusersitepackages()])
@@ -102,4 +126,13 @@ def import_path() -> list[str]:
     return out
 
 
-__all__ = ["is_dotted", "load_dotted", "installed", "load_entry_point", "import_path"]
+__all__ = [
+    "is_dotted",
+    "load_dotted",
+    "installed",
+    "load_entry_point",
+    "import_path",
+    "note_registration",
+    "registering_modules",
+    "import_registering_modules",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Callable
 from typing import Generic, Optional, TypeVar
 
@@ -28,6 +29,10 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
+        from .references import note_registration
+
+        note_registration(sys._getframe(1).f_globals.get("__name__"))  # for a local Ray's workers
+
         def add(item: T) -> T:
             assert name not in self._items, f"{self.key}: {name} registered twice"
             self._items[name] = item
@@ -41,9 +46,11 @@ class Registry(Generic[T]):
         from . import references
         from .config import ConfigError
 
+        if self.group is not None and references.is_dotted(name):
+            return references.load_dotted(self.key, name)
+        if references.import_registering_modules(self.key, name) and name in self._items:
+            return self._items[name]  # registered by a user's module that the driver had imported
         if self.group is not None:
-            if references.is_dotted(name):
-                return references.load_dotted(self.key, name)
             found = references.installed(self.group).get(name)
             if found is not None:
                 return references.load_entry_point(self.key, found)

@@ -228,6 +228,32 @@ def test_the_cli_trains_sweeps_and_benchmarks_user_code(tmp_path):
     assert set(table["method"]) == {"uniform", "none"}, table
 
 
+REGISTERED_SWEEP = """
+import sys
+
+import userpkg.registered  # the user's own module: MODELS.register("userpkg_cnn"), DATASETS.register(...)
+from adalase_tune import SweepOptions, load_config, sweep
+
+overrides = ["model.name=userpkg_cnn", "data.name=userpkg_patches", "data.n_train=60", "train.epochs=1"]
+cfg = load_config(None, overrides + ["model.width=4", "train.device=cpu"])
+options = SweepOptions(seeds=[0], budgets={"random": {"num_samples": 2}}, storage=sys.argv[1])
+print("STATUS", ",".join(sweep(cfg, "random", options, tracking_uri=None).rows["status"]))
+"""
+
+
+@pytest.mark.slow
+def test_names_registered_in_process_reach_the_ray_workers(tmp_path):
+    """``MODELS.register`` in a user's module: the local Ray's workers import that module again."""
+    script = tmp_path / "registered_sweep.py"
+    script.write_text(REGISTERED_SWEEP)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "ray")], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0 and "STATUS TERMINATED,TERMINATED" in proc.stdout, proc.stderr[-3000:]
+
+
 def test_nothing_is_registered_inside_the_package():
     assert "userpkg" not in " ".join(MODELS.names() + DATASETS.names())
     assert adalase_tune.Site.__module__ == "adalase_tune.sites"
