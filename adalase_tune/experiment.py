@@ -472,16 +472,16 @@ def run_benchmark(
     return check_failures(trials, benchmark, tolerate_failures)
 
 
-COMPARISON = {  # the report's method table -> the comparison's columns (as in MLflow)
+COMPARISON = {  # the report's method table -> the comparison's columns (as in MLflow), in the UI's order
     "method": "method",
+    "test_acc": "test_acc_selected",
+    "test_acc_std": "test_acc_selected_std",
+    "plain_run_multiple": "cost/plain_run_multiple",
+    "best_val_acc": "best_val_acc",
+    "plain_run_multiple_device": "cost/plain_run_multiple_device",
     "seeds": "seeds",
     "trials": "trials",
     "failed": "failed",
-    "test_acc": "test_acc_selected",
-    "test_acc_std": "test_acc_selected_std",
-    "best_val_acc": "best_val_acc",
-    "plain_run_multiple": "cost/plain_run_multiple",
-    "plain_run_multiple_device": "cost/plain_run_multiple_device",
 }
 
 
@@ -513,10 +513,10 @@ def comparison_table(table: pd.DataFrame, trials: pd.DataFrame, known: Optional[
     ``answer_found`` where there is a target arm."""
     if not len(table):
         return pd.DataFrame(columns=list(COMPARISON.values()))
-    out = table[list(COMPARISON)].rename(columns=COMPARISON)
+    out = table[list(COMPARISON)].rename(columns=COMPARISON).round(4)
     target, found = answer_found(trials, table, known)
-    if target is not None:
-        out["answer_found"] = [found.get(m, float("nan")) for m in out["method"]]
+    if target is not None:  # beside the cost
+        out.insert(4, "answer_found", [round(found[m], 4) if m in found else float("nan") for m in out["method"]])
     return out
 
 

@@ -126,9 +126,9 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the U
 VIEW_KEY = "comparison"  # the shared view of the runs table: ?viewStateShareKey=comparison
 COMPARISON_COLUMNS = (  # metrics of the method parent runs, shown as columns by the shared view
     "test_acc_selected",
-    "test_acc_selected_std",
     "cost/plain_run_multiple",
     "answer_found",
+    "test_acc_selected_std",
     "best_val_acc",
 )
 
@@ -137,7 +137,7 @@ def comparison_view() -> str:
     """The runs table's view state with the comparison's columns first, as MLflow's "Share" button
     stores it (the experiment tag ``mlflow.sharedViewState.<key>``, opened by ``?viewStateShareKey=<key>``)."""
     columns = [f"metrics.`{m}`" for m in COMPARISON_COLUMNS] + ["tags.`benchmark`", "tags.`seeds`"]
-    widths = {c: 190 if "cost/" in c else 140 for c in columns}
+    widths = {c: 180 if "cost/" in c else 130 for c in columns}
     return json.dumps({"selectedColumns": columns, "columnOrder": columns, "columnWidths": widths})
 
 
