@@ -25,8 +25,17 @@ class ConfigError(ValueError):
     """A bad configuration value; the message names the field, the value and the fix."""
 
 
+MAX_ECHO = 200  # characters of a bad value an error message repeats
+
+
+def shown(value: Any) -> str:
+    """``repr(value)``, cut to :data:`MAX_ECHO` characters: an error names a value, never floods."""
+    text = repr(value)
+    return text if len(text) <= MAX_ECHO else f"{text[: MAX_ECHO - 30]}... ({len(text):,} characters)"
+
+
 def _fail(key: str, value: Any, fix: str) -> None:
-    raise ConfigError(f"{key} = {value!r}: {fix}")
+    raise ConfigError(f"{key} = {shown(value)}: {fix}")
 
 
 def _did_you_mean(word: str, options) -> str:
@@ -498,7 +507,8 @@ def _build_section(name: str, cls, values: Any):
     for key, value in values.items():
         if key not in hints:
             raise ConfigError(
-                f"unknown config key '{name}.{key}'{_did_you_mean(key, hints)}; valid {name}.* keys: {', '.join(hints)}"
+                f"unknown config key {shown(f'{name}.{key}')}{_did_you_mean(str(key), hints)}; "
+                f"valid {name}.* keys: {', '.join(hints)}"
             )
         kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])
     return cls(**kwargs)
@@ -507,7 +517,7 @@ def _build_section(name: str, cls, values: Any):
 def from_dict(tree: dict) -> ExperimentConfig:
     """Build and validate an :class:`ExperimentConfig` from a nested dict (e.g. parsed YAML)."""
     if not isinstance(tree, dict):
-        raise ConfigError(f"config = {tree!r}: expected a mapping with sections {', '.join(_SECTIONS)}")
+        raise ConfigError(f"config = {shown(tree)}: expected a mapping with sections {', '.join(_SECTIONS)}")
     sections = {}
     hints = typing.get_type_hints(ExperimentConfig)
     for key, values in tree.items():
@@ -532,7 +542,7 @@ def _set_dotted(tree: dict, key: str, value: Any) -> None:
 def parse_override(text: str) -> tuple[str, Any]:
     """``"a.b=1e-3"`` -> ``("a.b", 0.001)``; the value is read as YAML (numbers, lists, null)."""
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected key=value, e.g. --set train.epochs=5")
+        raise ConfigError(f"--set {shown(text)}: expected key=value, e.g. --set train.epochs=5")
     key, raw = text.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
@@ -559,15 +569,80 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+MAX_YAML_NODES = 100_000  # a config has hundreds; aliases may not expand past this
+
+
+def _config_text(path: Path) -> str:
+    """The file as UTF-8 text, or an error naming it (a binary file, another encoding)."""
+    data = path.read_bytes()
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise ConfigError(f"config file {str(path)!r} is UTF-16 text; save it as UTF-8")
+    if b"\x00" in data[:8192]:
+        raise ConfigError(f"config file {str(path)!r} is a binary file, not YAML; pass a YAML text file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"config file {str(path)!r} is not UTF-8 text (byte {err.start}: {data[err.start : err.start + 1]!r}); "
+            "save it as UTF-8"
+        ) from None
+
+
+def _expanded_size(node, sizes: dict, open_: set) -> int:
+    """How many nodes ``node`` stands for once every alias is expanded (memoised: linear time)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise ConfigError("the YAML refers to itself through an alias (a recursive structure); remove the alias")
+    open_.add(key)
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, sizes, open_) + _expanded_size(v, sizes, open_) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(v, sizes, open_) for v in node.value)
+    else:
+        size = 1
+    open_.discard(key)
+    sizes[key] = size
+    return size
+
+
+def _load_bounded(text: str):
+    """``safe_load`` with unique keys that refuses aliases expanding past :data:`MAX_YAML_NODES`
+    nodes (a "billion laughs" file of a few hundred bytes would otherwise expand to gigabytes)."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {}, set())
+        if size > MAX_YAML_NODES:
+            raise ConfigError(
+                f"its aliases expand to {size:,} values (at most {MAX_YAML_NODES:,}); "
+                "write the values out or use fewer aliases"
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | Path) -> dict:
     """Read a YAML mapping with ``yaml.safe_load``; errors name the file and the line."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {str(path)!r} is a folder; pass a YAML file such as search_spaces/digits.yaml")
     if not path.is_file():
         raise ConfigError(
             f"config file {str(path)!r} does not exist; pass a YAML file such as search_spaces/digits.yaml"
         )
     try:
-        tree = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        text = _config_text(path)
+    except OSError as err:
+        raise ConfigError(f"config file {str(path)!r} cannot be read ({err.strerror}); check its permissions") from None
+    try:
+        tree = _load_bounded(text)
+    except ConfigError as err:
+        raise ConfigError(f"config file {str(path)!r}: {err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

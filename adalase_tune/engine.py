@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from .adalase import PseudoValidation, hold_out
 from .arms import build_arms, build_ops, marginals, variant_labels
-from .config import ConfigError, ExperimentConfig, flatten
+from .config import ConfigError, ExperimentConfig, flatten, shown
 from .data import DataBundle, augment_inputs, build_data
 from .distributed import World
 from .loop import AdaLASE, CostMeter, generators, q_metrics, soft_cross_entropy
@@ -110,7 +110,7 @@ def pick_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"train.device = {name!r}: not a device; use auto, cpu, cuda or cuda:N") from None
+        raise ConfigError(f"train.device = {shown(name)}: not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device = {name!r}, but no CUDA device is visible here; use auto or cpu")
     return device

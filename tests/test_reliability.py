@@ -287,6 +287,10 @@ def _malformed_cases(tmp: Path) -> list:
         x_test=np.zeros((2, 4)),
         y_test=np.zeros(2, int),
     )
+    raw = lambda name, data: (tmp / name).write_bytes(data) and str(tmp / name)  # noqa: E731
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdef", "bcdefg")
+    )  # a few hundred bytes that expand to 10^7 values
     d, m = "search_spaces/digits.yaml", "search_spaces/motifs.yaml"
     t, s, b = ["train", d], ["sweep", d, "--method"], ["benchmark", d]
     npz = lambda path: ["--set", "data.name=npz", "--set", f"data.path={path}"]  # noqa: E731
@@ -298,6 +302,21 @@ def _malformed_cases(tmp: Path) -> list:
         (["train", yaml("dup.yaml", "train: {epochs: 3}\ntrain: {lr: 0.1}\n")], ["'train' is given twice"]),
         (["train", yaml("dupkey.yaml", "train:\n  lr: 0.1\n  lr: 0.2\n")], ["'lr' is given twice"]),
         (["train", str(tmp / "missing.yaml")], ["does not exist"]),
+        # config files that are not what they claim: binary, another encoding, alias bombs
+        (["train", raw("binary.yaml", bytes(range(256)) * 4)], ["binary.yaml", "binary file, not YAML"]),
+        (
+            ["train", raw("latin1.yaml", "train: {epochs: 3}  # d\xe9j\xe0\n".encode("latin-1"))],
+            ["latin1.yaml", "not UTF-8"],
+        ),
+        (["train", raw("utf16.yaml", "train: {epochs: 3}\n".encode("utf-16"))], ["utf16.yaml", "UTF-16"]),
+        (["train", raw("png.yaml", b"\x89PNG\r\n\x1a\n" + bytes(64))], ["png.yaml", "binary file"]),
+        (
+            ["train", yaml("laughs.yaml", laughs)],
+            ["laughs.yaml", "aliases expand to 12,345,685 values (at most 100,000)"],
+        ),
+        (["train", yaml("loop.yaml", "train: &t\n  x: *t\n")], ["loop.yaml", "refers to itself"]),
+        (["train", str(folder)], ["a_folder", "is a folder"]),
+        (t + ["--set", "train.amp=" + "x" * 20_000], ["train.amp = 'xxx", "... (20,002 characters)"]),
         # values
         (t + ["--set", "train.epochs=three"], ["train.epochs = 'three'", "whole number"]),
         (t + ["--set", "train.epochs=-2"], ["train.epochs = -2", "[1, inf]"]),
