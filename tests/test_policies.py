@@ -41,8 +41,8 @@ def test_observed_rates_match_probs(name):
 def test_probs_normalises_and_fixed_takes_an_index():
     q = build_policy(tiny_config(**{"selection.method": "probs", "selection.weights": [1, 1, 2, 0, 0]}), SITES).probs()
     np.testing.assert_allclose(q, [0.25, 0.25, 0.5, 0, 0])
-    q0 = build_policy(tiny_config(**{"selection.method": "probs", "selection.weights": [0] * 5}), SITES).probs()
-    np.testing.assert_allclose(q0, [0.2] * 5)
+    with pytest.raises(ConfigError, match=r"all weights are 0; for no latent DA use selection.method=none"):
+        build_policy(tiny_config(**{"selection.method": "probs", "selection.weights": [0] * 5}), SITES)
     q1 = build_policy(tiny_config(**{"selection.method": "fixed", "selection.site": 3}), SITES).probs()
     np.testing.assert_allclose(q1, [0, 0, 0, 1, 0])
 

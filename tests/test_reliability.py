@@ -316,6 +316,10 @@ def _malformed_cases(tmp: Path) -> list:
         ),
         (["train", yaml("loop.yaml", "train: &t\n  x: *t\n")], ["loop.yaml", "refers to itself"]),
         (["train", str(folder)], ["a_folder", "is a folder"]),
+        (
+            t + ["--set", "selection.method=probs", "--set", "selection.weights=[0,0,0,0,0]"],
+            ["all weights are 0", "none"],
+        ),
         (t + ["--set", "train.amp=" + "x" * 20_000], ["train.amp = 'xxx", "... (20,002 characters)"]),
         # values
         (t + ["--set", "train.epochs=three"], ["train.epochs = 'three'", "whole number"]),

@@ -38,7 +38,8 @@ class Uniform(Policy):
 def normalise_weights(
     weights, n_sites: int, model_name: str, key: str = "selection.weights", what: str = "sites"
 ) -> np.ndarray:
-    """Per-arm weights ``w`` in [0, inf) to ``q = w / sum(w)``; all-zero gives uniform."""
+    """Per-arm weights ``w`` in [0, inf) to ``q = w / sum(w)``. All-zero weights are refused: they
+    could mean "no latent DA" (``none``) as well as "uniform", and a run should not guess."""
     if weights is None or len(weights) != n_sites:
         got = "none" if weights is None else f"{len(weights)}"
         one = "(site, op) pair, site-major" if what != "sites" else "site"
@@ -46,7 +47,12 @@ def normalise_weights(
     w = np.asarray(weights, dtype=np.float64)
     if (w < 0).any() or not np.isfinite(w).all():
         raise ConfigError(f"{key} = {list(weights)}: weights must be finite and >= 0")
-    return np.full(n_sites, 1.0 / n_sites) if w.sum() == 0 else w / w.sum()
+    if w.sum() == 0:
+        raise ConfigError(
+            f"{key} = {list(weights)}: all weights are 0; for no latent DA use selection.method=none, "
+            "for an even draw selection.method=uniform (or equal weights)"
+        )
+    return w / w.sum()
 
 
 class Probs(Policy):
