@@ -38,6 +38,7 @@ USER = {"cnn": (CNN, ["input", "conv1", "conv2"]), "resnet18": (RESNET, ["input"
 USER["vectors"] = (VECTORS, ["input", "hidden1", "hidden2"])
 ENTRY_POINTS = """[adalase_tune.models]
 tinycnn = userpkg.models:build_cnn
+broken = userpkg.nomodule:build
 
 [adalase_tune.data]
 patches = userpkg.data:build_images
@@ -95,6 +96,9 @@ def test_entry_points_name_installed_models_and_datasets(tmp_path, monkeypatch):
     assert "tinycnn" in MODELS.names() and "patches" in DATASETS.names()
     with pytest.raises(ConfigError, match="choose one of mlp, cnn, .*tinycnn"):
         MODELS.get("tinycnm")
+    with pytest.raises(ConfigError, match="model.name = 'broken': the entry point 'userpkg.nomodule:build' of "
+                       "userpkg-plugins .* does not load: ModuleNotFoundError"):  # fmt: skip
+        MODELS.get("broken")
     cfg = tiny_config(**{"model.name": "tinycnn", "data.name": "patches", "data.n_train": 60, "train.epochs": 1})
     assert train(cfg, tracking_uri=None, progress=False)["sites"] == ["input", "conv1", "conv2"]
 
