@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -350,14 +351,16 @@ class ExperimentConfig:
         return self.data.subset_seed if self.data.subset_seed is not None else self.train.seed
 
     def with_absolute_paths(self) -> ExperimentConfig:
-        """Relative file paths made absolute: trials run in their own working folders."""
+        """Relative file paths made absolute: trials run in their own working folders. Paths the
+        run never reads stay as given (so that a resume from another folder compares alike)."""
         fix = {}
+        unused = unused_keys(self.to_dict())
         for key, value in (
             ("data.path", self.data.path),
             ("data.root", self.data.root),
             ("model.checkpoint", self.model.checkpoint),
         ):
-            if value and "://" not in value:
+            if value and "://" not in value and key not in unused:
                 fix[key] = str(Path(value).expanduser().resolve())
         return self.replace(**fix)
 
@@ -424,6 +427,34 @@ def flatten(tree: dict, prefix: str = "") -> dict:
         else:
             out[name] = value
     return out
+
+
+# How a run reads its data, not what it computes: a resume may change these.
+HOW_KEYS = frozenset({"data.num_workers", "data.download", "data.read_on_nodes"})
+_ROOT_UNUSED = {"digits", "motifs", "motifs_scrambled", "npz", "imagefolder"}  # data.root: torchvision's folder
+_PATH_UNUSED = {"digits", "motifs", "motifs_scrambled", "cifar10", "cifar100", "svhn", "mnist", "fashion_mnist"}
+
+
+def unused_keys(tree: dict) -> set:
+    """Keys this config's run never reads (``data.root`` of motifs...): a user's own data builder
+    may read any of them, so only built-in names leave some out."""
+    name = tree.get("data", {}).get("name")
+    return {k for k, unused in (("data.root", _ROOT_UNUSED), ("data.path", _PATH_UNUSED)) if name in unused}
+
+
+def differing_keys(old: dict, new: dict) -> list[str]:
+    """The keys in which two configs (as dicts) differ, among those that change what a run
+    computes: not :data:`HOW_KEYS`, not keys the run never reads (:func:`unused_keys`)."""
+    o, n = flatten(old), flatten(new)
+    skip = HOW_KEYS | unused_keys(old) | unused_keys(new)
+    return [k for k in sorted(set(o) | set(n)) if k not in skip and o.get(k) != n.get(k)]
+
+
+def describe_differences(old: dict, new: dict, keys: Sequence[str]) -> str:
+    """``key: value now, value before`` for the first five of ``keys``."""
+    o, n = flatten(old), flatten(new)
+    more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
+    return "; ".join(f"{k}: {shown(n.get(k))} now, {shown(o.get(k))} before" for k in keys[:5]) + more
 
 
 # --- building from plain data ------------------------------------------------------------------

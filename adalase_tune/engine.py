@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from .adalase import PseudoValidation, hold_out
 from .arms import build_arms, build_ops, marginals, variant_labels
-from .config import ConfigError, ExperimentConfig, flatten, shown
+from .config import ConfigError, ExperimentConfig, describe_differences, differing_keys, shown
 from .data import DataBundle, augment_inputs, build_data
 from .distributed import World
 from .loop import AdaLASE, CostMeter, generators, q_metrics, soft_cross_entropy
@@ -438,12 +438,12 @@ class Trainer:
         restored only when nothing differs."""
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise ConfigError(f"{source}: not an adalase_tune trainer checkpoint")
-        old, new = flatten(state["config"]), flatten(self.cfg.to_dict())
-        diff = [k for k in new if old.get(k) != new[k]]
+        diff = differing_keys(state["config"], self.cfg.to_dict())
         if any(not may_differ(k) for k in diff):
+            what = describe_differences(state["config"], self.cfg.to_dict(), [k for k in diff if not may_differ(k)])
             raise ConfigError(
-                f"{source} was written with another config (differs in {', '.join(diff[:5])}); "
-                "resume with the same config or start a new run"
+                f"{source} was written with another config ({what}); "
+                "resume with the same config and --set flags, or start a new run"
             )
         self.epoch, self.step = state["epoch"], state["step"]
         self.restored_after = self.epoch

@@ -58,8 +58,37 @@ def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
     t = Trainer(tiny_config())
     t.run_epoch()
     other = Trainer(tiny_config(**{"train.lr": 0.01}))
-    with pytest.raises(ValueError, match=r"another config \(differs in train.lr\)"):
+    with pytest.raises(ValueError, match=r"another config \(train.lr: 0.01 now, 0.05 before\); resume with"):
         other.load_state_dict(t.state_dict(), source="last.pt")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"data.num_workers": 2},  # how the data are read, not what is computed
+        {"data.download": True},
+        {"data.root": "/elsewhere/data"},  # digits never reads data.root
+        {"data.path": "/some/file.npz"},  # nor data.path
+    ],
+)
+def test_resume_accepts_settings_the_run_does_not_compute_with(tmp_path, change):
+    t = Trainer(tiny_config())
+    t.run_epoch()
+    moved = Trainer(tiny_config(**change))
+    moved.load_state_dict(t.state_dict(), source="last.pt")
+    assert moved.epoch == 1
+
+
+def test_paths_a_run_never_reads_stay_as_given_so_folders_compare_alike(tmp_path, monkeypatch):
+    from adalase_tune.config import differing_keys
+
+    monkeypatch.chdir(tmp_path)
+    here = tiny_config().with_absolute_paths().to_dict()
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path / "other")
+    assert differing_keys(here, tiny_config().with_absolute_paths().to_dict()) == []
+    cifar = tiny_config(**{"data.name": "cifar10"}).with_absolute_paths()  # cifar10 reads data.root
+    assert cifar.data.root == str(tmp_path / "other" / "data")
 
 
 def test_cost_accounting_counts_every_sample_pass():
