@@ -583,6 +583,7 @@ def trial_error(error) -> str:
     else:
         lines = [line for line in str(error).splitlines() if line.strip()]
         text = lines[-1] if lines else type(error).__name__
+        text = re.sub(r"^(?:\w+\.)+(\w+: )", r"\1", text.strip())  # a traceback's last line names the module
     return " ".join(text.split())[:300]
 
 
@@ -655,6 +656,8 @@ class TrialProgress(tune.Callback):
         r = trial.last_result or {}
         if ERROR_KEY in r:
             what, acc = "FAILED", r[ERROR_KEY][:120]
+        elif what == "FAILED":
+            acc = trial_error(trial.get_error())[:200]
         else:
             acc = f"val/acc {r['best_val_acc']:.4f}" if "best_val_acc" in r else "no result"
         print(
@@ -731,7 +734,8 @@ class MLflowTrials(MLflowLoggerCallback):
             return
         last = self.last.get(trial.trial_id) or trial.last_result or {}
         if failed or ERROR_KEY in last:
-            error = last.get(ERROR_KEY) or str(trial.get_error() or "the trial failed")
+            raised = None if ERROR_KEY in last else trial.get_error()
+            error = last.get(ERROR_KEY) or (trial_error(raised) if raised else "the trial failed")
             run.fail(" ".join(error.split())[:2000])
             return
         for key in ("node_id", "device", "workers"):
