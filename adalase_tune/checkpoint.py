@@ -1,11 +1,14 @@
-"""Checkpoint files: written atomically, read with ``weights_only=True``.
+"""Checkpoint and output files: written atomically, read with ``weights_only=True``.
 
-A kill during a save never leaves a half-written file under the final name; a corrupted or
-truncated file gives an error that names it.
+A kill or a full disk during a save never leaves a half-written file under the final name (the
+previous version stays whole); a failed write is one :class:`StorageError` line naming the path
+and the cause; a corrupted or truncated file gives an error that names it.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import pickle
 import tempfile
@@ -20,20 +23,76 @@ class CheckpointError(ConfigError):
     """A checkpoint file that cannot be read; the message names the file."""
 
 
-def atomic_save(obj, path: str | Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+class StorageError(OSError):
+    """A file could not be written (disk full, read-only, no permission); the message is one
+    line naming the path and the cause. Nothing partial is left under the final name."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+_CAUSES = {
+    errno.ENOSPC: "disk full (no space left on the device)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
+
+
+def storage_error(path: str | Path, err: OSError) -> StorageError:
+    """The one-line :class:`StorageError` for ``err`` while writing ``path``."""
+    cause = _CAUSES.get(err.errno or 0, err.strerror or type(err).__name__)
+    return StorageError(err.errno, f"cannot write {str(path)!r}: {cause}")
+
+
+def _write_atomically(path: Path, write) -> None:
+    """``write(f)`` into a temporary file beside ``path``, fsync, then rename into place; on any
+    failure the temporary file goes and ``path`` keeps its previous content."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise storage_error(path, err) from None
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and not isinstance(err, StorageError):
+            raise storage_error(path, err) from None
+        if isinstance(err, RuntimeError) and "enforce fail" in str(err):  # torch's C++ writer failed
+            raise storage_error(path, OSError(errno.ENOSPC if _full(path) else errno.EIO, "the write failed")) from None
         raise
+
+
+def _full(path: Path) -> bool:
+    try:
+        stat = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < 1 << 20  # under 1 MiB left
+
+
+def atomic_save(obj, path: str | Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename into place."""
+    _write_atomically(Path(path), lambda f: torch.save(obj, f))
+
+
+def atomic_write(path: str | Path, data: str | bytes) -> None:
+    """Write text (UTF-8) or bytes to ``path`` atomically."""
+    blob = data.encode() if isinstance(data, str) else data
+    _write_atomically(Path(path), lambda f: f.write(blob))
+
+
+def figure_bytes(fig, **savefig) -> bytes:
+    """A matplotlib figure rendered to PNG bytes (for :func:`atomic_write`)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **savefig)
+    return buf.getvalue()
 
 
 def safe_load(path: str | Path, map_location="cpu"):

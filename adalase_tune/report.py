@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .arms import as_grid, joint_layout
+from .checkpoint import atomic_write, figure_bytes
 
 WITHIN = 0.005  # "within 0.5 points of the best val acc"
 BOOTSTRAP = 10000
@@ -442,7 +443,7 @@ def plot_cost_to_accuracy(trials: pd.DataFrame, plain_passes: float, path: Path)
     ax.legend(fontsize=8)
     ax.set_title("Cost to accuracy (mean over seeds; band: worst to best seed)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, figure_bytes(fig, dpi=120))
     plt.close(fig)
 
 
@@ -464,7 +465,7 @@ def plot_cost_vs_accuracy(trials: pd.DataFrame, plain_passes: float, path: Path)
     ax.legend(fontsize=8)
     ax.set_title("Cost against accuracy (one point per method and seed)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, figure_bytes(fig, dpi=120))
     plt.close(fig)
 
 
@@ -509,7 +510,7 @@ def plot_joint_weights(trials: pd.DataFrame, arms: Sequence[str], path: Path, gr
         ax.set_axis_off()
     fig.suptitle("Where each method puts its weight over (site, op), mean over seeds", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, figure_bytes(fig, dpi=110))
     plt.close(fig)
 
 
@@ -551,7 +552,7 @@ def plot_q_history(q_history, arms: Sequence[str], path: Path) -> None:
             ax.set_axis_off()
         fig.suptitle("AdaLASE's joint q over (site, op)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, figure_bytes(fig, dpi=110))
     plt.close(fig)
 
 
@@ -564,7 +565,7 @@ def _placeholder_plot(path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.text(0.5, 0.5, "no finished trial", ha="center", va="center")
     ax.set_axis_off()
-    fig.savefig(path, dpi=80)
+    atomic_write(path, figure_bytes(fig, dpi=80))
     plt.close(fig)
 
 
@@ -586,12 +587,11 @@ def write_report(
         "png": out / "cost_vs_accuracy.png",
         "curve_png": out / "cost_to_accuracy.png",
     }
-    trials.to_csv(paths["csv"], index=False)
+    atomic_write(paths["csv"], trials.to_csv(index=False))
     if not len(finished(trials)):  # an interrupted or failed benchmark: say so, never a traceback
         lines = render_markdown(pd.DataFrame(), {"passes": plain_passes, "device_s": np.nan, "from": None}, meta or {})
-        paths["md"].write_text(
-            lines.split("\n| method |")[0] + "\nNo trial finished, so there is nothing to compare yet.\n"
-        )
+        none = "\nNo trial finished, so there is nothing to compare yet.\n"
+        atomic_write(paths["md"], lines.split("\n| method |")[0] + none)
         for key in ("png", "curve_png"):
             _placeholder_plot(paths[key])
         return {**paths, "table": pd.DataFrame()}
@@ -609,7 +609,7 @@ def write_report(
         paths["joint_png"] = out / "joint_q.png"
         plot_joint_weights(trials, sites, paths["joint_png"], grid)
         text += "\n![where each method puts its weight](joint_q.png)\n"
-    paths["md"].write_text(text)
+    atomic_write(paths["md"], text)
     plot_cost_to_accuracy(trials, plain_passes, paths["curve_png"])
     plot_cost_vs_accuracy(trials, plain_passes, paths["png"])
     return {**paths, "table": table}
