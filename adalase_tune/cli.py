@@ -9,12 +9,14 @@ line names the field, the value and the fix; nothing was created); 128 + N after
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
 
+from .checkpoint import StorageError
 from .config import ConfigError
-from .interrupts import Interrupted, install_for_command
+from .interrupts import STOP_SIGNALS, Interrupted, install_for_command
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
@@ -323,31 +325,38 @@ def _trials_failed(err: Exception) -> bool:
     return True
 
 
+def _say(text: str) -> None:
+    """The last line to stderr; a terminal that closed (SIGHUP) cannot take it, and that must not
+    turn an honest exit into a traceback."""
+    with contextlib.suppress(OSError):
+        print(text, file=sys.stderr, flush=True)
+
+
 def main(argv=None) -> int:
-    install_for_command()  # before torch and Ray load: a SIGTERM from here on ends honestly
+    install_for_command()  # before torch and Ray load: a SIGTERM or SIGHUP from here on ends honestly
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args, argv)
     except ConfigError as err:  # CheckpointError included
-        print(f"adalase-tune: error: {err}", file=sys.stderr)
+        _say(f"adalase-tune: error: {err}")
         return EXIT_USAGE
     except Interrupted as err:
-        print(f"adalase-tune: {err.message}", file=sys.stderr)
+        _say(f"adalase-tune: {err.message}")
         return err.exit_code
     except KeyboardInterrupt as err:  # before any work that has runs to close
-        print("adalase-tune: interrupted (before any training started)", file=sys.stderr)
+        _say("adalase-tune: interrupted (before any training started)")
         return 128 + getattr(err, "signum", 2)
+    except StorageError as err:  # a full disk, a read-only folder: what failed and what is kept, one line
+        _say(f"adalase-tune: error: {err}")
+        return EXIT_FAILED
     except Exception as err:  # a later failure: one line, unless a developer asks for the traceback
         if _trials_failed(err):
             return EXIT_FAILED
         if os.environ.get("ADALASE_TUNE_DEBUG"):
             raise
         text = " ".join(str(err).split())[:500]
-        print(
-            f"adalase-tune: error: {type(err).__name__}: {text} (set ADALASE_TUNE_DEBUG=1 for the traceback)",
-            file=sys.stderr,
-        )
+        _say(f"adalase-tune: error: {type(err).__name__}: {text} (set ADALASE_TUNE_DEBUG=1 for the traceback)")
         return EXIT_FAILED
 
 
@@ -359,10 +368,11 @@ def entry() -> None:
     if code >= 128:
         import signal
 
-        for sig in (signal.SIGINT, signal.SIGTERM):  # a further signal while exiting changes nothing
+        for sig in STOP_SIGNALS:  # a further signal while exiting changes nothing
             signal.signal(sig, signal.SIG_IGN)
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError):  # the terminal is gone (SIGHUP)
+                stream.flush()
         if "ray" in sys.modules:
             import ray
 

@@ -31,7 +31,8 @@ from typing import Optional
 import pandas as pd
 
 from .arms import arm_names, ops_text
-from .config import ConfigError, ExperimentConfig, flatten
+from .checkpoint import StorageError, atomic_write
+from .config import ConfigError, ExperimentConfig, describe_differences, differing_keys
 from .data import DataBundle, build_data
 from .interrupts import Interrupted, Signals
 from .paths import check_dir, check_file
@@ -130,12 +131,12 @@ def prepare(cfg: ExperimentConfig, methods: Sequence[str], options, name: str, j
                 )
             meta = load_meta(root, job.name) if exists else None
             if meta is not None:
-                old, new = flatten(meta["config"]), flatten(cfg.to_dict())
-                diff = [k for k in new if old.get(k) != new[k]]
+                diff = differing_keys(meta["config"], cfg.to_dict())
                 if diff:
                     raise ConfigError(
-                        f"--resume: {job.name!r} was started with another config (differs in "
-                        f"{', '.join(diff[:5])}); resume with the same config and --set flags"
+                        f"--resume: {job.name!r} was started with another config "
+                        f"({describe_differences(meta['config'], cfg.to_dict(), diff)}); "
+                        "resume with the same config and --set flags"
                     )
     if options.resume and not experiment_exists(root, first):
         raise ConfigError(
@@ -368,8 +369,7 @@ def sweep(
         result = _run_method(prep, method, options, tracking, signals, config_hash(prep.cfg), callbacks)
     rows = pd.DataFrame(result.rows)
     if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        rows.to_csv(Path(out) / "results.csv", index=False)
+        atomic_write(Path(out) / "results.csv", rows.to_csv(index=False))
     if result.interrupted:
         raise _interrupted(signals, [result], sum(j.plan.expected_trials for j in prep.jobs[method]), resume_hint)
     return check_failures(rows, SweepResult(rows, name, prep.root), tolerate_failures)
@@ -631,7 +631,18 @@ def train(
             raise Interrupted(
                 signals.signum(), f"interrupted after epoch {trainer.epoch}; the MLflow run is KILLED. {hint}"
             ) from None
-    _write_outputs(summary, trainer, cfg, out, save_model)
+        except StorageError as err:  # a full disk under --checkpoint-dir: what is kept, and how to go on
+            kept = (
+                f"{ckpt.path.name} keeps the last epoch it saved; free space, then rerun with --checkpoint-dir "
+                f"{checkpoint_dir} --resume"
+                if ckpt is not None
+                else "free space and rerun"
+            )
+            raise StorageError(err.errno, f"{err}; the MLflow run is FAILED; {kept}") from None
+    try:
+        _write_outputs(summary, trainer, cfg, out, save_model)
+    except StorageError as err:
+        raise StorageError(err.errno, f"{err}; the run itself finished (its MLflow run is complete)") from None
     return summary
 
 
@@ -662,8 +673,7 @@ def _write_outputs(summary: dict, trainer, cfg: ExperimentConfig, out: Optional[
 
         write_model(trainer.model, save_model, cfg.to_dict())
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(summary, indent=2))
+        atomic_write(out, json.dumps(summary, indent=2))
 
 
 TRAIN_RUN = "train"  # the Ray Train run's name inside --checkpoint-dir

@@ -37,6 +37,7 @@ import numpy as np
 
 from .config import ConfigError, ExperimentConfig, flatten
 from .engine import Callback
+from .interrupts import STOP_SIGNALS
 
 DEFAULT_URI = "sqlite:///mlflow.db"  # in the working folder, unless MLFLOW_TRACKING_URI is set
 FINAL_METRICS = ("best_val_acc", "test_acc_at_best_val", "final_test_acc")
@@ -516,6 +517,17 @@ def print_comparisons(uri: str, base: str) -> None:
             print(f"  {exp.name}: the methods compared at {comparison_url(base, exp.experiment_id)}", flush=True)
 
 
+def _die_with_parent() -> None:
+    """In the ``mlflow server`` child, before it runs: on Linux, SIGTERM when ``ui`` dies, even of a
+    signal it cannot catch (SIGKILL); elsewhere nothing (``ui``'s handlers end it)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def serve_ui(uri: str, port: int, startup_s: float = 90.0) -> int:
     """Run ``mlflow server`` for ``uri`` on 127.0.0.1:``port`` (its own output goes to stderr) until
     it exits or a signal arrives; SIGINT and SIGTERM are forwarded to the server's whole process
@@ -544,7 +556,7 @@ def serve_ui(uri: str, port: int, startup_s: float = 90.0) -> int:
         "--workers",
         "1",
     ]
-    proc = subprocess.Popen(cmd, stdout=sys.stderr, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=sys.stderr, start_new_session=True, preexec_fn=_die_with_parent)
     received: list = []
 
     def forward(signum, frame):
@@ -552,7 +564,8 @@ def serve_ui(uri: str, port: int, startup_s: float = 90.0) -> int:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    catchable = STOP_SIGNALS + tuple(getattr(signal, n) for n in ("SIGQUIT",) if hasattr(signal, n))
+    previous = {sig: signal.signal(sig, forward) for sig in catchable}
     try:
         deadline = time.monotonic() + startup_s
         while proc.poll() is None and time.monotonic() < deadline and not received:

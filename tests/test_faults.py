@@ -57,3 +57,45 @@ def test_writes_on_a_full_disk_leave_the_previous_file_whole_and_say_disk_full(t
         assert "\n" not in err
     assert out["files"] == ["last.pt", "run.json", "sub"]  # no temporary file left, nothing partial
     assert out["ckpt"] == {"epoch": 1} and out["json"] == {"epoch": 1}  # the previous versions, whole
+
+
+@needs_mount
+@pytest.mark.slow
+def test_train_on_a_disk_that_fills_up_says_so_in_one_line_keeps_its_checkpoint_and_resumes(tmp_path):
+    """``--checkpoint-dir`` on an 80 KiB disk: the first checkpoint (54 KB) fits, the second cannot
+    (its temporary file and the first need 108 KB)."""
+    db = tmp_path / "m.db"  # the store is elsewhere: only the checkpoint folder is full
+    sets = ["--set", "train.epochs=3", "--set", "data.n_train=100", "--set", "model.width=4"]
+    args = ["search_spaces/digits.yaml", *sets, "--tracking-uri", f"sqlite:///{db}", "--experiment", "full", "--quiet"]
+    proc = in_full_disk(
+        tmp_path,
+        f"""
+        import json, shutil, subprocess, sys
+        run = subprocess.run([sys.executable, "-m", "adalase_tune", "train", *{args!r},
+                              "--checkpoint-dir", str(DISK / "ck")], capture_output=True, text=True)
+        shutil.copytree(DISK / "ck", {str(tmp_path / "ck")!r})
+        print(json.dumps({{"code": run.returncode, "err": run.stderr}}))
+        """,
+        size_kb=80,
+    )
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = [line for line in out["err"].strip().splitlines() if "INFO mlflow" not in line]  # a new store says so
+    assert out["code"] == 1 and len(lines) == 1 and "Traceback" not in out["err"], out["err"][-2000:]
+    assert "cannot write" in lines[0] and "last.pt': disk full" in lines[0] and "MLflow run is FAILED" in lines[0]
+    assert lines[0].endswith("--resume") and "--checkpoint-dir" in lines[0]
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["last.pt"]  # no temporary file left
+
+    from mlflow.tracking import MlflowClient
+
+    from adalase_tune.checkpoint import safe_load
+
+    assert safe_load(tmp_path / "ck" / "last.pt")["epoch"] == 1  # the last checkpoint that fitted, whole
+    resumed = subprocess.run(
+        [sys.executable, "-m", "adalase_tune", "train", *args, "--checkpoint-dir", str(tmp_path / "ck"), "--resume"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    client = MlflowClient(f"sqlite:///{db}")
+    (run,) = client.search_runs([client.get_experiment_by_name("full").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/acc")) == [1, 2, 3]

@@ -107,7 +107,7 @@ def test_resume_does_not_rerun_finished_trials(ray_local, tmp_path):
     first = sweep(cfg, "random", opts, tracking_uri=None).rows
     with pytest.raises(ConfigError, match="already exists.*--resume"):
         sweep(cfg, "random", opts, tracking_uri=None)
-    with pytest.raises(ConfigError, match=r"--resume: 'r' was started with another config \(differs in train.lr\)"):
+    with pytest.raises(ConfigError, match=r"--resume: 'r' was started with another config \(train.lr: 0.01 now, 0.05 before\)"):
         sweep(
             tiny_config(**{"data.n_train": 60, "train.lr": 0.01}),
             "random",
