@@ -311,6 +311,9 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     amp: Union[bool, str] = "auto"  # bf16 autocast: auto = on CUDA only; true = on every device (CPU too)
     channels_last: Union[bool, str] = "auto"  # for image inputs: auto = on CUDA only; true = everywhere
+    # torch's CPU threads. Float sums depend on it, so one config gives one result only at one
+    # setting: train, sweep and benchmark trials and data-parallel workers all run with this one
+    threads: int = 1
 
     def __post_init__(self):
         _check_range("train.epochs", self.epochs, 1)
@@ -319,6 +322,7 @@ class TrainConfig:
         _check_range("train.momentum", self.momentum, 0.0, 1.0, hi_open=True)
         _check_range("train.weight_decay", self.weight_decay, 0.0, MAX_WEIGHT_DECAY)
         _check_range("train.seed", self.seed, 0, MAX_SEED)
+        _check_range("train.threads", self.threads, 1, 1024)
         if self.nesterov and self.momentum == 0:
             _fail("train.nesterov", True, "Nesterov needs train.momentum > 0; set train.nesterov=false")
         for key in ("amp", "channels_last"):

@@ -140,6 +140,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.world = world or World()
         self.device = device or pick_device(cfg.train.device)
+        torch.set_num_threads(cfg.train.threads)  # the same in train, in a trial, in each worker (one result)
         data = (data if data is not None else build_data(cfg.data)).for_seed(cfg.subset_seed())
         model = self._fresh_model(data)
         self.sites = sites_of(model)

@@ -94,7 +94,10 @@ def parse_methods(text: Optional[str], configured: Optional[Sequence[str]] = Non
     if not names:
         raise ConfigError("--methods is empty; give e.g. --methods adalase,uniform,grid")
     for name in names:
-        METHODS.get(name)
+        try:
+            METHODS.get(name)
+        except ConfigError as err:  # the registry speaks of one --method; here they are a list
+            raise ConfigError(str(err).replace("--method = ", "--methods: ", 1)) from None
     if len(set(names)) != len(names):
         raise ConfigError(f"--methods = {','.join(names)}: a method is listed twice")
     return names
@@ -106,6 +109,13 @@ def prepare(cfg: ExperimentConfig, methods: Sequence[str], options, name: str, j
     from .tuning import check_budget, check_name, check_workers, experiment_exists, load_meta, plan_jobs, storage_root
 
     check_name(name)
+    held = max(1.0, options.cpus_per_trial)
+    if cfg.train.threads > held:
+        raise ConfigError(
+            f"train.threads = {cfg.train.threads}, but --cpus-per-trial = {options.cpus_per_trial:g}: each trial "
+            f"would run more threads than the CPUs Ray holds for it; set --cpus-per-trial {cfg.train.threads} "
+            f"or train.threads={int(held)}"
+        )
     cfg = cfg.with_absolute_paths()
     data = build_data(cfg.data)
     sites = arms_of(cfg, data)  # what the searches weigh
@@ -720,7 +730,6 @@ def _train_workers(
         "params": {},
         "sites": [a.name for a in trainer.arms],
         "data": tuning.put(data),
-        "threads": 1,
         "checkpoint_every": 1,
         "checkpoint_s": 0.0,
     }

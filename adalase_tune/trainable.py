@@ -91,7 +91,7 @@ class TuneReport(Callback):
             **metrics,
             "node_id": self.node,
             "pid": os.getpid(),
-            "device": str(trainer.device),
+            **settings(trainer),
             "workers": trainer.world.size,
             "restored_after_epoch": trainer.restored_after,
         }
@@ -114,13 +114,18 @@ class TuneReport(Callback):
             self.report(report, checkpoint=self.checkpoint_type.from_directory(d))
 
 
+def settings(trainer: Trainer) -> dict:
+    """What a trial's result depends on besides its config: where and how it ran."""
+    return {"device": str(trainer.device), "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
 def _run_trial(trainer: Trainer, checkpoint, report: Callable, extra: dict) -> None:
     """Restore ``checkpoint`` (None: a fresh start) and train; a finished or diverged trial reports why."""
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             trainer.load_state_dict(safe_load(Path(d) / STATE_FILE), source="trial checkpoint", may_differ=searched)
     if trainer.epoch >= trainer.total_epochs and trainer.history.epochs:  # restored at its last checkpoint
-        report({**trainer.epoch_metrics(), **extra, "device": str(trainer.device), "epochs": trainer.history.epochs})
+        report({**trainer.epoch_metrics(), **extra, "epochs": trainer.history.epochs})
         return
     try:
         trainer.run()
@@ -137,7 +142,6 @@ def _quiet_ray_logs() -> None:
 def make_trainable(
     base: dict,
     sites: Sequence[str],
-    threads: int = 1,
     checkpoint_every: Optional[int] = None,
     checkpoint_s: float = 30.0,
     every_epoch: bool = True,
@@ -148,7 +152,6 @@ def make_trainable(
 
     def adalase_trial(params: dict, data=None) -> None:
         _quiet_ray_logs()
-        torch.set_num_threads(max(1, int(threads)))
         cfg = trial_config(base, params, sites)
         if isinstance(data, ray.ObjectRef):
             data = ray.get(data)
@@ -190,7 +193,6 @@ def data_parallel_worker(config: dict) -> None:
     import ray.train.torch
 
     _quiet_ray_logs()
-    torch.set_num_threads(max(1, int(config["threads"])))
     cfg = trial_config(config["base"], config["params"], config["sites"])
     data = config["data"]
     if isinstance(data, ray.ObjectRef):
@@ -285,7 +287,6 @@ def make_parallel_trainable(
             "params": params,
             "sites": sites,
             "data": data,
-            "threads": max(1, int(cpus)),
             "checkpoint_every": None,
             "checkpoint_s": checkpoint_s,
         }

@@ -421,7 +421,6 @@ def _trainable(cfg: ExperimentConfig, job: Job, options: SweepOptions, root: str
         trainable = make_trainable(
             cfg.to_dict(),
             sites,
-            threads=max(1, int(options.cpus_per_trial)),
             checkpoint_every=needs_ckpt,
             checkpoint_s=options.checkpoint_s,
             every_epoch=every_epoch,
@@ -498,20 +497,19 @@ def _tune_config(plan: SearchPlan, epochs: int, max_concurrent: Optional[int], r
 # --- your own Tuner (docs/ray_tune.md) --------------------------------------------------------------
 
 
-def tune_trainable(
-    cfg: ExperimentConfig, *, threads: int = 1, checkpoint_every: Optional[int] = None, checkpoint_s: float = 30.0
-):
+def tune_trainable(cfg: ExperimentConfig, *, checkpoint_every: Optional[int] = None, checkpoint_s: float = 30.0):
     """The trainable behind every method, for your own ``tune.Tuner``: a trial trains ``cfg`` with its
     config applied (``{"train": {"seed": 1}, "da_pick": {"arm": "stage2", "share": 0.8}}``: sections
     of the experiment, plus the searched point, docs/ray_tune.md) and reports every epoch (``val/acc``,
     ``best_val_acc``, ``test_acc_at_best_val``, ``cost/sample_passes``, ...). Every trial builds the
     data itself, unless you pass it once: ``tune.with_parameters(trainable, data=build_data(cfg.data))``.
-    ``checkpoint_every``: epochs between checkpoints, which PBT needs (its ``perturbation_interval``)."""
+    ``checkpoint_every``: epochs between checkpoints, which PBT needs (its ``perturbation_interval``).
+    A trial runs ``cfg.train.threads`` torch threads: reserve at least as many CPUs per trial."""
     from .experiment import arms_of
     from .trainable import make_trainable
 
     cfg = cfg.with_absolute_paths()
-    return make_trainable(cfg.to_dict(), arms_of(cfg), threads, checkpoint_every, checkpoint_s, every_epoch=True)
+    return make_trainable(cfg.to_dict(), arms_of(cfg), checkpoint_every, checkpoint_s, every_epoch=True)
 
 
 def _public_plan(method: str, cfg, seeds: Sequence[int], budget: Optional[dict]) -> SearchPlan:
@@ -626,6 +624,7 @@ def trial_rows(grid, method: str, sites: Sequence[str] = ()) -> list[dict]:
                     "sample_passes": int(m["cost/sample_passes"]),
                     "finished_at": float(m.get("timestamp", 0)),
                     "node_id": m.get("node_id"),
+                    **{k: m.get(k) for k in ("device", "threads", "torch")},  # what the result depends on
                 }
             )
         elif row["status"] == "TERMINATED":
@@ -738,7 +737,7 @@ class MLflowTrials(MLflowLoggerCallback):
             error = last.get(ERROR_KEY) or (trial_error(raised) if raised else "the trial failed")
             run.fail(" ".join(error.split())[:2000])
             return
-        for key in ("node_id", "device", "workers"):
+        for key in ("node_id", "device", "workers", "threads", "torch"):  # where and how the result was made
             if key in last:
                 run.tag(key, str(last[key]))
         q = None

@@ -460,7 +460,7 @@ def _malformed_cases(tmp: Path) -> list:
             ["sweep", yaml("budget.yaml", "sweep: {methods: {random: {num_sample: 3}}}\n"), "--method", "random"],
             ["sweep.methods.random.num_sample"],
         ),
-        (b + ["--methods", "adalase,grdi"], ["--method = 'grdi'", "did you mean 'grid'"]),
+        (b + ["--methods", "adalase,grdi"], ["--methods: 'grdi'", "did you mean 'grid'"]),
         (b + ["--methods", "uniform,uniform"], ["listed twice"]),
         (b + ["--methods", ""], ["--methods is empty"]),
         (b + ["--out", str(blocker)], ["--out", "that is a file"]),

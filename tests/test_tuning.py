@@ -107,7 +107,8 @@ def test_resume_does_not_rerun_finished_trials(ray_local, tmp_path):
     first = sweep(cfg, "random", opts, tracking_uri=None).rows
     with pytest.raises(ConfigError, match="already exists.*--resume"):
         sweep(cfg, "random", opts, tracking_uri=None)
-    with pytest.raises(ConfigError, match=r"--resume: 'r' was started with another config \(train.lr: 0.01 now, 0.05 before\)"):
+    another = r"--resume: 'r' was started with another config \(train.lr: 0.01 now, 0.05 before\)"
+    with pytest.raises(ConfigError, match=another):
         sweep(
             tiny_config(**{"data.n_train": 60, "train.lr": 0.01}),
             "random",
@@ -194,3 +195,23 @@ def test_sweep_on_a_three_node_cluster_uses_several_nodes(tmp_path):
     result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
     assert result["trials"] == 6 and result["errors"] == 0
     assert result["nodes_used"] >= 2 and result["nodes_alive"] == 3
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_train_and_a_sweep_trial_of_one_config_give_one_result(ray_local, tmp_path, threads):
+    """Float sums depend on torch's thread count: both paths run cfg.train.threads, so the same
+    config and seed give the same weights, hence the same accuracies, to the bit; rows record it."""
+    import torch
+
+    from adalase_tune.experiment import train
+
+    cfg = tiny_config(**{"selection.method": "adalase", "train.threads": threads, "data.n_train": 80})
+    torch.set_num_threads(3)  # whatever the caller had: the run sets its own
+    alone = train(cfg, tracking_uri=None, progress=False)
+    opts = SweepOptions(seeds=[0], storage=str(tmp_path), name=f"one{threads}", cpus_per_trial=threads)
+    (row,) = sweep(cfg, "adalase", opts, tracking_uri=None).rows.to_dict("records")
+    assert row["best_val_acc"] == alone["best_val_acc"] and row["test_acc_at_best_val"] == alone["test_acc_at_best_val"]
+    assert row["threads"] == threads and row["device"] == "cpu" and row["torch"] == torch.__version__
+    with pytest.raises(ConfigError, match=r"train.threads = 2, but --cpus-per-trial = 1: .*--cpus-per-trial 2"):
+        two = cfg.replace(**{"train.threads": 2})
+        sweep(two, "adalase", replace(opts, cpus_per_trial=1, name="x"), tracking_uri=None)
