@@ -35,11 +35,13 @@ def trainable(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def flat_grad(model_or_params) -> torch.Tensor:
+def flat_grad(model_or_params, out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """All parameter gradients flattened into one vector (zeros where a gradient is missing).
-    Takes a model or, on hot paths, the list of its trainable parameters."""
+    Takes a model or, on hot paths, the list of its trainable parameters; ``out``: a buffer to
+    fill instead of a new tensor (on CPU a fresh one of this size costs page faults every step)."""
     params = trainable(model_or_params) if isinstance(model_or_params, nn.Module) else model_or_params
-    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+    grads = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+    return torch.cat(grads) if out is None else torch.cat(grads, out=out)
 
 
 @contextlib.contextmanager
@@ -183,6 +185,7 @@ class Hypergradient:
         self.direction = direction
         self.window: list[tuple[int, torch.Tensor, float]] = []  # (arm, direction of its step, scale)
         self.g_val: Optional[torch.Tensor] = None  # reuse: the latest pseudo-validation gradient
+        self._spare: list[torch.Tensor] = []  # buffers of fed directions, refilled by the next steps
 
     def updates(self, steps: int) -> int:
         """Hypergradients a run of ``steps`` training steps gives (with a site drawn at every step)."""
@@ -192,7 +195,11 @@ class Hypergradient:
         """After backward, before the optimizer's step: keep where this step's gradient moves the
         weights (:class:`StepDirection`) if the step gets a hypergradient."""
         if site is not None and (self.credit != "step" or step % self.every == 0):
-            self.window.append((site, *self.direction()))
+            p = self.direction.params[0]
+            spare = self._spare.pop() if self._spare else None
+            if spare is not None and (spare.dtype != p.dtype or spare.device != p.device):
+                spare = None  # the model changed dtype or device
+            self.window.append((site, *self.direction(spare)))
 
     def fresh_due(self, step: int, last_of_epoch: bool) -> bool:
         """After the optimizer step ``step``: is a new pseudo-validation gradient due?"""
@@ -213,6 +220,7 @@ class Hypergradient:
             g_val = self.g_val
         for site, g_tr, scale in self.window:
             policy.observe(site, scale * hypergradient_dot(g_val, g_tr))
+        self._spare.extend(g_tr for _, g_tr, _ in self.window)
         self.window.clear()
 
     def state_dict(self) -> dict:
@@ -272,26 +280,27 @@ class StepDirection:
             self._group = {id(p): g for g in self.optimizer.param_groups for p in g["params"]}  # type: ignore[union-attr]
             self._covered = all(id(p) in self._group for p in self.params)  # else the others' J is 0
 
-    def __call__(self) -> tuple[torch.Tensor, float]:
+    def __call__(self, out: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, float]:
+        """``(J g, scale)``; ``out``: a buffer of the flat size to write the vector into."""
         if self.kind == "gradient":
-            return flat_grad(self.params), 1.0
+            return flat_grad(self.params, out), 1.0
         self._map_groups()
         ref = float(self.optimizer.param_groups[0]["lr"]) or 1.0  # type: ignore[union-attr]
         if isinstance(self.optimizer, torch.optim.SGD):
             # SGD's J is a multiple of the identity per group: one factor per group, not per tensor
             factor = {id(g): self._sgd(g) * float(g["lr"]) / ref for g in self.optimizer.param_groups}
             if len(set(factor.values())) == 1 and self._covered:
-                return flat_grad(self.params), next(iter(factor.values()))
+                return flat_grad(self.params, out), next(iter(factor.values()))
             scaled = [_grad(p).reshape(-1) * factor[id(self._group[id(p)])] if id(p) in self._group
                       else torch.zeros(p.numel(), dtype=p.dtype, device=p.device) for p in self.params]  # fmt: skip
-            return torch.cat(scaled), 1.0
+            return (torch.cat(scaled) if out is None else torch.cat(scaled, out=out)), 1.0
         parts = [
             (self._adam(p) * (float(self._group[id(p)]["lr"]) / ref) * _grad(p)).reshape(-1)
             if id(p) in self._group
             else torch.zeros(p.numel(), dtype=p.dtype, device=p.device)
             for p in self.params
         ]
-        return torch.cat(parts), 1.0
+        return (torch.cat(parts) if out is None else torch.cat(parts, out=out)), 1.0
 
     def _sgd(self, group: dict) -> float:
         """``du/dg`` of SGD's step for a group (its parameters share their momentum buffers' age)."""
