@@ -64,7 +64,7 @@ def workloads(smoke: bool, tmp: Path) -> dict:
 def run(tree: dict, selection: str, extra: dict) -> dict:
     # the one-run form: this measures the cost of AdaLASE's step against a plain step
     cfg = from_dict({**tree, "selection": {"method": selection}, "adalase": {"retrain": False, "val_source": "train"}})
-    cfg = cfg.replace(**extra)
+    cfg = cfg.replace(**{"train.threads": torch.get_num_threads(), **extra})  # the Trainer sets the config's
     s = Trainer(cfg).run()
     c = s["cost"]
     return {
