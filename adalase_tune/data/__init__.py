@@ -223,17 +223,17 @@ def build_data(cfg: DataConfig) -> DataBundle:
     if augment and x_tr.ndim != 4:
         raise ConfigError(f"data.input_augment = true, but {cfg.name} holds vectors {x_tr.shape[1:]}; set it to false")
 
-    def split(x, y, i):
-        return Split(torch.from_numpy((x - mean) / std), torch.from_numpy(np.asarray(y, dtype=np.int64)), i)
+    def split(part, key, x, y, i):
+        return Split(_normalised(cfg, part, key, x, i, mean, std), torch.from_numpy(np.asarray(y, dtype=np.int64)), i)
 
     return DataBundle(
-        split(x_tr, y_tr, ids),
-        split(*val),
-        split(*test),
+        split("train", "x_train", x_tr, y_tr, ids),
+        split("val", f"x_{val_part}", *val),
+        split("test", f"x_{test_part}", *test),
         num_classes,
         tuple(x_tr.shape[1:]),
         bool(augment),
-        split(*pool) if pool is not None else None,
+        split("train", "x_train", *pool) if pool is not None else None,
     )
 
 
@@ -263,11 +263,36 @@ def _stream_bundle(
     )
 
 
-def _stats(x: np.ndarray, scalar: bool = False):
+def _stats(x: np.ndarray, scalar: bool = False, chunk: int = 4096):
+    """Mean and std per channel (per feature for vectors; one pair with ``scalar``), summed in float64
+    chunk by chunk (float32 sums overflow near 3e38). A constant channel gets std 1: centred, not blown up."""
     axes = tuple(range(x.ndim)) if scalar else (0, 2, 3) if x.ndim == 4 else (0,)
-    mean = x.mean(axis=axes, keepdims=True)[0:1]
-    std = x.std(axis=axes, keepdims=True)[0:1] + 1e-6
-    return mean.astype(np.float32), std.astype(np.float32)
+    count = np.prod([x.shape[a] for a in axes])
+
+    def total(f):
+        parts = (f(x[i : i + chunk].astype(np.float64)) for i in range(0, len(x), chunk))
+        return sum(p.sum(axis=axes, keepdims=True) for p in parts)
+
+    mean = total(lambda c: c) / count
+    std = np.sqrt(total(lambda c: (c - mean) ** 2) / count) + 1e-6
+    constant = x.min(axis=axes, keepdims=True) == x.max(axis=axes, keepdims=True)
+    return mean.astype(np.float32), np.where(constant, 1.0, std).astype(np.float32)
+
+
+def _normalised(cfg: DataConfig, part: str, key: str, x: np.ndarray, ids, mean, std) -> torch.Tensor:
+    """``(x - mean) / std`` as float32; a value that is not finite there is refused, naming the split, the
+    key and the first such sample by its index in ``key`` (``ids``)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = (x - mean) / std
+    bad = ~np.isfinite(z).reshape(len(z), -1).all(axis=1)
+    if bad.any():
+        where = f"data.path = {cfg.path!r}" if cfg.name == "npz" else f"data.name = {cfg.name!r}"
+        raise ConfigError(
+            f"{where}: the {part} split ({key}) is not finite once normalised by the training split's mean and "
+            f"std ({int(bad.sum())} samples, the first is {key}[{int(ids[bad.argmax()])}]); rescale the data "
+            "(values near float32's limit 3.4e38 overflow)"
+        )
+    return torch.from_numpy(z)
 
 
 __all__ = ["DATASETS", "DataBundle", "Split", "build_data", "augment_inputs", "stratified_subset", "stratified_split"]

@@ -49,12 +49,31 @@ def _npz_images(key: str, x: np.ndarray, where: str) -> np.ndarray:
         raise ConfigError(f"{where}: {key} has shape {x.shape}; expected (N,C,H,W), (N,H,W) or (N,D)")
     if len(x) == 0:
         raise ConfigError(f"{where}: {key} has 0 rows; give at least one sample per split")
+    if x[0].size == 0:
+        raise ConfigError(f"{where}: {key} has samples of shape {x.shape[1:]}, with no values; give non-empty samples")
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise ConfigError(f"{where}: {key} has dtype {x.dtype}; expected real numbers (int or float)")
-    x = x.astype(np.float32)
-    if not np.isfinite(x).all():
-        raise ConfigError(f"{where}: {key} contains NaN or infinite values; clean the data first")
-    return x
+    _check_finite(key, x, where)
+    return x.astype(np.float32)
+
+
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_finite(key: str, x: np.ndarray, where: str) -> None:
+    """NaN, infinities and values beyond float32 (what the data become) are refused, naming the first sample."""
+    for bad, what in ((np.isnan, "NaN"), (np.isinf, "infinite values")):
+        hit = bad(x).reshape(len(x), -1).any(axis=1) if np.issubdtype(x.dtype, np.floating) else None
+        if hit is not None and hit.any():
+            raise ConfigError(
+                f"{where}: {key} contains {what} ({int(hit.sum())} samples, the first is sample "
+                f"{int(hit.argmax())}); clean the data first (drop or fill those samples)"
+            )
+    top = float(np.abs(x).max())
+    if top > F32_MAX:
+        raise ConfigError(
+            f"{where}: {key} has values up to {top:.3g}, beyond float32's range ({F32_MAX:.3g}); rescale the data"
+        )
 
 
 def _npz_labels(key: str, y: np.ndarray, n: int, where: str) -> np.ndarray:
@@ -62,9 +81,16 @@ def _npz_labels(key: str, y: np.ndarray, n: int, where: str) -> np.ndarray:
         raise ConfigError(
             f"{where}: {key} has shape {y.shape}, but its x has {n} rows; give one integer label per sample"
         )
-    whole = np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all()
-    if not np.issubdtype(y.dtype, np.integer) and not whole:
-        raise ConfigError(f"{where}: {key} must hold integer class labels, got dtype {y.dtype}")
+    fix = "save the class index of each sample, 0..K-1"
+    if np.issubdtype(y.dtype, np.floating):
+        odd = ~np.isfinite(y) | (y != np.round(y)) | (np.abs(y) >= 2**31)
+        if odd.any():
+            raise ConfigError(
+                f"{where}: {key} must hold integer class labels, but it has {y[odd][:3].tolist()} "
+                f"(dtype {y.dtype}); {fix}"
+            )
+    elif not np.issubdtype(y.dtype, np.integer):
+        raise ConfigError(f"{where}: {key} must hold integer class labels, got dtype {y.dtype}; {fix}")
     y = y.astype(np.int64)
     if (y < 0).any():
         raise ConfigError(f"{where}: {key} has negative labels (min {y.min()}); labels are 0..K-1")
@@ -73,11 +99,62 @@ def _npz_labels(key: str, y: np.ndarray, n: int, where: str) -> np.ndarray:
 
 def _array(blob, key: str, path: str) -> np.ndarray:
     try:
-        return blob[key]
-    except ValueError as err:  # object arrays: numpy refuses to unpickle them (allow_pickle=False)
+        arr = blob[key]
+        if not isinstance(arr, np.ndarray):  # numpy hands a member without the .npy header back as bytes
+            raise ValueError("the member is not an .npy array")
+        return arr
+    except ValueError as err:
+        if "pickle" not in str(err):  # a member that is not an .npy array
+            raise ConfigError(
+                f"data.path = {path!r}: {key} is damaged ({_one_line(err)}); write the file again with {NPZ_WRITE}"
+            ) from None
+        # object arrays: numpy refuses to unpickle them (allow_pickle=False), and so do we
         raise ConfigError(
-            f"data.path = {path!r}: {key} is not a readable numeric array ({err}); save numbers, not Python objects"
+            f"data.path = {path!r}: {key} is not a readable numeric array (it holds Python objects); "
+            "save numbers, not Python objects"
         ) from None
+    except Exception as err:  # a damaged member: a bad CRC, a truncated or undecompressable entry
+        raise ConfigError(
+            f"data.path = {path!r}: {key} is damaged ({_one_line(err)}); write the file again with {NPZ_WRITE}"
+        ) from None
+
+
+NPZ_WRITE = "numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)"
+
+
+def _one_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
+
+
+def _not_npz(path: str) -> Optional[str]:
+    """What ``path`` is when it is not an npz (a zip of .npy arrays), by its first bytes; None: a zip."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return "the file is empty (0 bytes)"
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return None
+    if head.startswith(b"\x93NUMPY"):
+        return "it is one .npy array (numpy.save), not an .npz of named arrays"
+    try:
+        head.decode("utf-8")
+        return "it is a text file, not an .npz (a zip of .npy arrays)"
+    except UnicodeDecodeError:
+        return f"it is not an .npz (a zip of .npy arrays): it starts with {head[:8]!r}"
+
+
+def _open_npz(path: str):
+    """The npz at ``path``, opened without unpickling; a file of another kind is one ConfigError line."""
+    what = _not_npz(path)
+    if what is None:
+        try:
+            blob = np.load(path, allow_pickle=False)
+            if hasattr(blob, "files") and all(n.endswith(".npy") for n in blob.zip.namelist()):
+                return blob
+            what = f"it is a zip of {blob.zip.namelist()[:3]}, not of .npy arrays"
+        except Exception as err:  # a truncated or damaged zip
+            what = f"a damaged or truncated zip ({_one_line(err)})"
+    raise ConfigError(f"data.path = {path!r}: not a readable .npz: {what}; write it with {NPZ_WRITE}")
 
 
 def load_npz(cfg: DataConfig) -> Raw:
@@ -85,11 +162,8 @@ def load_npz(cfg: DataConfig) -> Raw:
     assert path is not None, "DataConfig checks that npz has a path"
     if not Path(path).is_file():
         raise ConfigError(f"data.path = {path!r}: no such file; give an .npz with keys {', '.join(_NPZ_REQUIRED)}")
-    try:
-        blob = np.load(path, allow_pickle=False)  # object arrays (pickles) are refused here
-        keys = set(blob.files)
-    except Exception as err:
-        raise ConfigError(f"data.path = {path!r}: not a readable .npz ({err})") from None
+    blob = _open_npz(path)  # object arrays (pickles) are refused, and so is a file of another kind
+    keys = set(blob.files)
     missing = [k for k in _NPZ_REQUIRED if k not in keys]
     if missing:
         raise ConfigError(
@@ -259,15 +333,46 @@ def _check_classes(folder: Path, found: list, classes) -> None:
         )
 
 
-def _read_folder(folder: Path, size: int, workers: int, classes=None):
+def _read_folder(root: Path, part: str, size: int, workers: int, classes=None):
+    """(x, y, classes) of ``root/part`` decoded into memory, after the up-front check of every file."""
     import torch
-    import torchvision.datasets as tvd
 
-    ds = tvd.ImageFolder(str(folder), transform=folder_transform(size))
-    _check_classes(folder, ds.classes, classes)
-    loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=workers)
-    xs, ys = zip(*loader)
-    return torch.cat(xs).numpy(), torch.cat(ys).numpy(), ds.classes
+    from ._stream import _Images, collate
+
+    paths, y, found = _listing(root / part, classes)
+    check_images(root, paths)
+    items = [(i, None) for i in range(len(paths))]
+    chunks = [items[s : s + 256] for s in range(0, len(items), 256)]
+    loader = torch.utils.data.DataLoader(
+        _Images(paths, size), batch_sampler=chunks, num_workers=workers, collate_fn=collate
+    )
+    xs = []
+    for x in loader:
+        if not isinstance(x, torch.Tensor):  # passed the check, failed to decode
+            raise _unreadable(root, x.path, x.reason)
+        xs.append(x)
+    return torch.cat(xs).numpy(), y, found
+
+
+def _rel(root: Path, path: str) -> str:
+    p = Path(path)
+    return str(p.relative_to(root)) if p.is_relative_to(root) else path
+
+
+def check_images(root: Path, paths: list) -> None:
+    """Every file opens as an image and its header verifies (see ``image_problem``); else one line
+    naming the first bad file and how many there are."""
+    from ._stream import image_problem
+
+    bad = [(p, why) for p in paths if (why := image_problem(p)) is not None]
+    if bad:
+        raise _unreadable(root, *bad[0], f" (and {len(bad) - 1} more files)" if len(bad) > 1 else "")
+
+
+def _unreadable(root: Path, path: str, reason: str, more: str = "") -> ConfigError:
+    return ConfigError(
+        f"data.path = {str(root)!r}: {_rel(root, path)} is not a readable image ({reason}){more}; replace or remove it"
+    )
 
 
 def load_imagefolder(cfg: DataConfig) -> Raw:
@@ -280,11 +385,11 @@ def load_imagefolder(cfg: DataConfig) -> Raw:
         )
     if streams(cfg, root):
         return _list_folders(root)
-    x_tr, y_tr, classes = _read_folder(root / "train", cfg.image_size, cfg.num_workers)
+    x_tr, y_tr, classes = _read_folder(root, "train", cfg.image_size, cfg.num_workers)
     raw = Raw(x_tr, y_tr, usual_augment=True, num_classes=len(classes))
     for part in ("test", "val"):
         if (root / part).is_dir():
-            x, y, _ = _read_folder(root / part, cfg.image_size, cfg.num_workers, classes)
+            x, y, _ = _read_folder(root, part, cfg.image_size, cfg.num_workers, classes)
             setattr(raw, f"x_{part}", x)
             setattr(raw, f"y_{part}", y)
     return raw
@@ -294,7 +399,13 @@ def _listing(folder: Path, classes=None):
     """(paths, labels, classes) of an ImageFolder tree, without reading an image."""
     import torchvision.datasets as tvd
 
-    ds = tvd.ImageFolder(str(folder))
+    try:
+        ds = tvd.ImageFolder(str(folder))
+    except (FileNotFoundError, OSError) as err:  # a class folder with no image files, an unreadable folder
+        raise ConfigError(
+            f"data.path = {str(folder.parent)!r}: {folder.name}/: {' '.join(str(err).split())[:200]}; every class "
+            "folder needs image files (or remove it)"
+        ) from None
     _check_classes(folder, ds.classes, classes)
     return [p for p, _ in ds.samples], np.asarray([c for _, c in ds.samples], dtype=np.int64), ds.classes
 
@@ -321,10 +432,12 @@ def streams(cfg: DataConfig, root: Path) -> bool:
 def _list_folders(root: Path) -> Raw:
     """The streaming form of an ImageFolder: x_<part> are indices into ``paths[part]``."""
     paths, y_tr, classes = _listing(root / "train")
+    check_images(root, paths)
     raw = Raw(np.arange(len(paths)), y_tr, usual_augment=True, num_classes=len(classes), paths={"train": paths})
     for part in ("test", "val"):
         if (root / part).is_dir():
             part_paths, y, _ = _listing(root / part, classes)
+            check_images(root, part_paths)
             raw.paths[part] = part_paths  # type: ignore[index]
             setattr(raw, f"x_{part}", np.arange(len(part_paths)))
             setattr(raw, f"y_{part}", y)

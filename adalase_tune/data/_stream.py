@@ -19,7 +19,58 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from ..config import ConfigError
+
 PAD = 4  # the crop's zero padding, as augment_inputs
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # 16-bit, 32-bit and float pixels: RGB would clip
+
+
+class UnreadableImage(RuntimeError):
+    """An image that failed to decode while a run read it (the up-front check passed it): names the file."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(path, reason)
+        self.path, self.reason = path, reason
+
+    def __str__(self) -> str:
+        return (
+            f"data.path: the image {self.path} failed to decode during the run ({self.reason}); replace it with "
+            "a readable image (removing it changes the splits) and rerun (--resume, if you gave --checkpoint-dir)"
+        )
+
+
+def _reason(err: BaseException) -> str:
+    from PIL import UnidentifiedImageError
+
+    if isinstance(err, UnidentifiedImageError):
+        return "not an image format PIL can read"
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
+
+
+def image_problem(path: str) -> Optional[str]:
+    """Why ``path`` is not a readable image by what is cheap to check (PIL opens it and verifies its header
+    and, for PNG, every chunk's CRC; nothing is decoded), or None. A JPEG cut short can still pass."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            if not f.read(1):
+                return "an empty file (0 bytes)"
+        with Image.open(path) as im:
+            mode = im.mode
+            im.verify()
+    except Exception as err:
+        return _reason(err)
+    if mode in WIDE_MODES:
+        return f"mode {mode} (16-bit, 32-bit or float pixels), which reading as 8-bit RGB would clip; save it as 8-bit"
+    return None
+
+
+def collate(items: list):
+    """A batch of images, or the first :class:`UnreadableImage` among them (raised by the reader, not a worker:
+    torch would wrap a worker's exception in its traceback)."""
+    bad = [x for x in items if isinstance(x, UnreadableImage)]
+    return bad[0] if bad else torch.utils.data.default_collate(items)
 
 
 class _Images(torch.utils.data.Dataset):
@@ -39,11 +90,18 @@ class _Images(torch.utils.data.Dataset):
 
         if self._transform is None:
             self._transform = folder_transform(self.size)
-        return self._transform(default_loader(self.paths[i])).numpy()
+        try:
+            return self._transform(default_loader(self.paths[i])).numpy()
+        except Exception as err:  # a truncated or damaged file: named, in one line
+            raise UnreadableImage(self.paths[i], _reason(err)) from None
 
-    def __getitem__(self, item) -> torch.Tensor:
+    def __getitem__(self, item):
+        """The image (a tensor), or the :class:`UnreadableImage` error (returned: see :func:`collate`)."""
         i, seed = item
-        x = (self.decode(i) - self.mean) / self.std
+        try:
+            x = (self.decode(i) - self.mean) / self.std
+        except UnreadableImage as err:
+            return err
         if seed is not None:
             x = crop_flip(x, np.random.default_rng(list(seed)))
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
@@ -104,7 +162,9 @@ class StreamSplit:
 
     def take(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
         """The samples at ``idx``, decoded here, not augmented (a pseudo-validation batch)."""
-        x = torch.stack([self.images[(int(i), None)] for i in np.asarray(idx)])
+        x = collate([self.images[(int(i), None)] for i in np.asarray(idx)])
+        if isinstance(x, UnreadableImage):
+            raise x
         return x.to(self.device), self.y[torch.as_tensor(np.asarray(idx), device=self.y.device)]
 
     def batches(self, order, batch_size: int, augment_seed: Optional[int] = None):
@@ -119,9 +179,12 @@ class StreamSplit:
             num_workers=self.workers,
             pin_memory=self.device.type == "cuda",
             worker_init_fn=_seed_worker if self.workers else None,
+            collate_fn=collate,
         )
         cuda = self.device.type == "cuda"
         for chunk, x in zip(chunks, loader):
+            if isinstance(x, UnreadableImage):
+                raise x
             idx = torch.as_tensor([i for i, _ in chunk], device=self.y.device)
             yield x.to(self.device, non_blocking=cuda), self.y[idx]
 
@@ -132,7 +195,12 @@ def sample_stats(images: _Images, idx: np.ndarray, limit: int = 2000, seed: int 
     pick = idx if len(idx) <= limit else np.random.default_rng(seed).choice(idx, limit, replace=False)
     n, total, squares = 0, np.zeros(3), np.zeros(3)
     for i in pick:
-        x = images.decode(int(i)).astype(np.float64)
+        try:
+            x = images.decode(int(i)).astype(np.float64)
+        except UnreadableImage as err:
+            raise ConfigError(
+                f"data.path: {err.path} is not a readable image ({err.reason}); replace or remove it"
+            ) from None
         n += x[0].size
         total = total + x.sum(axis=(1, 2))
         squares = squares + (x**2).sum(axis=(1, 2))

@@ -43,7 +43,15 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
             f"model.name = {cfg.name!r} needs images (C, H, W), but the data are vectors of shape "
             f"{tuple(input_shape)}; use model.name=mlp or a model of your own (docs/extending.md)"
         )
-    model = builder(cfg, tuple(input_shape), num_classes)
+    try:
+        model = builder(cfg, tuple(input_shape), num_classes)
+    except ConfigError:
+        raise
+    except Exception as err:  # a builder that cannot make a model for these inputs
+        raise ConfigError(
+            f"model.name = {cfg.name!r}: building it for inputs of shape {tuple(input_shape)} and {num_classes} "
+            f"classes failed ({_one_line(err)}); the builder gets (cfg, input_shape, num_classes)"
+        ) from None
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model.name = {cfg.name!r}: the builder returned a {type(model).__name__}, not an nn.Module")
     if cfg.checkpoint:
@@ -80,14 +88,41 @@ def _sites(cfg: ModelConfig, model: nn.Module, example: torch.Tensor) -> list[Si
         return describe_sites(model, example)
     except ConfigError:
         raise
-    except Exception as err:  # a user model that cannot take these inputs
-        if cfg.name in ("mlp", *IMAGE_MODELS):
-            raise
-        text = " ".join(str(err).split())[:300]
+    except Exception as err:  # a model that cannot take these inputs
+        shape = tuple(example.shape[1:])
         raise ConfigError(
-            f"model.name = {cfg.name!r}: a forward pass on inputs of shape {tuple(example.shape[1:])} failed "
-            f"({type(err).__name__}: {text}); the builder gets (cfg, input_shape, num_classes)"
+            f"model.name = {cfg.name!r}: a forward pass on inputs of shape {shape} failed ({_one_line(err)}); "
+            f"{_input_fix(cfg, model, shape)}"
         ) from None
+
+
+def _one_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+
+
+def _input_fix(cfg: ModelConfig, model: nn.Module, shape: tuple) -> str:
+    """The fix for inputs a model cannot take: for a built-in image model, the smallest side it takes."""
+    if 0 in shape:
+        return "the samples hold no values; give data with non-empty samples"
+    if cfg.name not in IMAGE_MODELS:
+        return "the builder gets (cfg, input_shape, num_classes)"
+    side = next((s for s in (2, 4, 8, 16, 32, 64) if _takes(model, (shape[0], s, s))), None)
+    need = f"images of at least {side}x{side}" if side else "larger images"
+    return (
+        f"{cfg.name} needs {need}: give larger images (imagefolder: data.image_size), or use model.name=mlp "
+        "or a model of your own (docs/extending.md)"
+    )
+
+
+def _takes(model: nn.Module, shape: tuple) -> bool:
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(2, *shape))
+        return True
+    except Exception:
+        return False
+    finally:
+        model.train()
 
 
 def save_model(model: nn.Module, path: str | Path, config: dict) -> None:
