@@ -48,6 +48,7 @@ def load_dotted(key: str, ref: str) -> Any:
     if not module_name or not attr or ":" in attr:
         raise ConfigError(f"{key} = {ref!r}: a dotted path has the form module:attribute, e.g. mypkg.models:build")
     obj = _import(key, ref, module_name)
+    _note_loaded(module_name)
     where = module_name
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -113,6 +114,31 @@ def _system_dirs() -> list[str]:
     return sorted(prefixes | {os.path.realpath(p) for p in sites})
 
 
+_LOADED: list[str] = []  # the modules dotted paths named in this process
+
+
+def _note_loaded(module: str) -> None:
+    if module.split(".")[0] != "adalase_tune" and module not in _LOADED:
+        _LOADED.append(module)
+
+
+def user_code() -> list[str]:
+    """The user's own code this process uses by reference (dotted paths, registering modules), as
+    the folders of their top-level packages or their single files, for Ray's ``py_modules``: a
+    cluster's nodes get a copy, so nothing needs installing there. Installed packages (under
+    site-packages, entry points among them) are left out: they must be installed on every node."""
+    system = _system_dirs()
+    out: list[str] = []
+    for name in dict.fromkeys(m.split(".")[0] for m in _LOADED + _REGISTERING):
+        module = sys.modules.get(name)
+        paths = list(getattr(module, "__path__", None) or [getattr(module, "__file__", None) or ""])
+        path = os.path.realpath(paths[0]) if paths[0] else ""
+        inside = any(path == s or path.startswith(s + os.sep) for s in system)
+        if path and not inside and path not in out:
+            out.append(path)
+    return out
+
+
 def import_path() -> list[str]:
     """The folders of this process's ``sys.path`` that are the user's (not the interpreter's nor
     site-packages): what a local Ray's workers need on ``PYTHONPATH`` to import the same modules."""
@@ -132,6 +158,7 @@ __all__ = [
     "installed",
     "load_entry_point",
     "import_path",
+    "user_code",
     "note_registration",
     "registering_modules",
     "import_registering_modules",

@@ -232,7 +232,15 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, timeo
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": False}
     try:
         if address:
-            ray.init(address=address, **kwargs)
+            from .references import IMPORTS_VAR, registering_modules, user_code
+
+            # a cluster's nodes get a copy of the user's own modules (py_modules), and re-import
+            # the ones that registered names, as a local Ray's workers do
+            shipped = user_code()
+            env: dict[str, Any] = {"py_modules": shipped} if shipped else {}
+            if registering_modules():
+                env["env_vars"] = {IMPORTS_VAR: ",".join(registering_modules())}
+            ray.init(address=address, runtime_env=env or None, **kwargs)
         else:
             from .references import IMPORTS_VAR, import_path, registering_modules
 

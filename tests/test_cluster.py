@@ -176,7 +176,7 @@ def _wait_for_nodes(address: str, n: int, timeout: float = 120) -> dict:
         time.sleep(1)
 
 
-def _sweep(workdir: Path, address: str, storage: str, name: str, extra=(), **kwargs):
+def _sweep(workdir: Path, address: str, storage: str, name: str, extra=(), env=None, **kwargs):
     cmd = [
         str(PYTHON),
         "-m",
@@ -221,7 +221,7 @@ def _sweep(workdir: Path, address: str, storage: str, name: str, extra=(), **kwa
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "RAY_AUTH_MODE": "token"},
+        env={**os.environ, "RAY_AUTH_MODE": "token", **(env or {})},
         **kwargs,
     )
 
@@ -246,6 +246,15 @@ def test_a_sweep_on_a_node_that_shares_no_files_with_the_driver(head, s3, tmp_pa
         assert len(trials) == 6 and all(r.info.status == "FINISHED" for r in runs)
         assert hidden in {r.data.tags.get("node_id") for r in trials}
         assert not list(workdir.glob("**/*.pt"))  # checkpoints went to the bucket, not to the driver's folder
+
+        # the user's own model, importable only on the driver (tests/userpkg is hidden on the node):
+        # the driver ships it to the cluster (Ray's py_modules), nothing is installed there
+        user = ["--set", "model.name=userpkg.models:build_cnn", "--num-samples", "2"]
+        proc = _sweep(workdir, head, s3, "usercode", extra=user, env={"PYTHONPATH": str(ROOT / "tests")})
+        out, err = proc.communicate(timeout=900)
+        assert proc.returncode == 0, err[-3000:]
+        rows = pd.read_csv(workdir / "out/results.csv")
+        assert len(rows) == 2 and (rows["status"] == "TERMINATED").all() and set(rows["node_id"]) == {hidden}
 
         # losing the hidden node mid-sweep: its trials resume on another node from their checkpoints in the bucket
         plain = _ray_start("--address", head, "--num-cpus=1")
