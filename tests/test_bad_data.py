@@ -171,20 +171,25 @@ def good_folder(tmp_path_factory):
     return write_folder(tmp_path_factory.mktemp("good"), per_class=6, side=12, classes=("a", "b"))
 
 
-def _with_bad(tmp: Path, good: Path, name: str, data: bytes) -> Path:
+def _with_bad(tmp: Path, good: Path, name: str, data: bytes, part: str = "train") -> Path:
     root = tmp / "images"
     shutil.copytree(good, root)
-    (root / "train" / "a" / name).write_bytes(data)
+    (root / part / "a" / name).write_bytes(data)
     return root
 
 
+@pytest.mark.parametrize("part", ["train", "test"])
 @pytest.mark.parametrize("stream", [False, True], ids=["in_memory", "streamed"])
 @pytest.mark.parametrize("name, data, reason", BAD_IMAGES, ids=[n for n, _, _ in BAD_IMAGES])
-def test_a_bad_image_is_one_line_naming_the_file_before_any_work(tmp_path, good_folder, stream, name, data, reason):
-    root = _with_bad(tmp_path, good_folder, name, data)
+def test_a_bad_image_is_one_line_naming_the_file_before_any_work(
+    tmp_path, good_folder, stream, part, name, data, reason
+):
+    if (stream, part, name) == (True, "test", "cut_end.jpg"):
+        pytest.skip("passes the up-front check; streamed, it fails mid-run (the last test here)")
+    root = _with_bad(tmp_path, good_folder, name, data, part)
     tree = _tree({"name": "imagefolder", "path": str(root), "image_size": 12, "stream": stream})
     text = _refused(tmp_path, tree)
-    assert "train/a/" + name in text and "not a readable image" in text, text
+    assert f"{part}/a/{name}" in text and "not a readable image" in text, text
     assert reason in text and text.endswith("replace or remove it"), text
 
 
