@@ -264,17 +264,22 @@ def _stream_bundle(
 
 
 def _stats(x: np.ndarray, scalar: bool = False, chunk: int = 4096):
-    """Mean and std per channel (per feature for vectors; one pair with ``scalar``), summed in float64
-    chunk by chunk (float32 sums overflow near 3e38). A constant channel gets std 1: centred, not blown up."""
+    """Mean and std per channel (per feature for vectors; one pair with ``scalar``). numpy's own
+    float32 sums, as every committed result was made with; only where they overflow (values near
+    3e38) summed again in float64, chunk by chunk. A constant channel gets std 1: centred, not blown up."""
     axes = tuple(range(x.ndim)) if scalar else (0, 2, 3) if x.ndim == 4 else (0,)
-    count = np.prod([x.shape[a] for a in axes])
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = x.mean(axis=axes, keepdims=True)[0:1]
+        std = x.std(axis=axes, keepdims=True)[0:1] + 1e-6
+    if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+        count = np.prod([x.shape[a] for a in axes])
 
-    def total(f):
-        parts = (f(x[i : i + chunk].astype(np.float64)) for i in range(0, len(x), chunk))
-        return sum(p.sum(axis=axes, keepdims=True) for p in parts)
+        def total(f):
+            parts = (f(x[i : i + chunk].astype(np.float64)) for i in range(0, len(x), chunk))
+            return sum(p.sum(axis=axes, keepdims=True) for p in parts)
 
-    mean = total(lambda c: c) / count
-    std = np.sqrt(total(lambda c: (c - mean) ** 2) / count) + 1e-6
+        mean = total(lambda c: c) / count
+        std = np.sqrt(total(lambda c: (c - mean) ** 2) / count) + 1e-6
     constant = x.min(axis=axes, keepdims=True) == x.max(axis=axes, keepdims=True)
     return mean.astype(np.float32), np.where(constant, 1.0, std).astype(np.float32)
 
