@@ -292,6 +292,7 @@ class AdalaseConfig:
         _check_range("adalase.probe", self.probe, 0.0, 1.0, lo_open=True)
 
 
+OPTIMIZERS = ("sgd", "adam", "adamw")  # AdaLASE differentiates each one's step (adalase.StepDirection)
 MAX_SEED = 2**32 - 1  # numpy and torch both take seeds in this range
 MAX_LR = 100.0  # larger learning rates diverge at once with SGD; they are typos, not settings
 MAX_WEIGHT_DECAY = 1.0
@@ -299,11 +300,13 @@ MAX_WEIGHT_DECAY = 1.0
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimiser, schedule, seed and device. SGD + Nesterov, cosine to 0 stepped per iteration."""
+    """Optimiser, schedule, seed and device. SGD + Nesterov by default (or Adam, AdamW), cosine to 0
+    stepped per iteration."""
 
     epochs: int = 30
     batch_size: int = 128
     lr: float = 0.02
+    optimizer: str = "sgd"  # sgd (momentum, nesterov), adam or adamw (weight_decay: L2 for adam, decoupled for adamw)
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
@@ -319,6 +322,7 @@ class TrainConfig:
         _check_range("train.epochs", self.epochs, 1)
         _check_range("train.batch_size", self.batch_size, 1)
         _check_range("train.lr", self.lr, 0.0, MAX_LR, lo_open=True)
+        _check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
         _check_range("train.momentum", self.momentum, 0.0, 1.0, hi_open=True)
         _check_range("train.weight_decay", self.weight_decay, 0.0, MAX_WEIGHT_DECAY)
         _check_range("train.seed", self.seed, 0, MAX_SEED)

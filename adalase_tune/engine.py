@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from .adalase import PseudoValidation, hold_out
 from .arms import build_arms, build_ops, marginals, variant_labels
-from .config import ConfigError, ExperimentConfig, describe_differences, differing_keys, shown
+from .config import ConfigError, ExperimentConfig, TrainConfig, describe_differences, differing_keys, shown
 from .data import DataBundle, augment_inputs, build_data
 from .distributed import World
 from .loop import AdaLASE, CostMeter, generators, q_metrics, soft_cross_entropy
@@ -116,6 +116,16 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def _optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
+    """``train.optimizer``: SGD (momentum, Nesterov) or Adam / AdamW, with ``train.weight_decay``."""
+    params = model.parameters()
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay)
+
+
 def _cosine(total_steps: int):
     return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
@@ -182,9 +192,7 @@ class Trainer:
         t = cfg.train
         self.steps_per_epoch = math.ceil(len(self.data.train) / t.batch_size)
         self.world.check_batches(len(self.data.train), t.batch_size)
-        self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay
-        )
+        self.optimizer = _optimizer(self.model, t)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _cosine(t.epochs * self.steps_per_epoch))
         self.rngs, self.torch_gen = generators(t.seed, self.device)
         pseudo_val = PseudoValidation.from_config(cfg, self.data, pool, self.world) if learns else None

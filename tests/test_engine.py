@@ -312,3 +312,19 @@ def test_presets_set_the_cost_settings_and_explicit_values_win():
         tiny_config(**{"selection.method": "adalase", **ONE_RUN, "adalase.preset": "fast", "adalase.every": 3})
     )
     assert tr.hypergradient.every == 3
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_adalase_under_adam_in_the_trainer_moves_q_and_resumes_exactly(tmp_path, optimizer):
+    cfg = tiny_config(
+        **{"selection.method": "adalase", **ONE_RUN, "train.optimizer": optimizer, "train.lr": 0.003, "train.epochs": 3}
+    )
+    full = Trainer(cfg).run()
+    first = Trainer(cfg)
+    assert type(first.optimizer) is {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[optimizer]
+    first.run_epoch()
+    atomic_save(first.state_dict(), tmp_path / "last.pt")
+    resumed = Trainer(cfg)
+    resumed.load_state_dict(safe_load(tmp_path / "last.pt"))
+    assert _untimed(resumed.run()["history"]) == _untimed(full["history"])
+    assert max(full["q_final"]) > 0.3  # q moved from uniform (0.2) under Adam's step
