@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from typing import Optional
+from typing import TYPE_CHECKING, Optional, Protocol, Union
 
 import numpy as np
 import torch
@@ -30,12 +30,20 @@ from .config import ConfigError, ExperimentConfig
 from .data import DataBundle, Split, augment_inputs, stratified_split
 from .distributed import World
 
+if TYPE_CHECKING:
+    from .policies import Policy
+
+# a loss of (model, x, y), as the engine computes it for the pseudo-validation batch
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
 
 def trainable(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def flat_grad(model_or_params, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+def flat_grad(
+    model_or_params: Union[nn.Module, Sequence[nn.Parameter]], out: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """All parameter gradients flattened into one vector (zeros where a gradient is missing).
     Takes a model or, on hot paths, the list of its trainable parameters; ``out``: a buffer to
     fill instead of a new tensor (on CPU a fresh one of this size costs page faults every step)."""
@@ -45,7 +53,7 @@ def flat_grad(model_or_params, out: Optional[torch.Tensor] = None) -> torch.Tens
 
 
 @contextlib.contextmanager
-def frozen_batchnorm_stats(bns: Sequence[_BatchNorm]):
+def frozen_batchnorm_stats(bns: Sequence[_BatchNorm]) -> Iterator[None]:
     """Train-mode batch statistics, but running statistics left untouched (as the official code)."""
     for m in bns:
         m.track_running_stats = False
@@ -65,6 +73,18 @@ def rotate(x: torch.Tensor, degrees: np.ndarray) -> torch.Tensor:
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
 
 
+class Pool(Protocol):
+    """Where pseudo-validation batches come from: a :class:`~adalase_tune.data.Split`, or anything
+    with ``take(idx)``, ``ids`` and ``len`` (:class:`~adalase_tune.loop.DatasetPool`)."""
+
+    @property
+    def ids(self) -> np.ndarray: ...
+
+    def take(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def __len__(self) -> int: ...
+
+
 class PseudoValidation:
     """One pseudo-validation batch per epoch, reused for every hypergradient of that epoch.
 
@@ -72,7 +92,7 @@ class PseudoValidation:
     """
 
     def __init__(
-        self, pool, batch_size: int, augment: bool = False, rotate: float = 0.0, world: Optional[World] = None
+        self, pool: Pool, batch_size: int, augment: bool = False, rotate: float = 0.0, world: Optional[World] = None
     ):
         self.world = world = world or World()
         self.split = pool  # a Split, or anything with ``take(idx)``, ``ids`` and ``len`` (:class:`DatasetPool`)
@@ -115,7 +135,7 @@ class PseudoValidation:
             x = rotate(x, rng.uniform(-self.rotate, self.rotate, len(pick)))
         self.x, self.ids = x, self.split.ids[pick]
 
-    def gradient(self, model: nn.Module, loss_fn) -> torch.Tensor:
+    def gradient(self, model: nn.Module, loss_fn: LossFn) -> torch.Tensor:
         """``grad L_val`` at the current weights: train mode, no latent DA, BN stats untouched."""
         if self._model is not model:  # the module lists, once per model (walking modules costs per step)
             self._model, self._params = model, trainable(model)
@@ -191,7 +211,7 @@ class Hypergradient:
         """Hypergradients a run of ``steps`` training steps gives (with a site drawn at every step)."""
         return math.ceil(steps / self.every) if self.credit == "step" else steps
 
-    def collect(self, step: int, site) -> None:
+    def collect(self, step: int, site: Optional[int]) -> None:
         """After backward, before the optimizer's step: keep where this step's gradient moves the
         weights (:class:`StepDirection`) if the step gets a hypergradient."""
         if site is not None and (self.credit != "step" or step % self.every == 0):
@@ -209,7 +229,7 @@ class Hypergradient:
             return (step + 1) % self.every == 0 or last_of_epoch
         return step % self.every == 0 or self.g_val is None
 
-    def feed(self, g_val: Optional[torch.Tensor], policy) -> None:
+    def feed(self, g_val: Optional[torch.Tensor], policy: Policy) -> None:
         """Feed the kept gradients against ``g_val`` (a fresh one), or against the kept ``g_val``
         (``reuse``) when None; other credits wait for their next fresh one."""
         if g_val is not None and self.credit == "reuse":
@@ -227,7 +247,7 @@ class Hypergradient:
         assert not self.window, "a checkpoint is taken between steps, when no gradient is pending"
         return {"g_val": None if self.g_val is None else self.g_val.cpu()}
 
-    def load_state_dict(self, state: dict, device) -> None:
+    def load_state_dict(self, state: dict, device: Union[torch.device, str]) -> None:
         g = state.get("g_val")
         self.g_val = None if g is None else g.to(device)
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+import numpy.typing as npt
 
 from .config import AugmentConfig, ConfigError, _did_you_mean
 from .ops import OPS, Op, get_op
@@ -87,13 +88,13 @@ def joint_layout(names: Sequence[str]) -> Optional[tuple[list[str], list[str]]]:
     return sites, variants
 
 
-def as_grid(q, n_sites: int) -> np.ndarray:
+def as_grid(q: npt.ArrayLike, n_sites: int) -> np.ndarray:
     """A site-major vector over arms as a (sites x variants) matrix."""
     q = np.asarray(q, dtype=np.float64)
     return q.reshape(n_sites, -1)
 
 
-def marginals(q, names: Sequence[str]) -> dict:
+def marginals(q: npt.ArrayLike, names: Sequence[str]) -> dict[str, dict[str, float]]:
     """The joint q's marginals ``{"site": {site: p}, "op": {variant: p}}``; empty for plain sites."""
     layout = joint_layout(names)
     if layout is None:

@@ -12,11 +12,17 @@ import io
 import os
 import pickle
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 import torch
 
 from .config import ConfigError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from torch.serialization import MAP_LOCATION
 
 
 class CheckpointError(ConfigError):
@@ -46,7 +52,7 @@ def storage_error(path: str | Path, err: OSError) -> StorageError:
     return StorageError(err.errno, f"cannot write {str(path)!r}: {cause}")
 
 
-def _write_atomically(path: Path, write) -> None:
+def _write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """``write(f)`` into a temporary file beside ``path``, fsync, then rename into place; on any
     failure the temporary file goes and ``path`` keeps its previous content."""
     try:
@@ -77,7 +83,7 @@ def _full(path: Path) -> bool:
     return stat.f_bavail * stat.f_frsize < 1 << 20  # under 1 MiB left
 
 
-def atomic_save(obj, path: str | Path) -> None:
+def atomic_save(obj: object, path: str | Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, fsync, then rename into place."""
     _write_atomically(Path(path), lambda f: torch.save(obj, f))
 
@@ -88,15 +94,16 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
     _write_atomically(Path(path), lambda f: f.write(blob))
 
 
-def figure_bytes(fig, **savefig) -> bytes:
+def figure_bytes(fig: Figure, **savefig: Any) -> bytes:
     """A matplotlib figure rendered to PNG bytes (for :func:`atomic_write`)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", **savefig)
     return buf.getvalue()
 
 
-def safe_load(path: str | Path, map_location="cpu"):
-    """``torch.load(path, weights_only=True)``: no pickle of arbitrary objects."""
+def safe_load(path: str | Path, map_location: MAP_LOCATION = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``: no pickle of arbitrary objects (tensors and plain
+    data, typed ``Any`` as ``torch.load`` is)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")

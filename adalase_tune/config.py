@@ -14,10 +14,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, NoReturn, Optional, TypeVar, Union
 
 import yaml
 
@@ -35,21 +35,28 @@ def shown(value: Any) -> str:
     return text if len(text) <= MAX_ECHO else f"{text[: MAX_ECHO - 30]}... ({len(text):,} characters)"
 
 
-def _fail(key: str, value: Any, fix: str) -> None:
+def _fail(key: str, value: Any, fix: str) -> NoReturn:
     raise ConfigError(f"{key} = {shown(value)}: {fix}")
 
 
-def _did_you_mean(word: str, options) -> str:
+def _did_you_mean(word: str, options: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(options), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _check_choice(key: str, value: Any, choices) -> None:
+def _check_choice(key: str, value: Any, choices: Sequence[str]) -> None:
     if value not in choices:
         _fail(key, value, f"choose one of {', '.join(map(str, choices))}{_did_you_mean(str(value), choices)}")
 
 
-def _check_range(key: str, value, lo=None, hi=None, lo_open=False, hi_open=False) -> None:
+def _check_range(
+    key: str,
+    value: float,
+    lo: Optional[float] = None,
+    hi: Optional[float] = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> None:
     bad_lo = lo is not None and (value <= lo if lo_open else value < lo)
     bad_hi = hi is not None and (value >= hi if hi_open else value > hi)
     if bad_lo or bad_hi:
@@ -80,7 +87,7 @@ class DataConfig:
     stream_above_mb: float = 4096.0  # the automatic switch: decoded float32 size of all ImageFolder images
     read_on_nodes: bool = False  # sweeps: every node reads path/root itself (shared storage); else shipped once
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_range("data.val_fraction", self.val_fraction, 0.0, 1.0, hi_open=True)
         _check_range("data.test_fraction", self.test_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
         if self.n_train is not None:
@@ -113,7 +120,7 @@ class ModelConfig:
     # the input: for a model without Site modules of its own, e.g. a torchvision ResNet
     sites: Optional[tuple[str, ...]] = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.sites is not None:
             if not self.sites or not all(self.sites):
                 _fail("model.sites", list(self.sites), "list submodule names, e.g. [layer1, layer2], or null")
@@ -144,7 +151,7 @@ class AugmentConfig:
     ops: Optional[tuple[str, ...]] = None  # joint: a (site, op) pair per step; replaces ``op``
     strengths: Optional[tuple[float, ...]] = None  # joint: a (site, strength of ``op``) pair per step
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.strength is not None:
             _check_range("augment.strength", self.strength, 0.0, lo_open=True)
         if self.ops is not None:
@@ -185,7 +192,7 @@ class SelectionConfig:
     site: Optional[Union[int, str]] = None  # fixed: index or name
     weights: Optional[tuple[float, ...]] = None  # probs: one per site, normalised
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.weights is not None:
             for w in self.weights:
                 _check_range("selection.weights", w, 0.0)
@@ -271,7 +278,7 @@ class AdalaseConfig:
             return self.val_batch_size
         return max(1, int(ADALASE_PRESETS[self.preset].val_batch_multiple * mean_batch + 1e-9))
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.eta is not None:
             _check_range("adalase.eta", self.eta, 0.0, float("inf"), hi_open=True)
         _check_range("adalase.min_rate_sum", self.min_rate_sum, 0.0, 1.0, hi_open=True)
@@ -318,7 +325,7 @@ class TrainConfig:
     # setting: train, sweep and benchmark trials and data-parallel workers all run with this one
     threads: int = 1
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_range("train.epochs", self.epochs, 1)
         _check_range("train.batch_size", self.batch_size, 1)
         _check_range("train.lr", self.lr, 0.0, MAX_LR, lo_open=True)
@@ -395,16 +402,18 @@ class SweepConfig:
     workers_per_trial: int = 1  # > 1: data-parallel Ray Train workers per trial (resources are per worker)
     methods: dict = field(default_factory=dict)  # method name -> budget mapping
 
-    def __post_init__(self):
-        if isinstance(self.seeds, int):
-            _check_range("sweep.seeds", self.seeds, 1, 10_000)
-            object.__setattr__(self, "seeds", tuple(range(self.seeds)))
-        if not self.seeds:
+    def __post_init__(self) -> None:
+        seeds = self.seeds
+        if isinstance(seeds, int):
+            _check_range("sweep.seeds", seeds, 1, 10_000)
+            seeds = tuple(range(seeds))
+            object.__setattr__(self, "seeds", seeds)
+        if not seeds:
             _fail("sweep.seeds", [], "give a count >= 1 or a list of seeds")
-        for seed in self.seeds:
+        for seed in seeds:
             _check_range("sweep.seeds", seed, 0, MAX_SEED)
-        if len(set(self.seeds)) != len(self.seeds):
-            _fail("sweep.seeds", list(self.seeds), "a seed is listed twice")
+        if len(set(seeds)) != len(seeds):
+            _fail("sweep.seeds", list(seeds), "a seed is listed twice")
         if self.max_concurrent is not None:
             _check_range("sweep.max_concurrent", self.max_concurrent, 1)
         _check_range("sweep.cpus_per_trial", self.cpus_per_trial, 0.0, lo_open=True)
@@ -417,7 +426,7 @@ def load_sweep(path: str | Path) -> SweepConfig:
     return _build_section("sweep", SweepConfig, read_yaml(path).get("sweep"))
 
 
-def _plain(obj):
+def _plain(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -523,7 +532,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     raise AssertionError(f"unhandled annotation {tp}")
 
 
-def _type_name(tp) -> str:
+def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is Union:
         args = typing.get_args(tp)
         names = " or ".join(_type_name(a) for a in args if a is not type(None))
@@ -534,9 +543,10 @@ def _type_name(tp) -> str:
 
 
 _PLURAL = {int: "whole numbers", float: "numbers", str: "strings"}
+_Section = TypeVar("_Section")
 
 
-def _build_section(name: str, cls, values: Any):
+def _build_section(name: str, cls: type[_Section], values: Any) -> _Section:
     if values is None:
         values = {}
     if not isinstance(values, dict):
@@ -593,7 +603,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 class _UniqueKeyLoader(yaml.SafeLoader):
     """``yaml.safe_load`` that refuses a key given twice in one mapping (YAML would keep the last)."""
 
-    def construct_mapping(self, node, deep=False):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
@@ -627,7 +637,7 @@ def _config_text(path: Path) -> str:
         ) from None
 
 
-def _expanded_size(node, sizes: dict, open_: set) -> int:
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> int:
     """How many nodes ``node`` stands for once every alias is expanded (memoised: linear time)."""
     key = id(node)
     if key in sizes:
@@ -646,7 +656,7 @@ def _expanded_size(node, sizes: dict, open_: set) -> int:
     return size
 
 
-def _load_bounded(text: str):
+def _load_bounded(text: str) -> Any:
     """``safe_load`` with unique keys that refuses aliases expanding past :data:`MAX_YAML_NODES`
     nodes (a "billion laughs" file of a few hundred bytes would otherwise expand to gigabytes)."""
     loader = _UniqueKeyLoader(text)
@@ -694,7 +704,9 @@ def read_yaml(path: str | Path) -> dict:
     return tree
 
 
-def load_config(path: str | Path | None = None, overrides=(), extra_sections=("sweep",)) -> ExperimentConfig:
+def load_config(
+    path: str | Path | None = None, overrides: Iterable[str] = (), extra_sections: Sequence[str] = ("sweep",)
+) -> ExperimentConfig:
     """Load YAML (optional), apply ``key=value`` overrides, validate.
 
     ``extra_sections`` names top-level YAML keys owned by other layers that are ignored here

@@ -18,9 +18,9 @@ The rule that makes a run of W workers the same run as one worker (docs/distribu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional, Union, overload
 
 import numpy as np
 import torch
@@ -114,35 +114,68 @@ class ShardedGenerator:
         self.sizes = world.sizes(total)
         self.slice = world.shard(total)
 
-    def _per_sample(self, draw, size):
+    def _per_sample(self, draw: Callable[[Optional[int]], Any], size: Optional[int]) -> Any:
+        # Any: numpy's draws return a scalar for no size and an array for a size (their stubs overload)
         if size is None:
             return draw(None)
         if size != self.sizes[self.world.rank]:
             raise ValueError(f"a sharded draw of {size} samples; this shard has {self.sizes[self.world.rank]}")
         return draw(self.total)[self.slice]
 
-    def integers(self, low, high=None, size=None, **kw):
+    @overload
+    def integers(self, low: int, high: Optional[int] = None, size: None = None, **kw: Any) -> int: ...
+    @overload
+    def integers(self, low: int, high: Optional[int], size: int, **kw: Any) -> np.ndarray: ...
+    @overload
+    def integers(self, low: int, high: Optional[int] = None, *, size: int, **kw: Any) -> np.ndarray: ...
+    def integers(
+        self, low: int, high: Optional[int] = None, size: Optional[int] = None, **kw: Any
+    ) -> Union[int, np.ndarray]:
         return self._per_sample(lambda n: self.rng.integers(low, high, n, **kw), size)
 
-    def uniform(self, low=0.0, high=1.0, size=None):
+    @overload
+    def uniform(self, low: float = 0.0, high: float = 1.0, size: None = None) -> float: ...
+    @overload
+    def uniform(self, low: float, high: float, size: int) -> np.ndarray: ...
+    @overload
+    def uniform(self, low: float = 0.0, high: float = 1.0, *, size: int) -> np.ndarray: ...
+    def uniform(self, low: float = 0.0, high: float = 1.0, size: Optional[int] = None) -> Union[float, np.ndarray]:
         return self._per_sample(lambda n: self.rng.uniform(low, high, n), size)
 
-    def beta(self, a, b, size=None):
+    @overload
+    def beta(self, a: float, b: float, size: None = None) -> float: ...
+    @overload
+    def beta(self, a: float, b: float, size: int) -> np.ndarray: ...
+    def beta(self, a: float, b: float, size: Optional[int] = None) -> Union[float, np.ndarray]:
         return self._per_sample(lambda n: self.rng.beta(a, b, n), size)
 
-    def normal(self, loc=0.0, scale=1.0, size=None):
+    @overload
+    def normal(self, loc: float = 0.0, scale: float = 1.0, size: None = None) -> float: ...
+    @overload
+    def normal(self, loc: float, scale: float, size: int) -> np.ndarray: ...
+    @overload
+    def normal(self, loc: float = 0.0, scale: float = 1.0, *, size: int) -> np.ndarray: ...
+    def normal(self, loc: float = 0.0, scale: float = 1.0, size: Optional[int] = None) -> Union[float, np.ndarray]:
         return self._per_sample(lambda n: self.rng.normal(loc, scale, n), size)
 
-    def random(self, size=None):
+    @overload
+    def random(self, size: None = None) -> float: ...
+    @overload
+    def random(self, size: int) -> np.ndarray: ...
+    def random(self, size: Optional[int] = None) -> Union[float, np.ndarray]:
         return self._per_sample(lambda n: self.rng.random(n), size)
 
-    def permutation(self, n):
+    def permutation(self, n: int) -> np.ndarray:
         perms = [self.rng.permutation(s) for s in self.sizes]
         if n != self.sizes[self.world.rank]:
             raise ValueError(f"a sharded permutation of {n}; this shard has {self.sizes[self.world.rank]}")
         return perms[self.world.rank]
 
 
-def op_generator(rng: np.random.Generator, world: World, total: int) -> Optional[object]:
+# the random source an op draws its per-sample parameters from (the op contract: adalase_tune.ops._base)
+Draws = Union[np.random.Generator, ShardedGenerator]
+
+
+def op_generator(rng: np.random.Generator, world: World, total: int) -> Draws:
     """The generator an op draws from for a global batch of ``total``: ``rng`` itself in a world of one."""
     return ShardedGenerator(rng, world, total) if world.parallel else rng

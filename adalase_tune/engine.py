@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Sequence
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 import torch
@@ -33,6 +33,16 @@ from .loop import AdaLASE, CostMeter, generators, q_metrics, soft_cross_entropy
 from .models import build_model
 from .policies import POLICIES, q_movement
 from .sites import DAContext, sites_of
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .adalase import Hypergradient
+    from .arms import Arm
+    from .data import Split
+    from .data._stream import StreamSplit
+    from .distributed import Draws
+    from .policies import Policy
 
 STATE_FORMAT = "adalase_tune.trainer/1"
 __all__ = ["Callback", "CostMeter", "History", "NonFiniteError", "Trainer", "soft_cross_entropy", "train"]
@@ -126,7 +136,7 @@ def _optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay)
 
 
-def _cosine(total_steps: int):
+def _cosine(total_steps: int) -> Callable[[int], float]:
     return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
 
@@ -203,7 +213,7 @@ class Trainer:
         )  # fmt: skip
 
     @property
-    def policy(self):
+    def policy(self) -> Policy:
         """The selection policy (:mod:`adalase_tune.policies`) of the current phase."""
         return self.ada.policy
 
@@ -212,7 +222,7 @@ class Trainer:
         return self.ada.pseudo_val
 
     @property
-    def hypergradient(self):
+    def hypergradient(self) -> Optional[Hypergradient]:
         return self.ada.hypergradient
 
     def _begin_retrain(self, probe: dict) -> None:
@@ -230,12 +240,19 @@ class Trainer:
 
     # --- one step, one epoch --------------------------------------------------------------------
 
-    def _autocast(self):
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _loss(self, model, x, y, arm=None, rng=None) -> torch.Tensor:
+    def _loss(
+        self,
+        model: torch.nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        arm: Optional[int] = None,
+        rng: Optional[Draws] = None,
+    ) -> torch.Tensor:
         """The loss with latent DA at ``arm`` (an arm index: a site, or a (site, op) pair), or none."""
         assert model is self.model, "the run's own model"
         site, op = (None, None) if arm is None else (self.arms[arm].site, self.ops[self.arms[arm].variant])
@@ -272,7 +289,7 @@ class Trainer:
         return (total / count).item()
 
     @torch.no_grad()
-    def evaluate(self, split, batch_size: Optional[int] = None) -> tuple[float, float]:
+    def evaluate(self, split: Union[Split, StreamSplit], batch_size: Optional[int] = None) -> tuple[float, float]:
         """(mean loss, accuracy) on a split, in eval mode, without latent DA (each worker its shard)."""
         self.model.eval()
         batch_size = batch_size or (self.cfg.train.batch_size if split.streams else 1024)
@@ -482,7 +499,7 @@ class Trainer:
 class ProgressBar(Callback):
     """A tqdm bar over epochs and one line per epoch (loss, accuracies, time, q)."""
 
-    def on_train_start(self, trainer):
+    def on_train_start(self, trainer: Trainer) -> None:
         from tqdm.auto import tqdm
 
         self.bar = tqdm(
@@ -494,16 +511,16 @@ class ProgressBar(Callback):
             leave=False,
         )
 
-    def on_epoch_end(self, trainer, metrics):
+    def on_epoch_end(self, trainer: Trainer, metrics: dict) -> None:
         import sys
 
         self.bar.update(1)
         self.bar.write(epoch_line(metrics, trainer.total_epochs, trainer.arms), file=sys.stderr)
 
-    def on_train_end(self, trainer, summary):
+    def on_train_end(self, trainer: Trainer, summary: dict) -> None:
         self.bar.close()
 
-    def on_exception(self, trainer, error):
+    def on_exception(self, trainer: Trainer, error: BaseException) -> None:
         if hasattr(self, "bar"):
             self.bar.close()
 
@@ -511,7 +528,7 @@ class ProgressBar(Callback):
 class CheckpointDir(Callback):
     """Writes ``DIR/last.pt`` (atomically) after every epoch; ``resume`` restores it first."""
 
-    def __init__(self, folder, resume: bool = False):
+    def __init__(self, folder: str | Path, resume: bool = False):
         from pathlib import Path
 
         self.path = Path(folder) / "last.pt"
@@ -526,13 +543,13 @@ class CheckpointDir(Callback):
         trainer.load_state_dict(safe_load(self.path), source=str(self.path))
         return True
 
-    def on_epoch_end(self, trainer, metrics):
+    def on_epoch_end(self, trainer: Trainer, metrics: dict) -> None:
         from .checkpoint import atomic_save
 
         atomic_save(trainer.state_dict(), self.path)
 
 
-def epoch_line(m: dict, epochs: int, arms) -> str:
+def epoch_line(m: dict, epochs: int, arms: Sequence[Arm]) -> str:
     """One epoch in one line; AdaLASE's q per arm, or in a joint setting its two marginals."""
     phase = {1: "probe ", 2: "retrain "}.get(m.get("phase", 0), "")
     line = (

@@ -16,10 +16,17 @@ import signal
 import sys
 import threading
 import time
-from typing import Optional
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any, NoReturn, Optional, Union
+
+# what signal.signal takes and returns (typeshed names it signal._HANDLER, which is private)
+Handler = Union[Callable[[int, Optional[FrameType]], Any], int, signal.Handlers, None]
 
 # the signals that stop the work alike: Ctrl-C, a kill, the terminal closing
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -57,7 +64,7 @@ class Signals:
         self.in_fit = False
         self.deferred = deferred  # False (a training loop): the first signal raises at once
 
-    def handler(self, signum, frame):
+    def handler(self, signum: int, frame: Optional[FrameType]) -> None:
         # once Tune's fit is under way it holds SIGINT: this handler sees a SIGINT only after Tune took the first
         tune_had_it = self.in_fit and self._tune_listens() and signum == signal.SIGINT
         if self.received is None and (self.deferred or self.in_fit) and not tune_had_it:
@@ -69,7 +76,7 @@ class Signals:
         raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
 
     @staticmethod
-    def _not_yet(signum, frame) -> None:
+    def _not_yet(signum: int, frame: Optional[FrameType]) -> None:
         """SIGUSR1 between the start of a fit and the moment Tune takes it: ignored (its default ends the process)."""
 
     def _tune_listens(self) -> bool:
@@ -84,7 +91,7 @@ class Signals:
             os.kill(os.getpid(), signal.SIGUSR1)
             return
 
-        def when_ready():
+        def when_ready() -> None:
             while self.in_fit and not self._tune_listens():
                 time.sleep(0.05)
             if self.in_fit:
@@ -92,13 +99,13 @@ class Signals:
 
         threading.Thread(target=when_ready, daemon=True, name="adalase-stop-tune").start()
 
-    def _install(self) -> dict:
+    def _install(self) -> dict[signal.Signals, Handler]:
         if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
             return {}
         return {sig: signal.signal(sig, self.handler) for sig in STOP_SIGNALS}
 
     @contextlib.contextmanager
-    def installed(self):
+    def installed(self) -> Iterator[Signals]:
         previous = self._install()
         try:
             yield self
@@ -112,7 +119,7 @@ class Signals:
         self._install()
 
     @contextlib.contextmanager
-    def fitting(self):
+    def fitting(self) -> Iterator[None]:
         """Around a Tune fit: SIGUSR1 is parked on a no-op until Tune installs its own handler."""
         park = hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGUSR1, self._not_yet) if park else None
@@ -132,7 +139,7 @@ def install_for_command() -> None:
     """For the command line, first thing: SIGTERM and SIGHUP raise :class:`Terminated` (Python's
     default would end the process at once, with no message and runs left RUNNING)."""
 
-    def terminate(signum, frame):
+    def terminate(signum: int, frame: Optional[FrameType]) -> NoReturn:
         raise Terminated(signum)
 
     if threading.current_thread() is threading.main_thread():

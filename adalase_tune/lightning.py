@@ -15,7 +15,7 @@ Needs ``pip install lightning``.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 try:
     from lightning.pytorch import Callback
@@ -24,6 +24,11 @@ except ImportError as err:  # pragma: no cover - an optional dependency
 
 from .loop import AdaLASE
 from .sites import DAContext
+
+if TYPE_CHECKING:
+    import torch
+    from lightning.pytorch import LightningModule, Trainer
+    from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 
 class AdaLASECallback(Callback):
@@ -37,7 +42,7 @@ class AdaLASECallback(Callback):
         self._ctx: Optional[DAContext] = None
         self._state: Optional[dict] = None
 
-    def on_train_start(self, trainer, pl_module) -> None:
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if len(trainer.optimizers) != 1:
             raise ValueError(
                 f"AdaLASECallback takes one optimizer; configure_optimizers returned {len(trainer.optimizers)}"
@@ -56,7 +61,7 @@ class AdaLASECallback(Callback):
         if self._state is not None:
             self.ada.load_state_dict(self._state)
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         assert self.ada is not None, "on_train_start built the AdaLASE object"
         self._ctx = ctx = self.ada.context(len(batch[1]))
         ctx.__enter__()
@@ -66,21 +71,25 @@ class AdaLASECallback(Callback):
             self._ctx.__exit__(None, None, None)
             self._ctx = None
 
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+    def on_before_optimizer_step(
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
         self._close()  # the forward is done: the pseudo-validation pass must see no DA
         assert self.ada is not None
         self.ada.after_backward()
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: STEP_OUTPUT, batch: Any, batch_idx: int
+    ) -> None:
         self._close()
         assert self.ada is not None
         self.ada.after_step()
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.ada is not None and self.ada.q is not None:
             pl_module.log_dict({f"adalase/q/{a}": float(p) for a, p in zip(self.ada.arm_names, self.ada.q)})
 
-    def on_exception(self, trainer, pl_module, exception) -> None:
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self._close()
 
     def state_dict(self) -> dict:

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, Optional, Union
+from collections.abc import Callable, Iterator, Sequence, Sized
+from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from .adalase import PseudoValidation, StepDirection, trainable
 from .arms import build_arms, build_ops, marginals, variant_labels
@@ -35,7 +36,19 @@ from .distributed import World, op_generator
 from .policies import POLICIES, build_policy, q_movement
 from .sites import DAContext, Site, current_context, hook_sites
 
+if TYPE_CHECKING:
+    from .adalase import Hypergradient
+    from .arms import Arm
+    from .distributed import Draws
+    from .ops import Op
+
 STREAMS = ("data", "site", "op", "pseudo_val")  # a run's generators, seeded from one seed
+
+# ``loss_fn(output, soft_targets)``: a loss against soft (mixed) targets
+SoftLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# a pseudo-validation source a user passes: a map-style Dataset, (x, y) tensors or a DataLoader
+ValSource = Union[Dataset[Any], tuple[torch.Tensor, torch.Tensor], DataLoader[Any]]
+_T = TypeVar("_T")
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -46,7 +59,7 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
 
 def mixed_loss(
-    output: torch.Tensor, y: torch.Tensor, loss_fn: Callable = soft_cross_entropy, ctx: Optional[DAContext] = None
+    output: torch.Tensor, y: torch.Tensor, loss_fn: SoftLoss = soft_cross_entropy, ctx: Optional[DAContext] = None
 ) -> torch.Tensor:
     """``loss_fn(output, targets)`` with the one-hot targets of ``y`` mixed as the current DA
     context (or ``ctx``) mixed the features: what a LightningModule's ``training_step`` calls."""
@@ -55,7 +68,7 @@ def mixed_loss(
     return loss_fn(output, targets if ctx is None else ctx.mix_targets(targets))
 
 
-def generators(seed: int, device) -> tuple[dict[str, np.random.Generator], torch.Generator]:
+def generators(seed: int, device: Union[torch.device, str]) -> tuple[dict[str, np.random.Generator], torch.Generator]:
     """The run's numpy generators (:data:`STREAMS`) and its torch generator, from one seed."""
     seeds = np.random.SeedSequence(seed).spawn(len(STREAMS) + 1)
     gen = torch.Generator(device=device)
@@ -63,7 +76,7 @@ def generators(seed: int, device) -> tuple[dict[str, np.random.Generator], torch
     return {name: np.random.default_rng(s) for name, s in zip(STREAMS, seeds)}, gen
 
 
-def q_metrics(q, arm_names: Sequence[str], skipped: int) -> dict:
+def q_metrics(q: Union[np.ndarray, Sequence[float]], arm_names: Sequence[str], skipped: int) -> dict:
     """AdaLASE's per-epoch metrics: ``adalase/q/<arm>``, in a joint setting its marginals per
     site and per op, how far q is from uniform, and the non-finite hypergradients skipped."""
     metrics = {f"adalase/q/{a}": float(p) for a, p in zip(arm_names, q)}
@@ -127,7 +140,7 @@ class _Phase:
         self.start = time.perf_counter()
         self.meter._inner.append(0.0)
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         m = self.meter
         m._sync()
         spent = time.perf_counter() - self.start
@@ -139,14 +152,15 @@ class _Phase:
 class DatasetPool:
     """A torch ``Dataset`` (or ``(x, y)`` tensors) as a pseudo-validation pool: batches by index."""
 
-    def __init__(self, data):
+    def __init__(self, data: Union[Dataset[Any], tuple[torch.Tensor, torch.Tensor]]):
         self.data = data
-        self.ids = np.arange(len(data[0]) if isinstance(data, tuple) else len(data))
+        # a map-style Dataset has a len (torch's Dataset does not declare one)
+        self.ids = np.arange(len(data[0]) if isinstance(data, tuple) else len(cast(Sized, data)))
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def take(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+    def take(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(self.data, tuple):
             t = torch.as_tensor(np.asarray(idx))
             return self.data[0][t], self.data[1][t]
@@ -217,14 +231,14 @@ class AdaLASE:
         *,
         epochs: int,
         steps_per_epoch: int,
-        val=None,
+        val: Optional[ValSource] = None,
         sites: Optional[Sequence[str]] = None,
         op: Union[str, Sequence[str]] = "mixup",
         preset: str = "fast",
         selection: str = "adalase",
         settings: Optional[dict] = None,
         seed: int = 0,
-        loss_fn: Callable = soft_cross_entropy,
+        loss_fn: SoftLoss = soft_cross_entropy,
         direction: str = "step",
         input_site: bool = True,
     ):
@@ -249,7 +263,16 @@ class AdaLASE:
         self.loss_fn = loss_fn
 
     @classmethod
-    def from_config(cls, cfg: ExperimentConfig, model, optimizer, arms, ops, steps_per_epoch: int, **parts) -> AdaLASE:
+    def from_config(
+        cls,
+        cfg: ExperimentConfig,
+        model: nn.Module,
+        optimizer: Optional[torch.optim.Optimizer],
+        arms: Sequence[Arm],
+        ops: Sequence[Op],
+        steps_per_epoch: int,
+        **parts: Any,
+    ) -> AdaLASE:
         """The built-in Trainer's object: ``parts`` are ``pseudo_val``, ``rngs``, ``torch_gen``,
         ``world``, ``meter``, ``amp`` and ``memory_format``."""
         self = cls.__new__(cls)
@@ -261,8 +284,24 @@ class AdaLASE:
         )  # fmt: skip
         return self
 
-    def _setup(self, cfg, model, optimizer, arms, ops, steps_per_epoch, epochs, pseudo_val, rngs, gen,
-               world=None, meter=None, amp=False, memory_format=None, direction="step") -> None:  # fmt: skip
+    def _setup(
+        self,
+        cfg: ExperimentConfig,
+        model: nn.Module,
+        optimizer: Optional[torch.optim.Optimizer],
+        arms: Sequence[Arm],
+        ops: Sequence[Op],
+        steps_per_epoch: int,
+        epochs: int,
+        pseudo_val: Optional[PseudoValidation],
+        rngs: dict[str, np.random.Generator],
+        gen: torch.Generator,
+        world: Optional[World] = None,
+        meter: Optional[CostMeter] = None,
+        amp: bool = False,
+        memory_format: Optional[torch.memory_format] = None,
+        direction: str = "step",
+    ) -> None:
         self.cfg, self.model, self.optimizer = cfg, model, optimizer
         self.arms, self.ops = list(arms), list(ops)
         self.steps_per_epoch, self.epochs = steps_per_epoch, epochs
@@ -273,7 +312,7 @@ class AdaLASE:
         self.amp, self.memory_format = amp, memory_format
         self.policy = build_policy(cfg, self.arms)
         self.pseudo_val: Optional[PseudoValidation] = pseudo_val if self.policy.learns else None
-        self.hypergradient = None
+        self.hypergradient: Optional[Hypergradient] = None
         if self.policy.learns:
             from .adalase import Hypergradient
 
@@ -296,7 +335,7 @@ class AdaLASE:
     def arm_names(self) -> list[str]:
         return [a.name for a in self.arms]
 
-    def context(self, batch: int, rng=None) -> DAContext:
+    def context(self, batch: int, rng: Optional[Draws] = None) -> DAContext:
         """Sample this step's arm and return its DA context (enter it around the forward pass).
         ``batch``: the global batch size (counted in the cost); ``rng``: the op's generator."""
         if self.steps % self.steps_per_epoch == 0 and self.policy.learns:
@@ -420,14 +459,15 @@ class AdaLASE:
 class LoaderPool:
     """A ``DataLoader`` as a pseudo-validation source: each epoch takes its next batch (cycling)."""
 
-    def __init__(self, loader):
-        self.loader, self._it = loader, None
+    def __init__(self, loader: DataLoader[Any]):
+        self.loader: DataLoader[Any] = loader
+        self._it: Optional[Iterator[Any]] = None
         self.ids = np.arange(len(self))  # a loader's batch has no source indices
 
     def __len__(self) -> int:
         return self.loader.batch_size or 1
 
-    def take(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+    def take(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         if self._it is None:
             self._it = iter(self.loader)
         try:
@@ -438,12 +478,12 @@ class LoaderPool:
         return batch[0], batch[1]
 
 
-def hold_out(dataset, fraction: float = 0.2, seed: int = 0):
+def hold_out(dataset: Dataset[_T], fraction: float = 0.2, seed: int = 0) -> tuple[Subset[_T], Subset[_T]]:
     """Split a ``Dataset`` into ``(train, val)`` subsets, ``val`` a random ``fraction`` of it:
     the pseudo-validation source AdaLASE must not train on."""
     if not 0 < fraction < 1:
         raise ConfigError(f"fraction = {fraction}: hold out a share strictly between 0 and 1 (e.g. 0.2)")
-    n = len(dataset)
+    n = len(cast(Sized, dataset))  # a map-style Dataset has a len (torch's Dataset does not declare one)
     order = np.random.default_rng(seed).permutation(n)
     cut = int(round(fraction * n))
     if cut == 0 or cut == n:

@@ -17,6 +17,7 @@ import os
 import site
 import sys
 from importlib.metadata import EntryPoint, entry_points
+from types import ModuleType
 from typing import Any, Optional
 
 from .config import ConfigError, _did_you_mean
@@ -28,7 +29,7 @@ def is_dotted(name: str) -> bool:
     return ":" in str(name)
 
 
-def _import(key: str, ref: str, module_name: str):
+def _import(key: str, ref: str, module_name: str) -> ModuleType:
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as err:

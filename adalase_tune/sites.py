@@ -18,11 +18,17 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from .distributed import Draws
+    from .ops import Op
+    from .ops._base import Mix
 
 _CURRENT: contextvars.ContextVar[Optional[DAContext]] = contextvars.ContextVar("da_context", default=None)
 
@@ -41,23 +47,24 @@ class DAContext:
     def __init__(
         self,
         site: Optional[int],
-        op=None,
-        rng: Optional[np.random.Generator] = None,
+        op: Optional[Op] = None,
+        rng: Optional[Draws] = None,
         torch_generator: Optional[torch.Generator] = None,
     ):
         self.site = site
         self.op = op
         self.rng = rng
         self.torch_generator = torch_generator
-        self.mix = None  # (partner index, per-sample weight) once a mixing op ran
+        self.mix: Mix = None  # (partner index, per-sample weight) once a mixing op ran
         self.applied = False
-        self._token = None
+        self._token: Optional[contextvars.Token[Optional[DAContext]]] = None
 
     def visit(self, index: int, name: str, h: torch.Tensor) -> torch.Tensor:
         if index != self.site:
             return h
         assert not self.applied, "a DA context applies its op once per forward pass"
         self.applied = True
+        assert self.op is not None and self.rng is not None, "a context that selects a site has an op and a generator"
         h, self.mix = self.op(h, self.rng, self.torch_generator)
         return h
 
@@ -69,21 +76,22 @@ class DAContext:
         lam = lam.to(y.dtype).view(-1, 1)
         return lam * y + (1 - lam) * y[partner]
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self._token = _CURRENT.set(self)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
+        assert self._token is not None, "a DA context is exited once, after it was entered"
         _CURRENT.reset(self._token)
         self._token = None
 
 
 class _Recorder(DAContext):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(site=None)
         self.seen: list[SiteInfo] = []
 
-    def visit(self, index, name, h):
+    def visit(self, index: int, name: str, h: torch.Tensor) -> torch.Tensor:
         assert index == len(self.seen), f"site {name} visited out of order (index {index})"
         self.seen.append(SiteInfo(name, tuple(h.shape[1:])))
         return h
@@ -164,7 +172,7 @@ def hook_sites(model: nn.Module, module_names: Sequence[str], include_input: boo
     offset = 1 if include_input else 0
     if include_input:
 
-        def input_hook(module, args):
+        def input_hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> Optional[tuple[torch.Tensor, ...]]:
             ctx = _CURRENT.get()
             if ctx is None:
                 return None
@@ -173,7 +181,13 @@ def hook_sites(model: nn.Module, module_names: Sequence[str], include_input: boo
         model.register_forward_pre_hook(input_hook)
     for i, name in enumerate(module_names):
 
-        def output_hook(module, args, out, index=i + offset, site_name=name):
+        def output_hook(
+            module: nn.Module,
+            args: tuple[torch.Tensor, ...],
+            out: torch.Tensor,
+            index: int = i + offset,
+            site_name: str = name,
+        ) -> Optional[torch.Tensor]:
             ctx = _CURRENT.get()
             return None if ctx is None else ctx.visit(index, site_name, out)
 

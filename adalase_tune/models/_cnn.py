@@ -1,12 +1,19 @@
 """A small 4-stage conv net for 8x8 to 32x32 inputs: sites input, stage1..stage4."""
 
+from collections.abc import Sequence
+
+import torch
 from torch import nn
 
 from ..sites import Site
 
 
-def _stage(cin, cout, pool):
-    layers = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+def _stage(cin: int, cout: int, pool: bool) -> list[nn.Module]:
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    ]
     if pool:
         layers.append(nn.MaxPool2d(2))
     return layers
@@ -15,7 +22,7 @@ def _stage(cin, cout, pool):
 class SmallCNN(nn.Module):
     """Widths w, 2w, 4w, 4w; stages 2 and 3 halve the map (8x8 -> 2x2, 32x32 -> 8x8)."""
 
-    def __init__(self, input_shape, width=32, num_classes=10):
+    def __init__(self, input_shape: Sequence[int], width: int = 32, num_classes: int = 10):
         super().__init__()
         c = input_shape[0]
         w = (width, 2 * width, 4 * width, 4 * width)
@@ -33,5 +40,5 @@ class SmallCNN(nn.Module):
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Linear(w[3], num_classes)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(self.features(x)))

@@ -5,6 +5,8 @@ before pooling. ``stem="cifar"`` swaps in a 3x3 stride-1 conv and drops the max-
 """
 
 import warnings
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 from torch import nn
@@ -16,7 +18,14 @@ from ..sites import Site
 class ResNetSites(nn.Module):
     """A torchvision ResNet re-wired so that its stages are separated by :class:`Site` modules."""
 
-    def __init__(self, arch, input_shape, num_classes=10, stem="cifar", pretrained=None):
+    def __init__(
+        self,
+        arch: str,
+        input_shape: Sequence[int],
+        num_classes: int = 10,
+        stem: str = "cifar",
+        pretrained: Optional[str] = None,
+    ):
         super().__init__()
         import torchvision  # here, not at import: it costs about a second, and most models do not need it
 

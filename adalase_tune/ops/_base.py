@@ -9,13 +9,17 @@ role). Per-sample parameters come from the run's numpy generator, so a seed repl
 from __future__ import annotations
 
 import warnings
-from typing import Optional
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import torch
 
+if TYPE_CHECKING:
+    from ..distributed import Draws
+
 Mix = Optional[tuple[torch.Tensor, torch.Tensor]]
-_warned: set = set()
+_warned: set[Hashable] = set()
 
 
 class Op:
@@ -29,26 +33,28 @@ class Op:
     def __init__(self, strength: Optional[float] = None):
         self.strength = self.default_strength if strength is None else float(strength)
 
-    def __call__(self, h: torch.Tensor, rng: np.random.Generator, gen: Optional[torch.Generator] = None):
+    def __call__(self, h: torch.Tensor, rng: Draws, gen: Optional[torch.Generator] = None) -> tuple[torch.Tensor, Mix]:
         if h.dim() not in (2, 3, 4):
             raise ValueError(f"augment.op = {self.name!r} works on (N,D), (N,L,D) or (N,C,H,W), got {tuple(h.shape)}")
         return self.apply(h, rng, gen)
 
-    def apply(self, h, rng, gen):  # pragma: no cover - abstract
+    def apply(
+        self, h: torch.Tensor, rng: Draws, gen: Optional[torch.Generator]
+    ) -> tuple[torch.Tensor, Mix]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(strength={self.strength})"
 
 
-def warn_once(key, message: str) -> None:
+def warn_once(key: Hashable, message: str) -> None:
     """Warn the first time only: an op that does nothing says so once rather than pretend."""
     if key not in _warned:
         _warned.add(key)
         warnings.warn(message, stacklevel=3)
 
 
-def per_sample(values, h: torch.Tensor) -> torch.Tensor:
+def per_sample(values: np.ndarray, h: torch.Tensor) -> torch.Tensor:
     """A host array of one value per sample as a tensor on ``h``'s device, broadcastable to ``h``."""
     t = torch.as_tensor(np.asarray(values), device=h.device)
     return t.view(-1, *([1] * (h.dim() - 1)))
@@ -71,7 +77,7 @@ def interval_mask(h: torch.Tensor, axis: int, start: np.ndarray, length: np.ndar
     return m.view(shape)
 
 
-def centred_box(rng: np.random.Generator, n: int, size: int, side: np.ndarray):
+def centred_box(rng: Draws, n: int, size: int, side: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-sample [start, length) of a run of ``side`` centred uniformly on the axis, clipped."""
     centre = rng.integers(0, size, n)
     lo = np.clip(centre - side // 2, 0, size)
@@ -79,7 +85,7 @@ def centred_box(rng: np.random.Generator, n: int, size: int, side: np.ndarray):
     return lo, hi - lo
 
 
-def box_mask(h: torch.Tensor, rng: np.random.Generator, sides: list[np.ndarray]):
+def box_mask(h: torch.Tensor, rng: Draws, sides: list[np.ndarray]) -> tuple[torch.Tensor, np.ndarray]:
     """Mask of a per-sample box (one side length per spatial axis) and each box's true size."""
     n = h.shape[0]
     mask = None
@@ -89,4 +95,5 @@ def box_mask(h: torch.Tensor, rng: np.random.Generator, sides: list[np.ndarray])
         m = interval_mask(h, axis, start, length)
         mask = m if mask is None else mask & m
         size *= length
+    assert mask is not None, "spatial_axes gives every map at least one axis"
     return mask, size

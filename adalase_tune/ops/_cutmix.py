@@ -1,9 +1,16 @@
 """CutMix (Yun et al. 2019): paste a box of area (1 - lam) from the partner; lam ~ Beta(a, a)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
 import numpy as np
 import torch
 
-from ._base import Op, box_mask, spatial_axes
+from ._base import Mix, Op, box_mask, spatial_axes
+
+if TYPE_CHECKING:
+    from ..distributed import Draws
 
 
 class CutMix(Op):
@@ -14,7 +21,7 @@ class CutMix(Op):
     strength_meaning = "Beta(alpha, alpha) parameter"
     mixes_targets = True
 
-    def apply(self, h, rng, gen):
+    def apply(self, h: torch.Tensor, rng: Draws, gen: Optional[torch.Generator]) -> tuple[torch.Tensor, Mix]:
         n = h.shape[0]
         partner = rng.permutation(n)
         lam = rng.beta(self.strength, self.strength, n)

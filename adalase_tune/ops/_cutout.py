@@ -1,8 +1,16 @@
 """Cutout (DeVries & Taylor 2017): zero a per-sample square of side floor(H * strength)."""
 
-import numpy as np
+from __future__ import annotations
 
-from ._base import Op, box_mask, spatial_axes, warn_once
+from typing import TYPE_CHECKING, Optional
+
+import numpy as np
+import torch
+
+from ._base import Mix, Op, box_mask, spatial_axes, warn_once
+
+if TYPE_CHECKING:
+    from ..distributed import Draws
 
 
 class Cutout(Op):
@@ -13,7 +21,7 @@ class Cutout(Op):
     default_strength = 0.5
     strength_meaning = "side of the zeroed box as a fraction of the map side"
 
-    def apply(self, h, rng, gen):
+    def apply(self, h: torch.Tensor, rng: Draws, gen: Optional[torch.Generator]) -> tuple[torch.Tensor, Mix]:
         n = h.shape[0]
         sides = [np.full(n, int(h.shape[a] * self.strength), dtype=np.int64) for a in spatial_axes(h)]
         if min(s[0] for s in sides) == 0:

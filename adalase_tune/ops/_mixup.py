@@ -1,8 +1,16 @@
 """mixup (Zhang et al. 2018), per-sample lam ~ Beta(alpha, alpha), as docs/algorithm.md describes."""
 
-import numpy as np
+from __future__ import annotations
 
-from ._base import Op, per_sample
+from typing import TYPE_CHECKING, Optional
+
+import numpy as np
+import torch
+
+from ._base import Mix, Op, per_sample
+
+if TYPE_CHECKING:
+    from ..distributed import Draws
 
 
 class Mixup(Op):
@@ -13,7 +21,7 @@ class Mixup(Op):
     strength_meaning = "Beta(alpha, alpha) parameter"
     mixes_targets = True
 
-    def apply(self, h, rng, gen):
+    def apply(self, h: torch.Tensor, rng: Draws, gen: Optional[torch.Generator]) -> tuple[torch.Tensor, Mix]:
         n = h.shape[0]
         partner = rng.permutation(n)
         lam = rng.beta(self.strength, self.strength, n).astype(np.float32)

@@ -1,9 +1,13 @@
 """Translation: per-sample integer shift in [-floor(strength * H), +floor(strength * H)], zero fill."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
 import numpy as np
 import torch
 
-from ._base import Op, spatial_axes, warn_once
+from ._base import Mix, Op, spatial_axes, warn_once
 
 
 def shift(h: torch.Tensor, axis: int, offset: np.ndarray) -> torch.Tensor:
@@ -17,6 +21,10 @@ def shift(h: torch.Tensor, axis: int, offset: np.ndarray) -> torch.Tensor:
     return torch.gather(h, axis, index) * valid.to(h.dtype)
 
 
+if TYPE_CHECKING:
+    from ..distributed import Draws
+
+
 class Translate(Op):
     """Shift by up to ``floor(strength * side)`` pixels on each spatial axis (default 1/5).
 
@@ -27,7 +35,7 @@ class Translate(Op):
     default_strength = 0.2
     strength_meaning = "largest shift as a fraction of the map side"
 
-    def apply(self, h, rng, gen):
+    def apply(self, h: torch.Tensor, rng: Draws, gen: Optional[torch.Generator]) -> tuple[torch.Tensor, Mix]:
         out = h
         for axis in spatial_axes(h):
             reach = int(h.shape[axis] * self.strength)

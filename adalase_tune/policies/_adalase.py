@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 
-from ..config import DEFAULT_ETA
-from ._base import Policy
+from ..config import DEFAULT_ETA, ExperimentConfig
+from ._base import Named, Policy
 
 Z_CLIP = 5.0
 
@@ -40,7 +41,7 @@ class AdaLASE(Policy):
     name = "adalase"
     learns = True
 
-    def __init__(self, sites, cfg):
+    def __init__(self, sites: Sequence[Named], cfg: ExperimentConfig):
         super().__init__(sites, cfg)
         a = cfg.adalase
         self.form, self.eta, self.interval = a.update_form(), a.eta_value(), a.interval
@@ -100,6 +101,7 @@ class AdaLASE(Policy):
         return z
 
     def _apply(self) -> None:
+        assert self.q is not None, "AdaLASE always has a q"
         if self.form == "raw":
             q = self.q + self.delta / self.interval
         else:

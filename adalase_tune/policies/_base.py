@@ -9,11 +9,20 @@ arms. Learning policies also take hypergradient observations; static ones ignore
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional
+from typing import Optional, Protocol, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from ..config import ConfigError, ExperimentConfig
+
+
+class Named(Protocol):
+    """What a policy sees of an arm (an :class:`~adalase_tune.arms.Arm`, a
+    :class:`~adalase_tune.sites.SiteInfo`): its name."""
+
+    @property
+    def name(self) -> str: ...
 
 
 class Policy:
@@ -23,7 +32,7 @@ class Policy:
     learns = False  # True: the engine computes hypergradients for it
     skipped = 0  # learning policies: non-finite hypergradients skipped so far
 
-    def __init__(self, sites: Sequence, cfg: ExperimentConfig):
+    def __init__(self, sites: Sequence[Named], cfg: ExperimentConfig):
         self.sites = list(sites)
         self.q: Optional[np.ndarray] = np.full(len(sites), 1.0 / len(sites))
 
@@ -50,7 +59,7 @@ class Policy:
         self.q = None if state["q"] is None else np.asarray(state["q"], dtype=np.float64)
 
 
-def q_movement(q) -> dict:
+def q_movement(q: npt.ArrayLike) -> dict[str, float]:
     """How far ``q`` is from uniform: the largest ``|q_i - 1/K|`` and ``KL(q || uniform)`` in nats."""
     q = np.asarray(q, dtype=np.float64)
     k = len(q)
@@ -58,14 +67,16 @@ def q_movement(q) -> dict:
     return {"max_dev": float(np.abs(q - 1.0 / k).max()), "kl": float((q[nz] * np.log(q[nz] * k)).sum())}
 
 
-def unit(sites: Sequence) -> str:
+def unit(sites: Sequence[Named]) -> str:
     """What the arms are, for messages: sites, or (site, op) pairs."""
     from ..arms import joint_layout
 
     return "sites" if joint_layout([s.name for s in sites]) is None else "(site, op) pairs"
 
 
-def site_index(site, sites: Sequence, model_name: str, key: str = "selection.site") -> int:
+def site_index(
+    site: Union[int, str, None], sites: Sequence[Named], model_name: str, key: str = "selection.site"
+) -> int:
     """Resolve an arm (a site, or a ``site/op`` pair) given by index or name, with an error that
     lists the valid ones. ``sites``: anything with a ``name``."""
     names = [s.name for s in sites]

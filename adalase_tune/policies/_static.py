@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Optional
+
 import numpy as np
 
-from ..config import ConfigError
-from ._base import Policy, site_index, unit
+from ..config import ConfigError, ExperimentConfig
+from ._base import Named, Policy, site_index, unit
 
 
 class NoDA(Policy):
@@ -13,7 +16,7 @@ class NoDA(Policy):
 
     name = "none"
 
-    def __init__(self, sites, cfg):
+    def __init__(self, sites: Sequence[Named], cfg: ExperimentConfig):
         super().__init__(sites, cfg)
         self.q = None
 
@@ -23,7 +26,7 @@ class Fixed(Policy):
 
     name = "fixed"
 
-    def __init__(self, sites, cfg):
+    def __init__(self, sites: Sequence[Named], cfg: ExperimentConfig):
         super().__init__(sites, cfg)
         self.q = np.zeros(len(sites))
         self.q[site_index(cfg.selection.site, sites, cfg.model.name)] = 1.0
@@ -36,7 +39,11 @@ class Uniform(Policy):
 
 
 def normalise_weights(
-    weights, n_sites: int, model_name: str, key: str = "selection.weights", what: str = "sites"
+    weights: Optional[Sequence[float]],
+    n_sites: int,
+    model_name: str,
+    key: str = "selection.weights",
+    what: str = "sites",
 ) -> np.ndarray:
     """Per-arm weights ``w`` in [0, inf) to ``q = w / sum(w)``. All-zero weights are refused: they
     could mean "no latent DA" (``none``) as well as "uniform", and a run should not guess."""
@@ -60,6 +67,6 @@ class Probs(Policy):
 
     name = "probs"
 
-    def __init__(self, sites, cfg):
+    def __init__(self, sites: Sequence[Named], cfg: ExperimentConfig):
         super().__init__(sites, cfg)
         self.q = normalise_weights(cfg.selection.weights, len(sites), cfg.model.name, what=unit(sites))

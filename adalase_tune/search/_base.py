@@ -19,9 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ..config import ConfigError, _did_you_mean
+
+if TYPE_CHECKING:
+    from optuna.samplers import TPESampler
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ class OptunaSearcher:
     seed: int
     n_startup_trials: int
 
-    def sampler(self):
+    def sampler(self) -> TPESampler:
         from ._optuna import tpe_sampler
 
         return tpe_sampler(self.seed, self.n_startup_trials)
@@ -145,7 +148,7 @@ class SearchMethod:
         raise NotImplementedError
 
 
-def seed_axis(seeds: Sequence[int], per_seed: bool):
+def seed_axis(seeds: Sequence[int], per_seed: bool) -> Union[int, Grid]:
     return seeds[0] if per_seed else Grid(tuple(seeds))
 
 

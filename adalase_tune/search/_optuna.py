@@ -3,10 +3,18 @@
 Every Optuna call of adalase_tune lives here.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 from ._base import OptunaSearcher, SearchMethod, SearchPlan, search_space
 
+if TYPE_CHECKING:
+    from optuna.samplers import TPESampler
 
-def tpe_sampler(seed: int, n_startup_trials: int):
+
+def tpe_sampler(seed: int, n_startup_trials: int) -> TPESampler:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -18,7 +26,7 @@ class OptunaTPE(SearchMethod):
     defaults = {"num_samples": 8, "n_startup_trials": 4, "space": "arm"}
     per_seed = True
 
-    def plan(self, sites, seeds, budget):
+    def plan(self, sites: Sequence[str], seeds: Sequence[int], budget: dict) -> SearchPlan:
         (seed,) = seeds
         n = budget["num_samples"]
         space = {"selection/method": "probs", "train/seed": seed, **search_space(sites, budget["space"])}

@@ -1,5 +1,7 @@
 """``random``: N trials per seed, drawn uniformly from the search space (``space``: arm or weights)."""
 
+from collections.abc import Sequence
+
 from ._base import RandomSearcher, SearchMethod, SearchPlan, search_space, seed_axis
 
 
@@ -7,7 +9,7 @@ class RandomSearch(SearchMethod):
     name = "random"
     defaults = {"num_samples": 8, "space": "arm"}
 
-    def plan(self, sites, seeds, budget):
+    def plan(self, sites: Sequence[str], seeds: Sequence[int], budget: dict) -> SearchPlan:
         n = budget["num_samples"]
         searched = search_space(sites, budget["space"])
         space = {"selection/method": "probs", "train/seed": seed_axis(seeds, False), **searched}

@@ -1,6 +1,9 @@
 """``asha`` (random search, weak trials stopped early) and ``pbt`` (Population Based Training
 over the search space, as Population Based Augmentation does over its probabilities)."""
 
+from collections.abc import Sequence
+from typing import Any
+
 from ..config import ConfigError
 from ._base import ASHASpec, PBTSpec, RandomSearcher, SearchMethod, SearchPlan, search_space
 
@@ -10,14 +13,14 @@ class ASHA(SearchMethod):
     defaults = {"num_samples": 12, "grace_period": 1, "reduction_factor": 3, "space": "arm"}
     per_seed = True
 
-    def check(self, key, value):
+    def check(self, key: str, value: Any) -> None:
         super().check(key, value)
         if key == "reduction_factor" and value < 2:
             raise ConfigError(
                 f"sweep.methods.asha.reduction_factor = {value}: it must be >= 2 (each rung keeps 1/factor)"
             )
 
-    def plan(self, sites, seeds, budget):
+    def plan(self, sites: Sequence[str], seeds: Sequence[int], budget: dict) -> SearchPlan:
         (seed,) = seeds
         n = budget["num_samples"]
         space = {"selection/method": "probs", "train/seed": seed, **search_space(sites, budget["space"])}
@@ -35,14 +38,14 @@ class PBT(SearchMethod):
     defaults = {"population": 4, "perturbation_interval": 3, "resample_probability": 0.25, "space": "arm"}
     per_seed = True
 
-    def check(self, key, value):
+    def check(self, key: str, value: Any) -> None:
         if key == "resample_probability":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise ConfigError(f"sweep.methods.pbt.resample_probability = {value!r}: it must lie in [0, 1]")
             return
         super().check(key, value)
 
-    def plan(self, sites, seeds, budget):
+    def plan(self, sites: Sequence[str], seeds: Sequence[int], budget: dict) -> SearchPlan:
         (seed,) = seeds
         n = budget["population"]
         space = {"selection/method": "probs", "train/seed": seed, **search_space(sites, budget["space"])}

@@ -1,7 +1,8 @@
 """One run per seed: adalase (search, then retrain with the learned q fixed), adalase_single (q
 learned during the one run), uniform and none; and the grid."""
 
-from typing import Optional
+from collections.abc import Sequence
+from typing import Any, Optional
 
 from ..config import ConfigError
 from ._base import Grid, SearchMethod, SearchPlan, seed_axis
@@ -13,7 +14,7 @@ class PerSeed(SearchMethod):
     def __init__(self, name: str):
         self.name = name
 
-    def plan(self, sites, seeds, budget):
+    def plan(self, sites: Sequence[str], seeds: Sequence[int], budget: dict) -> SearchPlan:
         space = {"selection/method": self.name, "train/seed": seed_axis(seeds, False)}
         return SearchPlan(space, expected_trials=len(seeds))
 
@@ -24,11 +25,16 @@ class AdaLASEMethod(SearchMethod):
     ``adalase.eta`` or the probe's share. ``adalase_single``: the paper's one-run form (q learned
     during the run that is reported, pseudo-validation on the training samples)."""
 
-    def __init__(self, name: str = "adalase", fixed: Optional[dict] = None, budget_keys: tuple = ("eta", "probe")):
+    def __init__(
+        self,
+        name: str = "adalase",
+        fixed: Optional[dict[str, Any]] = None,
+        budget_keys: tuple[str, ...] = ("eta", "probe"),
+    ):
         self.name, self.fixed = name, dict(fixed or {})
         self.defaults = dict.fromkeys(budget_keys)
 
-    def check(self, key, value):
+    def check(self, key: str, value: Any) -> None:
         values = value if isinstance(value, (list, tuple)) else [value]
         hi = 1.0 if key == "probe" else float("inf")
         if value is not None and not all(
@@ -38,7 +44,7 @@ class AdaLASEMethod(SearchMethod):
             what = "a share in (0, 1]" if key == "probe" else "a number >= 0"
             raise ConfigError(f"sweep.methods.{self.name}.{key} = {value!r}: give {what} or a list of them")
 
-    def plan(self, sites, seeds, budget):
+    def plan(self, sites: Sequence[str], seeds: Sequence[int], budget: dict) -> SearchPlan:
         space = {"selection/method": "adalase", "train/seed": seed_axis(seeds, False), **self.fixed}
         trials = len(seeds)
         for key in self.defaults:
@@ -57,7 +63,7 @@ class SiteGrid(SearchMethod):
 
     name = "grid"
 
-    def plan(self, sites, seeds, budget):
+    def plan(self, sites: Sequence[str], seeds: Sequence[int], budget: dict) -> SearchPlan:
         space = {
             "selection/method": "fixed",
             "selection/site": Grid(tuple(range(len(sites)))),
