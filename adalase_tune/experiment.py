@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import pandas as pd
 
@@ -82,6 +82,7 @@ class Prepared:
     root: str
     name: str
     data_ref: object = None  # the data in the Ray object store, once Ray runs
+    lock: Any = None  # the tuning.ExperimentLock held for the whole sweep or benchmark
 
 
 def parse_methods(text: Optional[str], configured: Optional[Sequence[str]] = None) -> list[str]:
@@ -106,7 +107,7 @@ def parse_methods(text: Optional[str], configured: Optional[Sequence[str]] = Non
 def prepare(cfg: ExperimentConfig, methods: Sequence[str], options, name: str, job_name) -> Prepared:
     """Every check of a sweep or a benchmark that needs no Ray, and the data, built once."""
     from .distributed import World
-    from .tuning import check_budget, check_name, check_workers, experiment_exists, load_meta, plan_jobs, storage_root
+    from .tuning import ExperimentLock, check_budget, check_name, check_workers, plan_jobs, storage_root
 
     check_name(name)
     held = max(1.0, options.cpus_per_trial)
@@ -131,6 +132,29 @@ def prepare(cfg: ExperimentConfig, methods: Sequence[str], options, name: str, j
         check_workers(job, options)
     root = storage_root(options.storage)
     first = next(iter(jobs.values()))[0].name
+    # one writer per experiment, before what exists is looked at: a second one is refused here
+    lock = ExperimentLock(root, [j.name for js in jobs.values() for j in js]).acquire()
+    try:
+        _check_existing(cfg, jobs, options, root, name, first)
+    except BaseException:
+        lock.release()
+        raise
+    return Prepared(
+        cfg,
+        None if cfg.data.read_on_nodes else data,
+        sites,
+        split_sizes(data),
+        cfg.train.epochs * len(data.train),
+        jobs,
+        root,
+        name,
+        lock=lock,
+    )
+
+
+def _check_existing(cfg: ExperimentConfig, jobs: dict, options, root: str, name: str, first: str) -> None:
+    from .tuning import experiment_exists, load_meta
+
     for method_jobs in jobs.values():
         for job in method_jobs:
             exists = experiment_exists(root, job.name)
@@ -153,16 +177,6 @@ def prepare(cfg: ExperimentConfig, methods: Sequence[str], options, name: str, j
             f"--resume: no experiment {first!r} in {root} to continue; drop --resume to start it, or "
             "give the --name and --storage it was started with"
         )
-    return Prepared(
-        cfg,
-        None if cfg.data.read_on_nodes else data,
-        sites,
-        split_sizes(data),
-        cfg.train.epochs * len(data.train),
-        jobs,
-        root,
-        name,
-    )
 
 
 def arms_of(cfg: ExperimentConfig, data: Optional[DataBundle] = None) -> list[str]:
@@ -235,7 +249,12 @@ def _run_method(
             prep.name,
             cfg_hash,
             _parent_params(prep.cfg, prep.plain_passes, prep.splits),
-            {"seeds": ",".join(map(str, options.seeds)), "started": time.strftime("%Y-%m-%d %H:%M:%S")},
+            {
+                "seeds": ",".join(map(str, options.seeds)),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "methods": ",".join(prep.jobs),  # every method of the run, and the lock its writer holds:
+                "lock": str(tuning.lock_path(prep.root, prep.jobs[method][0].name)),  # the report tells PARTIAL
+            },
         )
 
     def callbacks_for(job):
@@ -255,14 +274,21 @@ def _run_method(
             with signals.fitting():
                 grid = tuning.fit(prep.cfg, job, options, prep.root, prep.sites, callbacks_for(job), prep.data_ref)
             rows += tuning.trial_rows(grid, method, prep.sites)
+            if tuning.store_lost() is not None:  # the MLflow store went away: Tune stopped, its state saved
+                raise tuning.store_lost()
+            if tracking is not None:  # runs the store could not end before (a resume after it went away)
+                tuning.settle_runs(grid, tracking, parent, prep.cfg.to_dict(), prep.sites)
             if tuning.unfinished(grid) or signals.received:
                 interrupted = True
                 break
     except BaseException as err:
+        from .tracking import StoreUnavailable
+
         tuning.close_open_runs()
         if tracking is not None:
-            status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
-            tracking.end_run(parent, status, error="" if status == "KILLED" else f"{type(err).__name__}: {err}")
+            status = "KILLED" if isinstance(err, (KeyboardInterrupt, StoreUnavailable)) else "FAILED"
+            with contextlib.suppress(StoreUnavailable):  # a store that is gone cannot take it
+                tracking.end_run(parent, status, error="" if status == "KILLED" else f"{type(err).__name__}: {err}")
         raise
     if tracking is not None:
         tuning.close_open_runs()
@@ -312,17 +338,54 @@ def _start_ray(prep: Prepared, options, signals: Signals) -> None:
     prep.data_ref = tuning.put(prep.data) if prep.data is not None else None
 
 
+def start_hint(resume_hint: str) -> str:
+    """The command that starts the work again: the resume command without ``--resume``."""
+    return resume_hint.removesuffix(" --resume") if resume_hint.endswith(" --resume") else "the same call again"
+
+
 @contextlib.contextmanager
-def _forced(signals: Signals, resume_hint: str):
-    """A KeyboardInterrupt that got through (a second signal, or one outside Tune): Interrupted."""
+def _forced(signals: Signals, resume_hint: str, prep: Optional[Prepared] = None):
+    """A KeyboardInterrupt that got through (a second signal, or one outside Tune): Interrupted. When
+    nothing was saved yet (a signal while Ray starts), there is nothing to resume: it says how to start."""
+    from .tuning import experiment_exists
+
     try:
         yield
     except Interrupted:
         raise
     except KeyboardInterrupt:
+        if prep is not None and not any(experiment_exists(prep.root, j.name) for js in prep.jobs.values() for j in js):
+            raise Interrupted(
+                signals.signum(),
+                f"interrupted before anything was saved (no trial started, no MLflow run); start it again with: "
+                f"{start_hint(resume_hint)}",
+            ) from None
         raise Interrupted(
             signals.signum(),
             f"interrupted; the MLflow runs left open are KILLED and no report was written. Resume with: {resume_hint}",
+        ) from None
+
+
+@contextlib.contextmanager
+def _store_gone(prep: Prepared, what: str, resume_hint: str):
+    """The MLflow store went away during a sweep or a benchmark: Tune was stopped gracefully (its
+    state and the trials' checkpoints are kept), and this is one line with the resume command."""
+    from .tracking import StoreUnavailable
+
+    try:
+        yield
+    except StoreUnavailable as err:
+        raise StoreUnavailable(
+            err.errno,
+            f"{err}; the {what} stopped (Ray Tune saved its state and the trials' checkpoints in {prep.root}); "
+            "the MLflow runs still open could not be closed there; once the store is back (or to log into a new "
+            f"one). Resume with: {resume_hint}",
+        ) from None
+    except StorageError as err:  # --storage (or --out) full: the trials' last whole checkpoints are kept
+        raise StorageError(
+            err.errno,
+            f"{err}; the {what} stopped; Ray Tune's state and each trial's last whole checkpoint are kept; the "
+            f"MLflow runs are closed (FAILED, KILLED); free space, then Resume with: {resume_hint}",
         ) from None
 
 
@@ -371,7 +434,7 @@ def sweep(
     open_tracking = _tracking(tracking_uri, experiment, name, parent_run_id)
     prep = prepare(cfg, [method], options, name, lambda m: name)
     signals = Signals()
-    with signals.installed(), _forced(signals, resume_hint):
+    with prep.lock, signals.installed(), _forced(signals, resume_hint, prep), _store_gone(prep, "sweep", resume_hint):
         _start_ray(prep, options, signals)
         tracking = open_tracking() if open_tracking else None
         from .tracking import config_hash
@@ -431,7 +494,8 @@ def run_benchmark(
     signals = Signals()
     started = time.time()
     done: list[MethodResult] = []
-    with signals.installed(), _forced(signals, resume_hint):
+    gone = _store_gone(prep, "benchmark (no report was written)", resume_hint)
+    with prep.lock, signals.installed(), _forced(signals, resume_hint, prep), gone:
         _start_ray(prep, options, signals)
         tracking = open_tracking() if open_tracking else None
         from .tracking import config_hash
@@ -794,6 +858,11 @@ def rebuild_report(
     if not len(rows) or "plain_passes" not in meta:
         raise ConfigError(f"--benchmark {benchmark!r}: no finished trial runs in experiment {experiment!r}")
     info = {"title": f"{experiment}: {benchmark} (rebuilt from MLflow)", "tracking": tracking.uri}
+    from .report import incomplete
+
+    partial = incomplete(tracking.method_parents(benchmark))
+    if partial is not None:  # running (its writer holds the lock), or stopped: what finished so far, no winner
+        info["PARTIAL"] = partial
     if "data.n_val" in meta:
         info["splits"] = f"train {meta['data.n_train']}, val {meta['data.n_val']}, test {meta['data.n_test']} samples"
     return write_report(rows, out, float(meta["plain_passes"]), info)

@@ -321,7 +321,9 @@ def render_markdown(
             f"{_pm(r.test_acc, r.test_acc_std)} | {r.device_s_per_seed:.1f} | {r.passes_per_seed:.0f} | "
             f"{r.plain_run_multiple:.2f} | {device_multiple} | {within} |"
         )
-    if len(table):
+    if len(table) and "PARTIAL" in meta:  # incomplete methods: no winner is named among them
+        lines += ["", "No method is named the least costly: the benchmark is PARTIAL (see above)."]
+    elif len(table):
         reached = table[table["to_within_seeds"] > 0]
         if len(reached):
             best = (
@@ -567,6 +569,29 @@ def _placeholder_plot(path: Path) -> None:
     ax.set_axis_off()
     atomic_write(path, figure_bytes(fig, dpi=80))
     plt.close(fig)
+
+
+def incomplete(parents: list[dict]) -> Optional[str]:
+    """Why a benchmark's MLflow runs (``parents``: its methods' parent runs, from
+    ``Tracking.method_parents``) are not a complete benchmark, or None when they are: its writer
+    still holds its lock (it is running), a method's run was left open, or a method has not started."""
+    from .locks import describe_holder, lock_holder
+
+    planned: list[str] = next((p["tags"]["methods"].split(",") for p in parents if p["tags"].get("methods")), [])
+    holder = next((h for p in parents if p["tags"].get("lock") for h in [lock_holder(p["tags"]["lock"])] if h), None)
+    done = [p["method"] for p in parents if p["status"] in ("FINISHED", "FAILED")]
+    open_ = [p["method"] for p in parents if p["status"] not in ("FINISHED", "FAILED")]
+    missing = [m for m in planned if m not in {p["method"] for p in parents}]
+    if holder is None and not open_ and not missing:
+        return None
+    if holder is not None:
+        why = f"the benchmark is still running ({describe_holder(holder)})"
+    else:
+        why = "the benchmark did not finish (its writer is gone: resume it)"
+    return (
+        f"{why}; methods finished: {', '.join(done) or 'none'}; running or stopped: {', '.join(open_) or 'none'}; "
+        f"not started: {', '.join(missing) or 'none'}; this is what had finished so far"
+    )
 
 
 def write_report(

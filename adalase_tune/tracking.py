@@ -21,9 +21,11 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
+import os
 import socket
 import subprocess
 import sys
@@ -35,6 +37,7 @@ from typing import Optional
 
 import numpy as np
 
+from .checkpoint import StorageError
 from .config import ConfigError, ExperimentConfig, flatten
 from .engine import Callback
 from .interrupts import STOP_SIGNALS
@@ -64,21 +67,136 @@ def config_hash(cfg: ExperimentConfig) -> str:
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:12]
 
 
+class StoreUnavailable(StorageError):
+    """The MLflow store went away during the work: its SQLite file deleted, replaced, made
+    read-only or full, or its server gone. One line: ``MLflow store unavailable: <path>: <cause>``."""
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+# what SQLite (through SQLAlchemy and MLflow) says when the store is gone, and what that means
+_GONE = {
+    "readonly database": (errno.EROFS, "read-only (attempt to write a readonly database)"),
+    "read-only file system": (errno.EROFS, "read-only file system"),
+    "database or disk is full": (errno.ENOSPC, "disk full"),
+    "no space left": (errno.ENOSPC, "disk full"),
+    "unable to open database": (errno.ENOENT, "cannot open the database file"),
+    "no such table": (errno.ENOENT, "its tables are gone (the file was deleted or replaced)"),
+    "disk i/o error": (errno.EIO, "disk I/O error"),
+    "file is not a database": (errno.EINVAL, "the file is no longer a SQLite database"),
+    "malformed": (errno.EINVAL, "the database file is corrupted (malformed)"),
+    "max retries exceeded": (errno.ECONNREFUSED, "the server does not answer"),
+    "connection refused": (errno.ECONNREFUSED, "the server does not answer"),
+}
+_LOST: dict = {}  # store -> its StoreUnavailable: a store found gone is not asked again (no retries, no waits)
+_STORES: dict = {}  # SQLite path -> (device, inode) when this process opened it
+_CREATED: set = set()  # SQLite stores whose schema this process made sure of
+
+
+def sqlite_path(uri: str) -> Optional[Path]:
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
 def _client(uri: str):
+    """An MlflowClient of ``uri``. A SQLite store is created (its schema) under a file lock beside it
+    (``<file>.lock``): two processes creating one new store at once would both create its tables."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    _quiet_store_errors()
+    path = sqlite_path(uri)
+    if path is None or uri in _CREATED:
+        client = MlflowClient(tracking_uri=uri)
+    else:
+        from filelock import FileLock
+
+        with FileLock(f"{path}.lock", timeout=300):
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)  # the schema exists (and is current) once this returns
+        _CREATED.add(uri)
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            _STORES[str(path)] = (st.st_dev, st.st_ino)
+    client._adalase_store = uri  # type: ignore[attr-defined]  # for _retry's checks
+    return client
+
+
+def _quiet_store_errors() -> None:
+    """MLflow logs every SQLAlchemy error with its traceback (some 100 lines) before it raises it; the
+    error itself comes back here, as one line."""
+    import logging
+
+    log = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, _NoStoreTracebacks) for f in log.filters):
+        log.addFilter(_NoStoreTracebacks())
+
+
+class _NoStoreTracebacks:
+    def filter(self, record) -> bool:
+        return record.levelno < 40  # ERROR and above: raised, and said in one line by the caller
+
+
+def _unavailable(uri: str, err: BaseException) -> Optional[StoreUnavailable]:
+    """The :class:`StoreUnavailable` that ``err`` (from a call to the store ``uri``) means, or None."""
+    text = " ".join(str(err).split()).lower()
+    for needle, (code, cause) in _GONE.items():
+        if needle in text:
+            path = sqlite_path(uri)
+            if path is not None and code in (errno.ENOENT, errno.EIO, errno.EROFS):  # what SQLite could not say
+                with contextlib.suppress(OSError):
+                    stat = os.statvfs(path.parent)
+                    if stat.f_flag & os.ST_RDONLY:
+                        code, cause = errno.EROFS, "read-only file system"
+                    elif stat.f_bavail * stat.f_frsize < 1 << 16:
+                        code, cause = errno.ENOSPC, "disk full"
+            return StoreUnavailable(code, f"MLflow store unavailable: {path or uri}: {cause}")
+    return None
+
+
+def _check_store(uri: str) -> None:
+    """A SQLite store still there as the file this process opened: SQLite would go on writing into a
+    deleted file (its open connections), and every later write would be lost."""
+    if uri in _LOST:
+        raise _LOST[uri]
+    path = sqlite_path(uri)
+    if path is None or str(path) not in _STORES:
+        return
+    try:
+        st = path.stat()
+        cause = "the file was replaced" if (st.st_dev, st.st_ino) != _STORES[str(path)] else ""
+    except FileNotFoundError:
+        cause = "the file was deleted"
+    except OSError as err:
+        cause = err.strerror or type(err).__name__
+    if cause:
+        _LOST[uri] = StoreUnavailable(errno.ENOENT, f"MLflow store unavailable: {path}: {cause}")
+        raise _LOST[uri]
+
+
+def store_lost(uri: str) -> Optional[StoreUnavailable]:
+    """The store ``uri`` found gone by this process, if it was."""
+    return _LOST.get(uri)
 
 
 def _retry(fn, *args, **kwargs):
-    """SQLite stores lock briefly under concurrent writers; retry a few times."""
+    """SQLite stores lock briefly under concurrent writers; retry a few times. A store that went
+    away raises :class:`StoreUnavailable` (one line), at once and for every later call."""
+    uri = getattr(getattr(fn, "__self__", None), "_adalase_store", None)
+    if uri is not None:
+        _check_store(uri)
     for attempt in range(_RETRIES):
         try:
             return fn(*args, **kwargs)
         except Exception as err:  # mlflow wraps sqlite's OperationalError in MlflowException
-            if "locked" not in str(err).lower() or attempt == _RETRIES - 1:
+            if "locked" in str(err).lower() and attempt < _RETRIES - 1:
+                time.sleep(0.2 * 2**attempt)
+                continue
+            gone = _unavailable(uri, err) if uri is not None else None
+            if gone is None:
                 raise
-            time.sleep(0.2 * 2**attempt)
+            if uri is not None:
+                with contextlib.suppress(StoreUnavailable):
+                    _check_store(uri)  # a deleted file says so, rather than "no such table"
+            _LOST[uri] = _LOST.get(uri, gone)
+            raise _LOST[uri] from None
 
 
 def literal(value: str) -> str:
@@ -103,10 +221,7 @@ def check_tracking_uri(uri: str) -> str:
     if scheme == "sqlite":
         path = Path(uri.removeprefix("sqlite:///"))
         path = path if path.is_absolute() else Path.cwd() / path
-        if not path.parent.is_dir():
-            raise ConfigError(f"--tracking-uri = {uri!r}: folder {path.parent} does not exist; create it first")
-        if path.is_dir():
-            raise ConfigError(f"--tracking-uri = {uri!r}: {path} is a folder; name a .db file")
+        _check_sqlite(uri, path)
         return f"sqlite:///{path}"
     if scheme in ("http", "https"):
         parts = urllib.parse.urlsplit(uri)
@@ -121,6 +236,38 @@ def check_tracking_uri(uri: str) -> str:
                 f"(mlflow server --host 127.0.0.1 --port ...) or fix the address"
             ) from None
     return uri
+
+
+def _check_sqlite(uri: str, path: Path) -> None:
+    """A SQLite store this process can use: a SQLite file (or an empty or new one) in a folder
+    where SQLite can write its journal, refused at once otherwise (SQLite retries for minutes)."""
+    bad = lambda why, fix: ConfigError(f"--tracking-uri = {uri!r}: {why}; {fix}")  # noqa: E731
+    above = next((p for p in path.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise bad(f"{above} is a file, not a folder", "name a .db file in a folder")
+    if not path.parent.is_dir():
+        raise bad(f"folder {path.parent} does not exist", "create it first")
+    if path.is_dir():
+        raise bad(f"{path} is a folder", "name a .db file")
+    if path.exists() and not path.is_file():
+        raise bad(f"{path} is not a regular file", "name a .db file")
+    try:
+        if path.is_file():
+            with open(path, "rb") as f:
+                head = f.read(len(SQLITE_MAGIC))
+            if head and head != SQLITE_MAGIC:
+                why = f"{path} is not a SQLite database (it starts {head[:8]!r})"
+                raise bad(why, "name an MLflow .db file or a new one")
+            with open(path, "r+b"):  # SQLite writes it in place
+                pass
+        probe = path.parent / f".{path.name}.{os.getpid()}.probe"  # and its journal beside it
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        from .checkpoint import _CAUSES
+
+        cause = _CAUSES.get(err.errno or 0, err.strerror or type(err).__name__)
+        raise bad(f"SQLite cannot write {err.filename or path} ({cause})", "choose a folder you can write") from None
 
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI's model-training view
@@ -228,7 +375,7 @@ class Tracking:
             f"tags.method = {literal(method)} and tags.benchmark = {literal(benchmark)} and tags.run_kind = 'method'"
         )
         if found:
-            _retry(self.client.update_run, found.info.run_id, status="RUNNING")
+            self._reopen(found)
             return found.info.run_id
         tags = {
             **(tags or {}),
@@ -242,6 +389,13 @@ class Tracking:
         if params:
             self.log_params(run_id, params)
         return run_id
+
+    def _reopen(self, run) -> None:
+        """A run continued by a resume: RUNNING again, without the reason it stopped (a full disk, a
+        failed trial retried): it ends with its own outcome."""
+        _retry(self.client.update_run, run.info.run_id, status="RUNNING")
+        if "error" in run.data.tags:
+            _retry(self.client.delete_tag, run.info.run_id, "error")
 
     def log_params(self, run_id: str, params: dict) -> None:
         from mlflow.entities import Param
@@ -317,7 +471,7 @@ class Tracking:
             found = self._find(f"tags.`ray.trial_id` = {literal(trial_id)}")
         if found is not None:
             history = _retry(self.client.get_metric_history, found.info.run_id, "val/acc")
-            _retry(self.client.update_run, found.info.run_id, status="RUNNING")
+            self._reopen(found)
             return RunLogger(self, found.info.run_id, logged_up_to=max((m.step for m in history), default=0))
         tags = {**tags, "mlflow.runName": name, **({"ray.trial_id": trial_id} if trial_id else {})}
         new = _retry(self.client.create_run, self.experiment_id, tags=tags).info.run_id
@@ -373,6 +527,16 @@ class Tracking:
                 }
             )
         return rows
+
+    def method_parents(self, benchmark: str) -> list[dict]:
+        """The parent runs of a benchmark's methods: method, status and tags of each."""
+        runs = _retry(
+            self.client.search_runs,
+            [self.experiment_id],
+            filter_string=f"tags.benchmark = {literal(benchmark)} and tags.run_kind = 'method'",
+            max_results=1000,
+        )
+        return [{"method": r.data.tags.get("method"), "status": r.info.status, "tags": r.data.tags} for r in runs]
 
     def benchmark_meta(self, benchmark: str) -> dict:
         """The params of a benchmark's parent runs (``plain_passes`` among them)."""

@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -31,6 +32,7 @@ from ray import tune
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
 from .config import ConfigError, ExperimentConfig
+from .locks import ExperimentLock, lock_holder, lock_path  # noqa: F401  (the storage's writer lock)
 from .search import (
     METHODS,
     ASHASpec,
@@ -569,10 +571,118 @@ def fit(
     """Run (or, with ``options.resume``, continue) one Tuner; returns its ResultGrid. Finished
     trials are never rerun. Tune stops gracefully on SIGINT (or SIGUSR1) and returns the partial
     grid: :func:`unfinished` tells."""
+    STORE_LOST.clear()
     tuner = _tuner(cfg, job, options, root, sites, [*callbacks, StateGuard(root, job.name)], data_ref)
     if options.verbose == 0:  # Tune's newer output prints a table and a path even at verbose=0
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    return tuner.fit()
+    _quiet_disk_full()
+    try:
+        grid = tuner.fit()
+    except Exception as err:  # the driver's writes (Tune's state, our snapshots) on a full disk
+        if _no_space(err) or _nearly_full(root):  # a truncated file read back (EOFError) on a full disk
+            raise _storage_full(root, job.name) from None
+        raise
+    if any(r.error is not None and _no_space(r.error) for r in grid):  # a trial's checkpoint did not fit
+        raise _storage_full(root, job.name)
+    return grid
+
+
+def _nearly_full(root: str) -> bool:
+    if is_uri(root):
+        return False
+    try:
+        stat = os.statvfs(root)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < 1 << 20
+
+
+class _DiskFullRecords:
+    """Drops Ray's log records (with their tracebacks) of a write that failed for lack of space:
+    the sweep says it in one line (:func:`_storage_full`)."""
+
+    def filter(self, record) -> bool:
+        import logging
+
+        text = record.getMessage()
+        if record.exc_info:
+            text += logging.Formatter().formatException(record.exc_info)
+        return "No space left on device" not in text and "Errno 28" not in text
+
+
+def _quiet_disk_full() -> None:
+    import logging
+
+    for logger in (logging.getLogger("ray"), logging.getLogger("ray.tune"), logging.getLogger()):
+        for handler in logger.handlers:
+            if not any(isinstance(f, _DiskFullRecords) for f in handler.filters):
+                handler.addFilter(_DiskFullRecords())
+
+
+def settle_runs(grid, tracking, parent: Optional[str], base: dict, sites: Sequence[str]) -> None:
+    """After a fit: a trial that ended in Tune but whose MLflow run did not (the store went away as it
+    ended, or a resume logs into a new store) gets its run ended now from Tune's record: FINISHED
+    with its final metrics, or FAILED with its reason. Runs already ended are left as they are."""
+    from .tracking import final_metrics, literal, trial_params
+    from .trainable import ERROR_KEY
+
+    for result in grid:
+        m = result.metrics or {}
+        trial_id = m.get("trial_id") or _trial_id(result.path)
+        if not trial_id or not (m.get("done") or result.error is not None or ERROR_KEY in m):
+            continue
+        found = tracking._find(f"tags.`ray.trial_id` = {literal(trial_id)}")
+        if found is not None and found.info.status != "RUNNING":
+            continue
+        cfg = trial_config(base, result.config or {}, sites)
+        tags = {"run_kind": "trial", "mlflow.parentRunId": parent, "sites": ",".join(sites),
+                "method_selection": cfg.selection.method}  # fmt: skip
+        name = f"{cfg.selection.method} seed {cfg.train.seed} {trial_id}"
+        run = tracking.run_logger(name, tags, trial_params(cfg, site_weights(result.config or {}, sites)), trial_id)
+        if result.error is not None or ERROR_KEY in m:
+            run.fail(" ".join((m.get(ERROR_KEY) or trial_error(result.error)).split())[:2000])
+        else:
+            run.finish(final_metrics(m))
+
+
+def _no_space(err: BaseException) -> bool:
+    """Whether ``err`` (or what caused it, or a trial's error text) is a full disk or quota."""
+    import errno
+
+    seen: set = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "no space left on device" in str(err).lower() or "disk quota exceeded" in str(err).lower():
+            return True
+        err = getattr(err, "cause", None) or err.__cause__ or err.__context__  # type: ignore[assignment]
+    return False
+
+
+def _storage_full(root: str, name: str):
+    """The one-line StorageError of a full ``--storage``, once the partial checkpoints that the full
+    disk left (never recorded by Tune: it records a checkpoint once it is whole) are removed."""
+    import errno
+
+    from .checkpoint import storage_error
+
+    if not is_uri(root):
+        _drop_partial_checkpoints(Path(root) / name)
+    return storage_error(join(root, name), OSError(errno.ENOSPC, "no space left"))
+
+
+def _drop_partial_checkpoints(folder: Path) -> None:
+    from .checkpoint import CheckpointError, safe_load
+    from .trainable import STATE_FILE
+
+    for ckpt in folder.glob("*/checkpoint_*"):
+        try:
+            safe_load(ckpt / STATE_FILE)
+        except CheckpointError:
+            shutil.rmtree(ckpt, ignore_errors=True)
+    for tmp in folder.glob(f"{STATE_BACKUP}/.*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def unfinished(grid) -> int:
@@ -709,10 +819,39 @@ class MLflowTrials(MLflowLoggerCallback):
     def setup(self, *args, **kwargs):  # not Ray's: the experiment exists, and no global MLflow state is set
         from .tracking import Tracking
 
-        self._tracking = Tracking(self.tracking_uri, self.experiment_name)
         _LIVE.append(self)
+        self._store(lambda: setattr(self, "_tracking", Tracking(self.tracking_uri, self.experiment_name)))
+
+    def _store(self, call) -> None:
+        """Every MLflow call of a Tune callback: a store that went away (``StoreUnavailable``) stops
+        the sweep gracefully (Tune's SIGUSR1: it saves its state, the trials keep their checkpoints)
+        instead of aborting Tune with its tracebacks; the driver then says so in one line. Once the
+        store is gone, nothing more is sent to it."""
+        from .tracking import StoreUnavailable
+
+        if STORE_LOST:
+            return
+        try:
+            call()
+        except StoreUnavailable as err:
+            STORE_LOST.append(err)
+            import logging
+            import signal
+
+            logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)  # its "stop signal received": not a signal
+            if hasattr(signal, "SIGUSR1"):
+                os.kill(os.getpid(), signal.SIGUSR1)
 
     def log_trial_start(self, trial):
+        self._store(lambda: self._log_trial_start(trial))
+
+    def log_trial_result(self, iteration, trial, result):
+        self._store(lambda: self._log_trial_result(iteration, trial, result))
+
+    def log_trial_end(self, trial, failed=False):
+        self._store(lambda: self._log_trial_end(trial, failed))
+
+    def _log_trial_start(self, trial):
         from .tracking import trial_params
 
         if trial.trial_id in self._trial_runs:
@@ -723,7 +862,7 @@ class MLflowTrials(MLflowLoggerCallback):
         name = f"{cfg.selection.method} seed {cfg.train.seed} {trial.trial_id}"
         self._trial_runs[trial.trial_id] = self._tracking.run_logger(name, tags, params, trial_id=trial.trial_id)
 
-    def log_trial_result(self, iteration, trial, result):
+    def _log_trial_result(self, iteration, trial, result):
         from .tracking import epoch_metrics
         from .trainable import ERROR_KEY
 
@@ -732,7 +871,7 @@ class MLflowTrials(MLflowLoggerCallback):
             for epoch in result.get("epochs") or [result]:  # a batch of epochs, or one
                 self._trial_runs[trial.trial_id].log_epoch(epoch_metrics(epoch), int(epoch["epoch"]))
 
-    def log_trial_end(self, trial, failed=False):
+    def _log_trial_end(self, trial, failed=False):
         from .tracking import final_metrics
         from .trainable import ERROR_KEY
 
@@ -755,10 +894,17 @@ class MLflowTrials(MLflowLoggerCallback):
         run.finish(final_metrics(last), q, self.sites)
 
     def close(self) -> None:
-        """Every run still open ends KILLED (an interrupted sweep), its buffered epochs written."""
+        """Every run still open ends KILLED (an interrupted sweep), its buffered epochs written; with
+        the store gone, none can be, and a resume continues them."""
+        from .tracking import StoreUnavailable
+
         for run in self._trial_runs.values():
             if not run.ended:
-                run.kill()
+                with contextlib.suppress(StoreUnavailable):
+                    run.kill()
+
+
+STORE_LOST: list = []  # the StoreUnavailable that stopped this process's sweep, if one did
 
 
 def close_open_runs() -> None:
@@ -766,6 +912,11 @@ def close_open_runs() -> None:
     for callback in _LIVE:
         callback.close()
     _LIVE.clear()
+
+
+def store_lost():
+    """The ``StoreUnavailable`` that stopped the last fit (the MLflow store went away), or None."""
+    return STORE_LOST[0] if STORE_LOST else None
 
 
 class StateGuard(tune.Callback):
@@ -824,8 +975,12 @@ def snapshot(folder: Path, seen: dict) -> None:
             continue
         backup.mkdir(exist_ok=True)
         tmp = backup / f".{path.name}.tmp"
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, backup / path.name)
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, backup / path.name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # the last good copy stays whole
+            raise
         seen[path.name] = stamp
 
 

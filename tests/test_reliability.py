@@ -223,15 +223,25 @@ def test_the_ui_fails_honestly_when_its_port_is_taken_or_its_server_cannot_start
         assert main(["ui", "--tracking-uri", f"sqlite:///{tmp_path}/u.db", "--port", str(port)]) == 2
         assert f"--port = {port}: something already listens" in capsys.readouterr().err
     junk = tmp_path / "junk.db"
-    junk.write_text("not a database")
+    junk.write_text("not a database")  # refused before any server starts (tests/test_store_faults.py)
+    assert main(["ui", "--tracking-uri", f"sqlite:///{junk}", "--port", "5999"]) == 2
+    assert "is not a SQLite database" in capsys.readouterr().err
+    import sqlite3
+
     from test_tracking import free_port
 
+    future = sqlite3.connect(tmp_path / "future.db")  # a SQLite store of a schema this MLflow does not know
+    future.execute("create table alembic_version (version_num varchar(32) not null)")
+    future.execute("insert into alembic_version values ('0123456789ab')")
+    future.commit()
+    future.close()
     proc = subprocess.run(
-        [sys.executable, "-m", "adalase_tune", "ui", "--tracking-uri", f"sqlite:///{junk}", "--port", str(free_port())],
+        [sys.executable, "-m", "adalase_tune", "ui", "--tracking-uri", f"sqlite:///{tmp_path / 'future.db'}",
+         "--port", str(free_port())],
         capture_output=True,
         text=True,
         timeout=300,
-    )
+    )  # fmt: skip
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("adalase-tune: error: the MLflow server did not come up")
 
