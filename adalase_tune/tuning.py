@@ -233,6 +233,7 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, timeo
     # trials' own output stays in Ray's logs: failures come back with their reason in the results
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": False}
     try:
+        _keep_sigterm()
         if address:
             from .references import IMPORTS_VAR, registering_modules, user_code
 
@@ -265,6 +266,18 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, timeo
             f"{where}: could not connect within {timeout_s:.0f} s ({type(err).__name__}: "
             f"{text[:200]}); check the address and that the cluster is up (`ray status`)"
         ) from None
+
+
+def _keep_sigterm() -> None:
+    """``ray.init`` puts a SIGTERM handler of its own (``sys.exit``) on the main thread while it
+    starts: a SIGTERM in those seconds then raised SystemExit wherever the driver was (even in a
+    logging lock, where it is ignored, and the sweep ran on). The handler in place stays instead
+    (the command's, which stops the work at its next safe point); ``Signals.reclaim`` takes back what
+    Ray's core installs later."""
+    import ray._private.utils as ray_utils
+
+    if hasattr(ray_utils, "set_sigterm_handler"):
+        ray_utils.set_sigterm_handler = lambda handler: None
 
 
 def check_reachable(address: str, timeout_s: float) -> None:

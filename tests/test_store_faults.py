@@ -24,7 +24,7 @@ from adalase_tune.config import ConfigError
 from adalase_tune.tracking import Tracking, check_tracking_uri
 
 SMALL = ["--set", "train.epochs=2", "--set", "data.n_train=60", "--set", "model.width=4"]
-LONG = ["--set", "train.epochs=150", "--set", "data.n_train=300", "--set", "model.width=8"]  # ~20 s a trial
+LONG = ["--set", "train.epochs=500", "--set", "data.n_train=300", "--set", "model.width=8"]  # about a minute a trial
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
 
@@ -355,12 +355,13 @@ SECOND = {  # member -> the second writer's extra arguments
 @pytest.mark.slow
 def test_a_second_writer_is_refused_and_the_running_sweep_finishes_clean(tmp_path):
     db = tmp_path / "m.db"
-    args = ["search_spaces/digits.yaml", *LONG, "--method", "uniform", "--seeds", "2",
+    args = ["sweep", "search_spaces/digits.yaml", *LONG, "--method", "uniform", "--seeds", "2",
             "--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{db}", "--experiment", "two",
             "--name", "s1"]  # fmt: skip
     first = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     _wait_for(tmp_path / "ray" / "s1" / "adalase_tune.json", first)
     for member, extra in SECOND.items():
+        assert first.poll() is None, "the sweep ended before every second writer was tried: make LONG longer"
         extra = [e.format(t=tmp_path) for e in extra]
         proc = subprocess.run(_cli(*args, *extra), capture_output=True, text=True, cwd=ROOT, timeout=300)
         assert proc.returncode == 2, (member, proc.stderr[-3000:])
@@ -513,10 +514,11 @@ def test_a_storage_that_fills_up_mid_sweep_says_disk_full_keeps_its_checkpoints_
 
 # --- 3. a signal in the first seconds -----------------------------------------------------------------
 
-EARLY = {  # member -> (command, signal, seconds after start)
-    "sweep, SIGINT at 3 s": ("sweep", signal.SIGINT, 3.0),
-    "sweep, SIGTERM at 5 s": ("sweep", signal.SIGTERM, 5.0),
-    "benchmark, SIGINT at 6 s": ("benchmark", signal.SIGINT, 6.0),
+EARLY = {  # member -> (command, signal, seconds after its checks passed: Ray is starting)
+    "sweep, SIGINT as Ray starts": ("sweep", signal.SIGINT, 0.0),
+    "sweep, SIGTERM as Ray starts": ("sweep", signal.SIGTERM, 0.0),
+    "sweep, SIGHUP 1 s into Ray's start": ("sweep", signal.SIGHUP, 1.0),
+    "benchmark, SIGINT as Ray starts": ("benchmark", signal.SIGINT, 0.0),
 }
 
 
@@ -530,6 +532,7 @@ def test_a_signal_in_the_first_seconds_gives_a_command_that_works(tmp_path, memb
     if command == "benchmark":
         args += ["--out", str(tmp_path / "out")]
     p = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    _wait_for(tmp_path / "ray" / (".x.lock" if command == "sweep" else ".x-none.lock"), p)  # its checks passed
     time.sleep(after)
     p.send_signal(sig)
     _, err = p.communicate(timeout=300)
