@@ -153,7 +153,7 @@ def prepare(cfg: ExperimentConfig, methods: Sequence[str], options, name: str, j
 
 
 def _check_existing(cfg: ExperimentConfig, jobs: dict, options, root: str, name: str, first: str) -> None:
-    from .tuning import experiment_exists, load_meta
+    from .tuning import check_pickles, experiment_exists, load_meta
 
     for method_jobs in jobs.values():
         for job in method_jobs:
@@ -164,6 +164,8 @@ def _check_existing(cfg: ExperimentConfig, jobs: dict, options, root: str, name:
                     "--resume to continue it, or choose another --name"
                 )
             meta = load_meta(root, job.name) if exists else None
+            if exists:
+                check_pickles(root, job.name)  # before Ray ever unpickles the experiment's state
             if meta is not None:
                 diff = differing_keys(meta["config"], cfg.to_dict())
                 if diff:

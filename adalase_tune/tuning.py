@@ -206,6 +206,15 @@ def load_meta(root: str, name: str) -> Optional[dict]:
 # --- everything below talks to Ray -------------------------------------------------------------
 
 
+def private_token() -> None:
+    """Ray's session token file (``~/.ray/auth_token``, which Ray writes 0644) made readable by
+    this user only: with it anyone on the machine could join the local Ray and run code in it."""
+    path = Path.home() / ".ray" / "auth_token"
+    with contextlib.suppress(OSError):
+        if path.is_file() and path.stat().st_mode & 0o077 and path.stat().st_uid == os.getuid():
+            path.chmod(0o600)
+
+
 def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, timeout_s: float = 60.0) -> None:
     """Start a private local Ray (``address="local"``: never a stale cluster that ``ray start``
     left behind) without a dashboard, or join ``address`` after checking that something answers
@@ -253,6 +262,7 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, timeo
             env = {"PYTHONPATH": os.pathsep.join(import_path()), IMPORTS_VAR: ",".join(registering_modules())}
             env = {k: v for k, v in env.items() if v}
             ray.init(address="local", num_cpus=num_cpus, runtime_env={"env_vars": env} if env else None, **kwargs)
+            private_token()
     except Exception as err:  # ConnectionError, AuthenticationError, RuntimeError, TimeoutError, ...
         ray.shutdown()
         text = " ".join(str(err).split())
@@ -942,6 +952,7 @@ class StateGuard(tune.Callback):
     def __init__(self, root: str, name: str):
         self.folder = None if is_uri(root) else str(Path(root) / name)
         self.seen: dict = {}
+        self.hashed: dict = {}  # the pickles' stamps when last hashed (record_pickles)
         self.last = 0.0
 
     def on_step_end(self, iteration, trials, **info):
@@ -949,10 +960,12 @@ class StateGuard(tune.Callback):
             return
         self.last = time.monotonic()
         snapshot(Path(self.folder), self.seen)
+        record_pickles(Path(self.folder), self.hashed)
 
     def on_experiment_end(self, trials, **info):
         if self.folder is not None:
             snapshot(Path(self.folder), self.seen)
+            record_pickles(Path(self.folder), self.hashed)
 
 
 def _state_files(folder: Path) -> list[Path]:
@@ -995,6 +1008,71 @@ def snapshot(folder: Path, seen: dict) -> None:
             tmp.unlink(missing_ok=True)  # the last good copy stays whole
             raise
         seen[path.name] = stamp
+
+
+DIGESTS = "pickles.json"  # in STATE_BACKUP: sha256 of every pickle Ray wrote during our fits
+
+
+def _pickles(folder: Path) -> list[Path]:
+    """The files of an experiment that ``Tuner.restore`` unpickles (tuner.pkl, searcher states...)."""
+    return sorted(p for p in folder.glob("*.pkl") if p.is_file())
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def record_pickles(folder: Path, seen: dict) -> None:
+    """Remember the digest of every pickle in ``folder`` (written by Ray during this process's fit);
+    ``seen``: their (mtime, size) when last hashed, so an unchanged file is not read again."""
+    if not folder.is_dir():
+        return
+    pickles = _pickles(folder)
+    stamps = {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in pickles}
+    if stamps == seen.get("stamps"):
+        return
+    seen["stamps"] = stamps
+    digests = {p.name: _sha256(p) for p in pickles}
+    backup = folder / STATE_BACKUP
+    backup.mkdir(exist_ok=True)
+    tmp = backup / f".{DIGESTS}.tmp"
+    tmp.write_text(json.dumps(digests, sort_keys=True))
+    os.replace(tmp, backup / DIGESTS)
+
+
+def check_pickles(root: str, name: str) -> None:
+    """Before ``--resume`` lets Ray unpickle an experiment's state (and a pickle runs code as it
+    loads): the folder and its pickles must be this user's and writable by no one else, and
+    every pickle must be the one adalase-tune saw Ray write. Local storage only (a bucket's
+    access is the bucket's policy: SECURITY.md)."""
+    if is_uri(root):
+        return
+    folder = Path(root) / name
+    fix = "resume only from a folder that only you can write, or start the sweep again under another --name"
+    for path in [folder, *_pickles(folder)]:
+        st = path.stat()
+        if st.st_uid not in (os.getuid(), 0):
+            raise ConfigError(
+                f"--resume: {path} belongs to another user (uid {st.st_uid}); Ray would unpickle it. {fix}"
+            )
+        if st.st_mode & 0o022:
+            raise ConfigError(
+                f"--resume: {path} can be written by others (mode {st.st_mode & 0o777:o}), and Ray unpickles "
+                f"what it holds, which can run code as you. {fix}"
+            )
+    recorded = folder / STATE_BACKUP / DIGESTS
+    if not recorded.is_file():
+        return  # an experiment of an earlier version (nothing recorded to compare with)
+    known = json.loads(recorded.read_text())
+    for path in _pickles(folder):
+        if known.get(path.name) != _sha256(path):
+            raise ConfigError(
+                f"--resume: {path} is not the file Ray wrote during this experiment (its sha256 differs from the "
+                f"one recorded in {recorded}); Ray would unpickle it, which can run code. If you trust it, delete "
+                f"{recorded}; else {fix}"
+            )
 
 
 def repair_state(root: str, name: str) -> list[str]:
