@@ -852,9 +852,16 @@ def rebuild_report(
     from .tracking import default_uri
 
     tracking = Tracking(default_uri(tracking_uri), experiment, create=False)
-    benchmark = benchmark or tracking.latest_benchmark()
-    if benchmark is None:
+    known = tracking.benchmarks()
+    if not known:
         raise ConfigError(f"--experiment {experiment!r}: no benchmark or sweep runs found at {tracking.uri}")
+    if benchmark is not None and benchmark not in known:
+        listed = ", ".join(known[:8]) + (f" and {len(known) - 8} more" if len(known) > 8 else "")
+        raise ConfigError(
+            f"--benchmark {benchmark!r}: experiment {experiment!r} has no benchmark of that name (it has {listed}); "
+            "give one of them, or leave --benchmark out for the latest"
+        )
+    benchmark = benchmark or known[0]
     rows = pd.DataFrame(tracking.trial_rows(benchmark))
     meta = tracking.benchmark_meta(benchmark)
     if not len(rows) or "plain_passes" not in meta:

@@ -24,6 +24,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import math
 import os
 import socket
@@ -131,7 +132,9 @@ def _quiet_store_errors() -> None:
 
 class _NoStoreTracebacks:
     def filter(self, record) -> bool:
-        return record.levelno < 40  # ERROR and above: raised, and said in one line by the caller
+        # ERROR and above: raised, and said in one line by the caller; INFO ("Creating initial MLflow
+        # database tables..."): a new store is not news, and a command's stderr stays its own lines
+        return logging.WARNING <= record.levelno < logging.ERROR
 
 
 def _unavailable(uri: str, err: BaseException) -> Optional[StoreUnavailable]:
@@ -209,13 +212,21 @@ def literal(value: str) -> str:
     raise ConfigError(f"{value!r}: a name may not hold both ' and \"; choose another")
 
 
+def uri_flag(uri: str) -> str:
+    """Where a tracking URI came from, for messages: ``--tracking-uri``, or MLflow's environment
+    variable when that is what the default resolved to."""
+    import os
+
+    return "$MLFLOW_TRACKING_URI" if uri and uri == os.environ.get("MLFLOW_TRACKING_URI") else "--tracking-uri"
+
+
 def check_tracking_uri(uri: str) -> str:
     """Resolve a relative ``sqlite:///file`` to an absolute path and check the scheme, and that a
     server answers (within ``CONNECT_TIMEOUT_S``): before any run is created."""
     scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
     if scheme not in SCHEMES:
         raise ConfigError(
-            f"--tracking-uri = {uri!r}: unknown scheme {scheme or '(none)'!r}; use sqlite:///path.db, "
+            f"{uri_flag(uri)} = {uri!r}: unknown scheme {scheme or '(none)'!r}; use sqlite:///path.db, "
             "http://host:port or another MLflow URI (" + ", ".join(SCHEMES) + ")"
         )
     if scheme == "sqlite":
@@ -232,7 +243,7 @@ def check_tracking_uri(uri: str) -> str:
                 pass
         except (OSError, ValueError) as err:
             raise ConfigError(
-                f"--tracking-uri = {uri!r}: no MLflow server answers there ({err}); start it "
+                f"{uri_flag(uri)} = {uri!r}: no MLflow server answers there ({err}); start it "
                 f"(mlflow server --host 127.0.0.1 --port ...) or fix the address"
             ) from None
     return uri
@@ -241,7 +252,7 @@ def check_tracking_uri(uri: str) -> str:
 def _check_sqlite(uri: str, path: Path) -> None:
     """A SQLite store this process can use: a SQLite file (or an empty or new one) in a folder
     where SQLite can write its journal, refused at once otherwise (SQLite retries for minutes)."""
-    bad = lambda why, fix: ConfigError(f"--tracking-uri = {uri!r}: {why}; {fix}")  # noqa: E731
+    bad = lambda why, fix: ConfigError(f"{uri_flag(uri)} = {uri!r}: {why}; {fix}")  # noqa: E731
     above = next((p for p in path.parents if p.exists()), None)
     if above is not None and not above.is_dir():
         raise bad(f"{above} is a file, not a folder", "name a .db file in a folder")
@@ -325,7 +336,7 @@ class Tracking:
         self.uri = check_tracking_uri(uri)
         self.parent_run_id = parent_run_id
         if not create and self.uri.startswith("sqlite:///") and not Path(self.uri[len("sqlite:///") :]).is_file():
-            raise ConfigError(f"--tracking-uri = {uri!r}: no MLflow store there; give the store a benchmark logged to")
+            raise ConfigError(f"{uri_flag(uri)} = {uri!r}: no MLflow store there; give the store a benchmark logged to")
         self.client = _client(self.uri)
         exp = _retry(self.client.get_experiment_by_name, experiment)
         if exp is None and not create:
@@ -552,6 +563,17 @@ class Tracking:
             order_by=["attributes.start_time DESC"],
         )
         return runs[0].data.tags["benchmark"] if runs else None
+
+    def benchmarks(self) -> list[str]:
+        """The names of the benchmarks and sweeps logged in this experiment, newest first."""
+        runs = _retry(
+            self.client.search_runs,
+            [self.experiment_id],
+            filter_string="tags.run_kind = 'method'",
+            max_results=1000,
+            order_by=["attributes.start_time DESC"],
+        )
+        return list(dict.fromkeys(r.data.tags["benchmark"] for r in runs if "benchmark" in r.data.tags))
 
 
 def _site_columns(run) -> dict:

@@ -7,13 +7,17 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from adalase_tune.cli import main
+from adalase_tune.config import ConfigError
+from adalase_tune.experiment import rebuild_report
 
+ROOT = Path(__file__).parent.parent
 SITES = ["input", "stage1", "stage2", "stage3", "stage4"]
 FAST = ["--seeds", "1", "--set", "train.epochs=2", "--set", "data.n_train=60", "--set", "model.width=4"]
 
@@ -156,6 +160,10 @@ def test_benchmark_lands_in_a_sqlite_store_and_report_rebuilds_it(ray_local, tmp
     assert [row.split("|")[4] for row in table(out / "report.md")] == [
         row.split("|")[4] for row in table(rebuilt / "report.md")
     ]
+    unknown = r"--benchmark 'nosuch': experiment 'mini' has no benchmark of that name \(it has"
+    with pytest.raises(ConfigError, match=unknown):
+        rebuild_report("mini", "nosuch", tracking_uri=uri, out=str(tmp_path / "none"))
+    assert not (tmp_path / "none").exists()
 
 
 def test_benchmark_logs_to_a_real_mlflow_server(ray_local, tmp_path, mlflow_server):
@@ -314,3 +322,14 @@ def test_a_sweep_nests_under_a_given_parent_run_id(ray_local, tmp_path, capsys):
         parent.info.run_id
     ]
     assert client.get_experiment_by_name("digits") is None
+
+
+def test_a_bad_uri_from_the_environment_is_blamed_on_the_environment(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "bogus://x")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", str(ROOT / "search_spaces/digits.yaml"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("adalase-tune: error: $MLFLOW_TRACKING_URI = 'bogus://x'")
+    assert main(["train", str(ROOT / "search_spaces/digits.yaml"), "--quiet", "--tracking-uri", "bad://y"]) == 2
+    assert "--tracking-uri = 'bad://y'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
