@@ -353,6 +353,9 @@ def main(argv=None) -> int:
     except Exception as err:  # a later failure: one line, unless a developer asks for the traceback
         if _trials_failed(err):
             return EXIT_FAILED
+        if type(err).__name__ == "UnreadableImage":  # a file that failed to decode mid-run (its module loads torch)
+            _say(f"adalase-tune: error: {err}")  # it says which file, and how to go on
+            return EXIT_FAILED
         if os.environ.get("ADALASE_TUNE_DEBUG"):
             raise
         text = " ".join(str(err).split())[:500]

@@ -34,6 +34,7 @@ from .arms import arm_names, ops_text
 from .checkpoint import StorageError, atomic_write
 from .config import ConfigError, ExperimentConfig, describe_differences, differing_keys
 from .data import DataBundle, build_data
+from .data._stream import UnreadableImage
 from .interrupts import Interrupted, Signals
 from .paths import check_dir, check_file
 from .sites import sites_of
@@ -707,6 +708,9 @@ def train(
             raise Interrupted(
                 signals.signum(), f"interrupted after epoch {trainer.epoch}; the MLflow run is KILLED. {hint}"
             ) from None
+        except UnreadableImage as err:  # a streamed image that decodes only in part: the exact resume
+            again = f"--checkpoint-dir {checkpoint_dir} --resume" if checkpoint_dir else None
+            raise UnreadableImage(err.path, err.reason, again) from None
         except StorageError as err:  # a full disk under --checkpoint-dir: what is kept, and how to go on
             kept = (
                 f"{ckpt.path.name} keeps the last epoch it saved; free space, then rerun with --checkpoint-dir "

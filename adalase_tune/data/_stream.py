@@ -28,14 +28,15 @@ WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # 16-bit, 32-bit and
 class UnreadableImage(RuntimeError):
     """An image that failed to decode while a run read it (the up-front check passed it): names the file."""
 
-    def __init__(self, path: str, reason: str):
+    def __init__(self, path: str, reason: str, resume: Optional[str] = None):
         super().__init__(path, reason)
-        self.path, self.reason = path, reason
+        self.path, self.reason, self.resume = path, reason, resume  # resume: the exact flags, when known
 
     def __str__(self) -> str:
+        rerun = f"rerun with {self.resume}" if self.resume else "rerun (--resume, if you gave --checkpoint-dir)"
         return (
             f"data.path: the image {self.path} failed to decode during the run ({self.reason}); replace it with "
-            "a readable image (removing it changes the splits) and rerun (--resume, if you gave --checkpoint-dir)"
+            f"a readable image (removing it changes the splits) and {rerun}"
         )
 
 
