@@ -97,14 +97,15 @@ def sqlite_path(uri: str) -> Optional[Path]:
     return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
 
 
-def _client(uri: str):
+def _client(uri: str, create: bool = True):
     """An MlflowClient of ``uri``. A SQLite store is created (its schema) under a file lock beside it
-    (``<file>.lock``): two processes creating one new store at once would both create its tables."""
+    (``<file>.lock``): two processes creating one new store at once would both create its tables.
+    ``create=False``: a store that exists and is only read (in a folder that may be read-only)."""
     from mlflow.tracking import MlflowClient
 
     _quiet_store_errors()
     path = sqlite_path(uri)
-    if path is None or uri in _CREATED:
+    if path is None or uri in _CREATED or not create:
         client = MlflowClient(tracking_uri=uri)
     else:
         from filelock import FileLock
@@ -220,9 +221,10 @@ def uri_flag(uri: str) -> str:
     return "$MLFLOW_TRACKING_URI" if uri and uri == os.environ.get("MLFLOW_TRACKING_URI") else "--tracking-uri"
 
 
-def check_tracking_uri(uri: str) -> str:
+def check_tracking_uri(uri: str, write: bool = True) -> str:
     """Resolve a relative ``sqlite:///file`` to an absolute path and check the scheme, and that a
-    server answers (within ``CONNECT_TIMEOUT_S``): before any run is created."""
+    server answers (within ``CONNECT_TIMEOUT_S``): before any run is created. ``write=False``: a
+    store that is only read (``report``) may sit in a read-only folder."""
     scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
     if scheme not in SCHEMES:
         raise ConfigError(
@@ -232,7 +234,7 @@ def check_tracking_uri(uri: str) -> str:
     if scheme == "sqlite":
         path = Path(uri.removeprefix("sqlite:///"))
         path = path if path.is_absolute() else Path.cwd() / path
-        _check_sqlite(uri, path)
+        _check_sqlite(uri, path, write)
         return f"sqlite:///{path}"
     if scheme in ("http", "https"):
         parts = urllib.parse.urlsplit(uri)
@@ -249,7 +251,7 @@ def check_tracking_uri(uri: str) -> str:
     return uri
 
 
-def _check_sqlite(uri: str, path: Path) -> None:
+def _check_sqlite(uri: str, path: Path, write: bool = True) -> None:
     """A SQLite store this process can use: a SQLite file (or an empty or new one) in a folder
     where SQLite can write its journal, refused at once otherwise (SQLite retries for minutes)."""
     bad = lambda why, fix: ConfigError(f"{uri_flag(uri)} = {uri!r}: {why}; {fix}")  # noqa: E731
@@ -269,6 +271,8 @@ def _check_sqlite(uri: str, path: Path) -> None:
             if head and head != SQLITE_MAGIC:
                 why = f"{path} is not a SQLite database (it starts {head[:8]!r})"
                 raise bad(why, "name an MLflow .db file or a new one")
+            if not write:
+                return
             with open(path, "r+b"):  # SQLite writes it in place
                 pass
         probe = path.parent / f".{path.name}.{os.getpid()}.probe"  # and its journal beside it
@@ -333,11 +337,11 @@ class Tracking:
     """Driver-side handle on one MLflow experiment; the runs it starts nest under ``parent_run_id``."""
 
     def __init__(self, uri: str, experiment: str, create: bool = True, parent_run_id: Optional[str] = None):
-        self.uri = check_tracking_uri(uri)
+        self.uri = check_tracking_uri(uri, write=create)
         self.parent_run_id = parent_run_id
         if not create and self.uri.startswith("sqlite:///") and not Path(self.uri[len("sqlite:///") :]).is_file():
             raise ConfigError(f"{uri_flag(uri)} = {uri!r}: no MLflow store there; give the store a benchmark logged to")
-        self.client = _client(self.uri)
+        self.client = _client(self.uri, create)
         exp = _retry(self.client.get_experiment_by_name, experiment)
         if exp is None and not create:
             raise ConfigError(f"--experiment = {experiment!r}: no such experiment at {self.uri}")

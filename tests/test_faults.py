@@ -99,3 +99,22 @@ def test_train_on_a_disk_that_fills_up_says_so_in_one_line_keeps_its_checkpoint_
     (run,) = client.search_runs([client.get_experiment_by_name("full").experiment_id])
     assert run.info.status == "FINISHED"
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/acc")) == [1, 2, 3]
+
+
+@needs_mount
+@pytest.mark.slow
+def test_report_reads_a_store_in_a_read_only_folder(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    bench = [sys.executable, "-m", "adalase_tune", "benchmark", "search_spaces/digits.yaml", "--methods", "uniform",
+             "--seeds", "1", "--set", "train.epochs=1", "--set", "data.n_train=60", "--set", "model.width=4",
+             "--tracking-uri", f"sqlite:///{store}/m.db", "--experiment", "e", "--storage", str(tmp_path / "ray"),
+             "--out", str(tmp_path / "out")]  # fmt: skip
+    assert subprocess.run(bench, capture_output=True, text=True, timeout=600, cwd=ROOT).returncode == 0
+    ro, out = tmp_path / "ro", tmp_path / "report"
+    ro.mkdir()
+    report = f"{sys.executable} -m adalase_tune report --experiment e --tracking-uri sqlite:///{ro}/m.db --out {out}"
+    shell = f"mount --bind {store} {ro} && mount -o remount,ro,bind {ro} && cd {ROOT} && {report}"
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", shell], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "**uniform**" in (out / "report.md").read_text()  # read through a read-only mount: nothing written there
