@@ -112,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker with --workers (default 0)")
     _add_tracking_args(t)
+    t.add_argument(
+        "--parent-run-id",
+        metavar="RUN_ID",
+        help="nest the MLflow run under this run (its experiment is then the default --experiment)",
+    )
     s = sub.add_parser("sweep", help="run one search method on Ray Tune")
     _add_config_args(s)
     s.add_argument(
@@ -214,6 +219,7 @@ def cmd_train(args, argv) -> int:
         progress=not args.quiet,
         workers=args.workers,
         gpus_per_worker=args.gpus_per_worker,
+        parent_run_id=args.parent_run_id,
     )
     print(
         f"best val/acc {summary['best_val_acc']:.4f} (epoch {summary['best_epoch']}), "

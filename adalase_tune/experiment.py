@@ -645,8 +645,10 @@ def train(
     progress: bool = True,
     workers: int = 1,
     gpus_per_worker: float = 0.0,
+    parent_run_id: Optional[str] = None,
 ) -> dict:
-    """Train one network. ``checkpoint_dir``: write ``last.pt`` after every epoch; ``resume``:
+    """Train one network. Its MLflow run nests under ``parent_run_id``, else under the caller's
+    active MLflow run, if any. ``checkpoint_dir``: write ``last.pt`` after every epoch; ``resume``:
     continue from it, and continue its MLflow run. ``workers > 1``: a data-parallel Ray Train run
     on a private local Ray (see :func:`_train_workers`). Returns the summary."""
     from .engine import Callback, CheckpointDir, ProgressBar, Trainer
@@ -660,7 +662,7 @@ def train(
             check_file(path, flag)
     if checkpoint_dir:
         check_dir(checkpoint_dir, "--checkpoint-dir")
-    open_tracking = _tracking(tracking_uri, experiment, "train")
+    open_tracking = _tracking(tracking_uri, experiment, "train", parent_run_id)
     if workers > 1:
         summary, trainer = _train_workers(
             cfg, workers, gpus_per_worker, checkpoint_dir, resume, open_tracking, progress

@@ -489,6 +489,8 @@ class Tracking:
             self._reopen(found)
             return RunLogger(self, found.info.run_id, logged_up_to=max((m.step for m in history), default=0))
         tags = {**tags, "mlflow.runName": name, **({"ray.trial_id": trial_id} if trial_id else {})}
+        if "mlflow.parentRunId" not in tags:  # a train run: under the caller's run, if any
+            tags = self._nested(tags)
         new = _retry(self.client.create_run, self.experiment_id, tags=tags).info.run_id
         self.log_params(new, params)
         return RunLogger(self, new)

@@ -333,3 +333,28 @@ def test_a_bad_uri_from_the_environment_is_blamed_on_the_environment(tmp_path, m
     assert main(["train", str(ROOT / "search_spaces/digits.yaml"), "--quiet", "--tracking-uri", "bad://y"]) == 2
     assert "--tracking-uri = 'bad://y'" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_train_run_nests_under_a_given_parent_or_the_active_run(tmp_path):
+    import mlflow
+
+    from adalase_tune.experiment import train
+
+    from conftest import tiny_config
+
+    uri = f"sqlite:///{tmp_path}/t.db"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("theirs")
+    theirs = client.create_run(exp).info.run_id
+    cfg = tiny_config(**{"train.epochs": 1, "data.n_train": 40})
+    assert main(["train", "search_spaces/digits.yaml", *FAST[2:], "--quiet", "--tracking-uri", uri,
+                 "--parent-run-id", theirs]) == 0  # fmt: skip
+    mlflow.set_tracking_uri(uri)
+    try:
+        with mlflow.start_run(experiment_id=exp) as mine:
+            train(cfg, tracking_uri=uri, progress=False)
+    finally:
+        mlflow.set_tracking_uri(None)
+    kids = [r for r in _runs(client, exp).values() if r.data.tags.get("run_kind") == "train"]
+    assert sorted(r.data.tags["mlflow.parentRunId"] for r in kids) == sorted([theirs, mine.info.run_id])
+    assert all(r.info.status == "FINISHED" for r in kids) and client.get_experiment_by_name("train") is None
