@@ -180,7 +180,10 @@ def _mlflow_processes() -> set:
 
 
 @pytest.mark.slow
-def test_the_ui_binds_to_localhost_only_and_sigterm_stops_its_server(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP", "SIGKILL"])
+def test_the_ui_binds_to_localhost_only_and_any_end_of_it_stops_its_server(tmp_path, sig):
+    """SIGTERM and SIGHUP (the terminal closed) are forwarded; on SIGKILL, which ui cannot catch,
+    the server still goes (it is told to die with its parent)."""
     from test_tracking import free_port
 
     port = free_port()
@@ -203,8 +206,9 @@ def test_the_ui_binds_to_localhost_only_and_sigterm_stops_its_server(tmp_path):
     try:
         assert f"http://127.0.0.1:{port}" in ui.stdout.readline()  # printed once the server listens
         assert _listening_addresses(port) == {"0100007F"}  # 127.0.0.1, nothing else
-        ui.send_signal(signal.SIGTERM)
-        assert ui.wait(timeout=60) == 128 + signal.SIGTERM
+        signum = getattr(signal, sig)
+        ui.send_signal(signum)
+        assert ui.wait(timeout=60) == (-signum if signum == signal.SIGKILL else 128 + signum)
         deadline = time.time() + 30
         while _mlflow_processes() - before or _listening_addresses(port):
             assert time.time() < deadline, "the MLflow server outlived the ui command"
