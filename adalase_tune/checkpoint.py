@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 import torch
 
 from .config import ConfigError
+from .paths import _CAUSES, StorageError, storage_error  # noqa: F401  (re-exported: the writers raise them)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -27,29 +28,6 @@ if TYPE_CHECKING:
 
 class CheckpointError(ConfigError):
     """A checkpoint file that cannot be read; the message names the file."""
-
-
-class StorageError(OSError):
-    """A file could not be written (disk full, read-only, no permission); the message is one
-    line naming the path and the cause. Nothing partial is left under the final name."""
-
-    def __str__(self) -> str:
-        return str(self.strerror)
-
-
-_CAUSES = {
-    errno.ENOSPC: "disk full (no space left on the device)",
-    errno.EDQUOT: "disk quota exceeded",
-    errno.EROFS: "read-only file system",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "permission denied",
-}
-
-
-def storage_error(path: str | Path, err: OSError) -> StorageError:
-    """The one-line :class:`StorageError` for ``err`` while writing ``path``."""
-    cause = _CAUSES.get(err.errno or 0, err.strerror or type(err).__name__)
-    return StorageError(err.errno, f"cannot write {str(path)!r}: {cause}")
 
 
 def _write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:

@@ -14,9 +14,9 @@ import os
 import sys
 from pathlib import Path
 
-from .checkpoint import StorageError
 from .config import ConfigError
 from .interrupts import STOP_SIGNALS, Interrupted, install_for_command
+from .paths import StorageError  # not .checkpoint: that loads torch, and the CLI must not before its handlers
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 

@@ -3,6 +3,7 @@ check leaves no folder behind."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -37,3 +38,26 @@ def check_file(path: str, flag: str) -> Path:
     if target.exists() and not os.access(target, os.W_OK):
         raise ConfigError(f"{flag} = {path!r}: the file exists and is not writable; choose another path")
     return target
+
+
+class StorageError(OSError):
+    """A file could not be written (disk full, read-only, no permission); the message is one
+    line naming the path and the cause. Nothing partial is left under the final name."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+_CAUSES = {
+    errno.ENOSPC: "disk full (no space left on the device)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
+
+
+def storage_error(path: str | Path, err: OSError) -> StorageError:
+    """The one-line :class:`StorageError` for ``err`` while writing ``path``."""
+    cause = _CAUSES.get(err.errno or 0, err.strerror or type(err).__name__)
+    return StorageError(err.errno, f"cannot write {str(path)!r}: {cause}")

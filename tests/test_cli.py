@@ -121,3 +121,15 @@ def test_python_dash_m_works_and_prints_no_traceback(tmp_path):
     assert proc.stderr.strip() == "adalase-tune: error: train.epochs = 'oops': expected a whole number"
     proc = subprocess.run([sys.executable, "-m", "adalase_tune", "train"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_command_line_loads_neither_torch_nor_ray_before_its_signal_handlers():
+    """A signal in a command's first instants must find adalase-tune's handlers, not an import of
+    torch half done (a KeyboardInterrupt traceback): cli.py's imports stay light."""
+    import subprocess
+    import sys
+
+    heavy = "('torch', 'ray', 'numpy', 'mlflow')"
+    code = f"import sys, adalase_tune.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr[-2000:]
