@@ -488,11 +488,30 @@ def _concurrency(options: SweepOptions) -> Optional[int]:
     return max(1, int(min(fits)))
 
 
+def _no_trial_yet(root: str, name: str) -> bool:
+    """A local experiment whose saved state holds no trial (stopped before Tune made one): restoring
+    it would run nothing, since its searcher's state says the trials were made. Its Ray state goes
+    (our own meta stays) and the job starts afresh."""
+    if is_uri(root):
+        return False
+    folder = Path(root) / name
+    states = sorted(folder.glob("experiment_state-*.json"))
+    try:
+        if not states or json.loads(states[-1].read_text()).get("trial_data"):
+            return False
+    except (OSError, ValueError):
+        return False
+    searchers = [*folder.glob("basic-variant-state-*.json"), *folder.glob("searcher-state-*")]
+    for path in [*states, *searchers, *_pickles(folder)]:
+        path.unlink(missing_ok=True)
+    return True
+
+
 def _tuner(cfg: ExperimentConfig, job: Job, options: SweepOptions, root: str, sites, callbacks, data_ref):
     needs_ckpt = job.plan.checkpoint_every()
     trainable = _trainable(cfg, job, options, root, sites, data_ref)
     path = join(root, job.name)
-    if options.resume and tune.Tuner.can_restore(path):
+    if options.resume and tune.Tuner.can_restore(path) and not _no_trial_yet(root, job.name):
         repair_state(root, job.name)
         repair_checkpoints(root, job.name)
         # the callbacks come back from the experiment's tuner.pkl (they hold only plain settings)

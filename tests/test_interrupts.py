@@ -158,13 +158,21 @@ def test_a_signal_between_benchmark_methods_writes_a_partial_report_and_resumes(
     )
     code, err, fired = _interrupt(cmd, r"\[1/2\] uniform: running", [SIGNALS[sig]])
     assert fired and code == 128 + SIGNALS[sig], err[-3000:]
-    assert "Resume with: adalase-tune benchmark" in err and "--name bench --resume" in err
-    report = (out / "report.md").read_text()
-    assert "- PARTIAL: interrupted" in report and "not run: grid" in report
-    runs = _no_run_left_running(db, "b")
-    summary = [r for r in runs if r.data.tags.get("run_kind") == "summary"]
-    assert summary and summary[0].data.tags["partial"] == "true"
-    resumed = subprocess.run(_resume_command(err), capture_output=True, text=True, timeout=600)
+    runs = _no_run_left_running(db, "b") if db.exists() else []
+    if "interrupted before anything was saved" in err:  # on a loaded machine the signal can beat Tune's first save
+        again = re.search(r"start it again with: adalase-tune (.*)$", err, re.M)
+        assert again and "--resume" not in again.group(1) and not runs, err[-2000:]
+        import shlex
+
+        next_command = _cli(*shlex.split(again.group(1)))
+    else:
+        assert "Resume with: adalase-tune benchmark" in err and "--name bench --resume" in err
+        report = (out / "report.md").read_text()
+        assert "- PARTIAL: interrupted" in report and "not run: grid" in report
+        summary = [r for r in runs if r.data.tags.get("run_kind") == "summary"]
+        assert summary and summary[0].data.tags["partial"] == "true"
+        next_command = _resume_command(err)
+    resumed = subprocess.run(next_command, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     report = (out / "report.md").read_text()
     assert "PARTIAL" not in report and "| uniform | 1 |" in report and "| grid | 1 | 5 |" in report

@@ -215,3 +215,20 @@ def test_train_and_a_sweep_trial_of_one_config_give_one_result(ray_local, tmp_pa
     with pytest.raises(ConfigError, match=r"train.threads = 2, but --cpus-per-trial = 1: .*--cpus-per-trial 2"):
         two = cfg.replace(**{"train.threads": 2})
         sweep(two, "adalase", replace(opts, cpus_per_trial=1, name="x"), tracking_uri=None)
+
+
+def test_an_experiment_stopped_before_its_first_trial_starts_afresh_on_resume(tmp_path):
+    """Tune saved a state with no trial (a signal in a method's first instant): restoring it would run
+    nothing, so its Ray state goes and the job starts afresh; our own meta stays."""
+    from adalase_tune.tuning import _no_trial_yet
+
+    folder = tmp_path / "job"
+    folder.mkdir()
+    (folder / "experiment_state-1.json").write_text(json.dumps({"trial_data": [], "runner_data": {}}))
+    (folder / "basic-variant-state-1.json").write_text("{}")
+    (folder / "tuner.pkl").write_bytes(b"x")
+    (folder / "adalase_tune.json").write_text("{}")
+    assert _no_trial_yet(str(tmp_path), "job")
+    assert sorted(p.name for p in folder.iterdir()) == ["adalase_tune.json"]
+    (folder / "experiment_state-2.json").write_text(json.dumps({"trial_data": [["t"]], "runner_data": {}}))
+    assert not _no_trial_yet(str(tmp_path), "job") and (folder / "experiment_state-2.json").exists()
