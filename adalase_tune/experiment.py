@@ -281,7 +281,8 @@ def _run_method(
                 raise tuning.store_lost()
             if tracking is not None:  # runs the store could not end before (a resume after it went away)
                 tuning.settle_runs(grid, tracking, parent, prep.cfg.to_dict(), prep.sites)
-            if tuning.unfinished(grid) or signals.received:
+            # fewer trials than planned: Tune took a Ctrl-C before it made them (its handler, not ours)
+            if tuning.unfinished(grid) or len(grid) < job.plan.expected_trials or signals.received:
                 interrupted = True
                 break
     except BaseException as err:

@@ -709,6 +709,21 @@ def print_comparisons(uri: str, base: str) -> None:
             print(f"  {exp.name}: the methods compared at {comparison_url(base, exp.experiment_id)}", flush=True)
 
 
+def _wait_server(proc, received: list, grace_s: float = 10.0) -> int:
+    """Wait for the server; once a signal was forwarded, give it ``grace_s`` to stop, then kill its group."""
+    import signal
+
+    since = None
+    while proc.poll() is None:
+        if received and since is None:
+            since = time.monotonic()
+        if since is not None and time.monotonic() - since > grace_s:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        time.sleep(0.2)
+    return proc.returncode
+
+
 def _die_with_parent() -> None:
     """In the ``mlflow server`` child, before it runs: on Linux, SIGTERM when ``ui`` dies, even of a
     signal it cannot catch (SIGKILL); elsewhere nothing (``ui``'s handlers end it)."""
@@ -766,7 +781,7 @@ def serve_ui(uri: str, port: int, startup_s: float = 90.0) -> int:
                     home = f"http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning"
                     print(f"MLflow UI for {uri} at {home} (Ctrl-C to stop)", flush=True)
                     print_comparisons(uri, f"http://127.0.0.1:{port}")
-                    code = proc.wait()
+                    code = _wait_server(proc, received)
                     return 128 + received[0] if received else code
             time.sleep(0.2)
         if received:
