@@ -560,16 +560,6 @@ class Tracking:
         found = self._find(f"tags.benchmark = {literal(benchmark)} and tags.run_kind = 'method'")
         return dict(found.data.params) if found else {}
 
-    def latest_benchmark(self) -> Optional[str]:
-        runs = _retry(
-            self.client.search_runs,
-            [self.experiment_id],
-            filter_string="tags.run_kind = 'method'",
-            max_results=1,
-            order_by=["attributes.start_time DESC"],
-        )
-        return runs[0].data.tags["benchmark"] if runs else None
-
     def benchmarks(self) -> list[str]:
         """The names of the benchmarks and sweeps logged in this experiment, newest first."""
         runs = _retry(
