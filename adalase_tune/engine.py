@@ -175,6 +175,7 @@ class Trainer:
         self.memory_format = torch.channels_last if image and cfg.train.uses("channels_last", cuda) else None
         self.all_data = data.to(self.device)
         self.probe: Optional[dict] = None  # the probe's q, cost and skipped count, once the retrain began
+        self.q_retrain: Optional[list[float]] = None  # the retrain's fixed q (adalase.retrain_q of the probe's)
         self.epoch = 0
         self.step = 0
         self.restored_after = 0  # the epoch of the checkpoint this run was restored from (0: none)
@@ -227,10 +228,11 @@ class Trainer:
 
     def _begin_retrain(self, probe: dict) -> None:
         """The second phase of ``adalase.retrain``: the network back at its initialisation, trained
-        on all training samples with q fixed at the probe's final ``probe["q"]`` (exactly a
-        ``probs`` run with these weights)."""
+        on all training samples with q fixed at ``adalase.retrain_q`` of the probe's final
+        ``probe["q"]`` (exactly a ``probs`` run with these weights)."""
         self.probe = probe
-        cfg = self.cfg.replace(**{"selection.method": "probs", "selection.weights": self.probe["q"]})
+        self.q_retrain = self.cfg.adalase.retrain_q(probe["q"])
+        cfg = self.cfg.replace(**{"selection.method": "probs", "selection.weights": self.q_retrain})
         self._begin(cfg, self._fresh_model(self.all_data))
 
     @property
@@ -357,7 +359,7 @@ class Trainer:
             "lr": self.scheduler.get_last_lr()[0],
         }
         self._check_finite(metrics)
-        q = self.policy.probs() if self.probe is None else np.array(self.probe["q"])  # the retrain: the probe's q
+        q = self.policy.probs() if self.probe is None else np.array(self.q_retrain)  # the retrain: its fixed q
         if self.cfg.selection.method == "adalase" and q is not None:
             metrics.update(q_metrics(q, self.ada.arm_names, self.skipped()))
         metrics.update(self._cost_metrics())
@@ -419,6 +421,7 @@ class Trainer:
             "q_movement": q_movement(q_history[-1]) if q_history else None,
             "adalase_skipped": self.skipped() if self.cfg.selection.method == "adalase" else None,
             "probe": self.probe,  # adalase.retrain: the probe's q and its cost (included in "cost")
+            "q_retrain": self.q_retrain,  # the q the retrain ran with (adalase.sharpen applied)
             "splits": self.split_sizes(),
             "history": h,
             "cost": {**self.meter.totals(), "device": str(self.device)},

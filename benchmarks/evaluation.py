@@ -2,7 +2,8 @@
 
 The default (`selection.method=adalase` with no other setting: the form that
 `benchmarks/retrain.py` chose on the development tasks' validation figures) and, beside it, the
-single-run form with train pseudo-validation (the previous default), against `none`, `uniform`
+previous default (the same, with the retrain's q not sharpened: `adalase.sharpen=1`) and the
+paper's single-run form with train pseudo-validation, against `none`, `uniform`
 and every fixed arm (the grid), over the same seeds (each seed its own training subset), side by
 side in one process pool. The tasks:
 
@@ -43,6 +44,7 @@ from retrain import ci, grid_pick, n_arms, one_run
 TRANSFER = "search_spaces/digits_transfer.yaml"
 FORMS = {
     "adalase": ["selection.method=adalase"],  # the package default, as a user gets it
+    "adalase[sharpen=1]": ["selection.method=adalase", "adalase.sharpen=1"],  # the previous default
     "adalase[single,train]": [
         "selection.method=adalase",
         "adalase.retrain=false",

@@ -6,7 +6,9 @@ motifs_joint (three ops over the sites). On each, over the same seeds (each seed
 subset), side by side in one process pool (one torch thread each): every fixed arm (the grid),
 `none`, `uniform`, the single-run AdaLASE with train and holdout pseudo-validation, and the
 two-phase form (`adalase.retrain`) at probe lengths 0.25, 0.5 and 1.0 of the schedule with either
-signal. The default is the form with the highest mean paired val difference to the grid's pick
+signal (the retrain running the probe's q as learned: `adalase.sharpen=1`), and the probe of 0.5
+with holdout whose retrain runs the probe's q sharpened (`adalase.sharpen` 2, 4 and 8: q to that
+power, renormalised). The default is the form with the highest mean paired val difference to the grid's pick
 over the development tasks, among the forms whose compute is at most 2x a plain run and at most
 half the grid's on every task. Test accuracy is reported beside it and takes no part in the choice.
 
@@ -35,6 +37,7 @@ TASKS = {
 }
 PROBES = (0.25, 0.5, 1.0)
 SIGNALS = ("train", "holdout")
+SHARPEN = (2, 4, 8)  # the retrain's q = the probe's q to this power (adalase.sharpen), at probe 0.5, holdout
 
 
 def forms() -> dict[str, list[str]]:
@@ -42,7 +45,10 @@ def forms() -> dict[str, list[str]]:
     out = {f"single[{s}]": ["adalase.retrain=false", f"adalase.val_source={s}"] for s in SIGNALS}
     for s in SIGNALS:
         for p in PROBES:
-            out[f"retrain[{s},{p}]"] = [f"adalase.val_source={s}", "adalase.retrain=true", f"adalase.probe={p}"]
+            sets = [f"adalase.val_source={s}", "adalase.retrain=true", f"adalase.probe={p}"]
+            out[f"retrain[{s},{p}]"] = [*sets, "adalase.sharpen=1"]
+    for k in SHARPEN:
+        out[f"retrain[holdout,0.5,^{k}]"] = [*out["retrain[holdout,0.5]"][:-1], f"adalase.sharpen={k}"]
     return out
 
 
@@ -69,6 +75,8 @@ def one_run(job: tuple) -> dict:
     if s["q_final"] is not None:
         row["top"] = s["arms"][int(np.argmax(s["q_final"]))]
         row["q_top"] = float(np.max(s["q_final"]))
+    if s.get("q_retrain") is not None:
+        row["q_retrain_top"] = float(np.max(s["q_retrain"]))
     return row
 
 

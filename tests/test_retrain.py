@@ -24,7 +24,7 @@ def _plain(history):
 
 @pytest.mark.parametrize("source", ["train", "holdout"])
 def test_the_retrain_is_exactly_a_probs_run_with_the_probes_final_q(source):
-    run = Trainer(tiny_config(**RETRAIN, **{"adalase.val_source": source})).run()
+    run = Trainer(tiny_config(**RETRAIN, **{"adalase.val_source": source, "adalase.sharpen": 1.0})).run()
     probe, retrain = run["history"][:2], run["history"][2:]
     assert [m["phase"] for m in run["history"]] == [1, 1, 2, 2] and run["epochs"] == 4
     q = run["probe"]["q"]
@@ -106,3 +106,21 @@ def test_holdout_is_drawn_with_the_subsets_seed():
         for s in (0, 1)
     ]
     assert held[0] != held[1]
+
+
+def test_sharpen_raises_the_probes_q_to_a_power_for_the_retrain():
+    run = Trainer(tiny_config(**RETRAIN, **{"adalase.sharpen": 3.0})).run()
+    q = np.array(run["probe"]["q"])
+    want = q**3 / (q**3).sum()
+    assert run["q_retrain"] == pytest.approx(want.tolist(), rel=1e-12) and max(want) > max(q)
+    assert run["q_final"] == run["probe"]["q"]  # q_final stays what the probe learned
+    assert all(m[f"adalase/q/{a}"] == v for m in run["history"][2:] for a, v in zip(run["arms"], run["q_retrain"]))
+    two = Trainer(
+        tiny_config(**{"selection.method": "probs", "selection.weights": run["q_retrain"], "train.epochs": 2})
+    )
+    assert _plain(run["history"][2:]) == _plain(two.run()["history"])
+    flat = Trainer(tiny_config(**RETRAIN, **{"adalase.sharpen": 0.0})).run()
+    assert flat["q_retrain"] == pytest.approx([1 / len(q)] * len(q))  # power 0: uniform
+    for bad in (-1.0, 51.0):
+        with pytest.raises(ConfigError, match=rf"adalase.sharpen = {bad}: must lie in \[0.0, 50.0\]"):
+            tiny_config(**{"adalase.sharpen": bad})
