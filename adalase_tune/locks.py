@@ -148,7 +148,7 @@ class ExperimentLock:
     def __enter__(self) -> ExperimentLock:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
 
