@@ -15,13 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from .arms import as_grid, joint_layout
 from .checkpoint import atomic_write, figure_bytes
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.image import AxesImage
 
 WITHIN = 0.005  # "within 0.5 points of the best val acc"
 BOOTSTRAP = 10000
@@ -129,7 +134,7 @@ def method_table(trials: pd.DataFrame, plain_passes: float) -> tuple[pd.DataFram
     return pd.DataFrame(rows), plain
 
 
-def _std(values) -> float:
+def _std(values: npt.ArrayLike) -> float:
     values = np.asarray(values, dtype=float)
     return float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
@@ -270,7 +275,7 @@ def arm_finding(trials: pd.DataFrame, arms: Sequence[str], table: pd.DataFrame, 
     return out
 
 
-def _pm(mean, std) -> str:
+def _pm(mean: float, std: float) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
@@ -471,7 +476,9 @@ def plot_cost_vs_accuracy(trials: pd.DataFrame, plain_passes: float, path: Path)
     plt.close(fig)
 
 
-def _heat(ax, grid: np.ndarray, sites: Sequence[str], variants: Sequence[str], title: str, fmt: str = "{:.2f}"):
+def _heat(
+    ax: Axes, grid: np.ndarray, sites: Sequence[str], variants: Sequence[str], title: str, fmt: str = "{:.2f}"
+) -> AxesImage:
     """One (sites x ops) heat map with its values written in the cells."""
     image = ax.imshow(grid, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(variants)), list(variants), rotation=30, ha="right", fontsize=8)
@@ -516,7 +523,7 @@ def plot_joint_weights(trials: pd.DataFrame, arms: Sequence[str], path: Path, gr
     plt.close(fig)
 
 
-def plot_q_history(q_history, arms: Sequence[str], path: Path) -> None:
+def plot_q_history(q_history: npt.ArrayLike, arms: Sequence[str], path: Path) -> None:
     """AdaLASE's q over epochs: one line per site; in a joint setting, heat maps (sites x ops) at
     four epochs and the two marginals over time."""
     import matplotlib
