@@ -12,10 +12,12 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Optional, Union, cast
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from ..config import ConfigError, DataConfig
@@ -32,6 +34,8 @@ for _name, _load in SOURCES.items():
 DATASETS.register("motifs")(load_motifs)
 DATASETS.register("motifs_scrambled")(load_scrambled_motifs)
 
+Triple = tuple[np.ndarray, np.ndarray, np.ndarray]  # one split's (x, y, ids) before it becomes a Split
+
 
 @dataclass
 class Split:
@@ -45,19 +49,21 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
-    def subset(self, idx) -> Split:
+    def subset(self, idx: npt.ArrayLike) -> Split:
         t = torch.as_tensor(np.asarray(idx))
         return Split(self.x[t.to(self.x.device)], self.y[t.to(self.y.device)], self.ids[np.asarray(idx)])
 
-    def take(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+    def take(self, idx: npt.ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
         """The samples at ``idx``."""
         t = torch.as_tensor(np.asarray(idx), device=self.y.device)
         return self.x[t], self.y[t]
 
-    def to(self, device) -> Split:
+    def to(self, device: Union[str, torch.device]) -> Split:
         return Split(self.x.to(device), self.y.to(device), self.ids)
 
-    def batches(self, order, batch_size: int, augment_seed=None):
+    def batches(
+        self, order: npt.ArrayLike, batch_size: int, augment_seed: Optional[int] = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(x, y)`` for consecutive chunks of ``order`` (an index array). In memory the
         engine augments the batch itself (``augment_seed`` is for the streaming form)."""
         order = torch.as_tensor(order, device=self.y.device)
@@ -78,7 +84,7 @@ class DataBundle:
     # (``data.subset_seed: null``); ``train`` is then the subset of seed 0
     pool: Optional[Split] = None
 
-    def to(self, device) -> DataBundle:
+    def to(self, device: Union[str, torch.device]) -> DataBundle:
         return DataBundle(
             self.train.to(device),
             self.val.to(device),
@@ -106,7 +112,7 @@ def augment_inputs(x: torch.Tensor, rng: np.random.Generator, pad: int = 4) -> t
     return torch.where(flip, x.flip(3), x)
 
 
-def _select_classes(raw: Raw, classes) -> Raw:
+def _select_classes(raw: Raw, classes: Sequence[int]) -> Raw:
     known = set(np.unique(raw.y_train).tolist())
     unknown = [c for c in classes if c not in known]
     if unknown:
@@ -127,7 +133,9 @@ def _select_classes(raw: Raw, classes) -> Raw:
     return raw
 
 
-def _class_ids(cfg: DataConfig, known: Optional[int], y_tr, test, val):
+def _class_ids(
+    cfg: DataConfig, known: Optional[int], y_tr: np.ndarray, test: Triple, val: Triple
+) -> tuple[np.ndarray, Triple, Triple, int]:
     """Labels as class ids 0..K-1. A dataset that declares its classes (``known``) keeps them; the
     labels of user data (npz, a user's builder) are remapped, with a message, when they are not 0..K-1, and val or
     test labels that the training split never has are an error."""
@@ -156,7 +164,10 @@ def _class_ids(cfg: DataConfig, known: Optional[int], y_tr, test, val):
         f"class ids in sorted order ({len(classes)} classes)",
         file=sys.stderr,
     )
-    remap = lambda y: np.searchsorted(classes, y).astype(np.int64)  # noqa: E731
+
+    def remap(y: np.ndarray) -> np.ndarray:
+        return np.searchsorted(classes, y).astype(np.int64)
+
     return remap(y_tr), (test[0], remap(test[1]), test[2]), (val[0], remap(val[1]), val[2]), len(classes)
 
 
@@ -223,7 +234,7 @@ def build_data(cfg: DataConfig) -> DataBundle:
     if augment and x_tr.ndim != 4:
         raise ConfigError(f"data.input_augment = true, but {cfg.name} holds vectors {x_tr.shape[1:]}; set it to false")
 
-    def split(part, key, x, y, i):
+    def split(part: str, key: str, x: np.ndarray, y: np.ndarray, i: np.ndarray) -> Split:
         return Split(_normalised(cfg, part, key, x, i, mean, std), torch.from_numpy(np.asarray(y, dtype=np.int64)), i)
 
     return DataBundle(
@@ -238,18 +249,30 @@ def build_data(cfg: DataConfig) -> DataBundle:
 
 
 def _stream_bundle(
-    cfg: DataConfig, raw: Raw, train, val, test, parts, num_classes, augment, mean, std, pool=None
+    cfg: DataConfig,
+    raw: Raw,
+    train: Triple,
+    val: Triple,
+    test: Triple,
+    parts: tuple[str, str],
+    num_classes: int,
+    augment: bool,
+    mean: np.ndarray,
+    std: np.ndarray,
+    pool: Optional[Triple] = None,
 ) -> DataBundle:
     """Splits of file paths (``data.stream``): the same membership as in memory, read batch by batch."""
     from ._stream import StreamSplit
 
     assert raw.paths is not None
+    files = raw.paths
 
-    def split(triple, part):
+    def split(triple: Triple, part: str) -> Split:
         x, y, i = triple
-        paths = [raw.paths[part][j] for j in x]
-        y = torch.from_numpy(np.asarray(y, dtype=np.int64))
-        return StreamSplit(paths, y, i, cfg.image_size, mean, std, cfg.num_workers)
+        paths = [files[part][j] for j in x]
+        labels = torch.from_numpy(np.asarray(y, dtype=np.int64))
+        # DataBundle's fields are typed as the in-memory Split, whose interface StreamSplit has
+        return cast(Split, StreamSplit(paths, labels, i, cfg.image_size, mean, std, cfg.num_workers))
 
     shape = (3, cfg.image_size, cfg.image_size)
     return DataBundle(
@@ -263,7 +286,7 @@ def _stream_bundle(
     )
 
 
-def _stats(x: np.ndarray, scalar: bool = False, chunk: int = 4096):
+def _stats(x: np.ndarray, scalar: bool = False, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std per channel (per feature for vectors; one pair with ``scalar``). numpy's own
     float32 sums, as every committed result was made with; only where they overflow (values near
     3e38) summed again in float64, chunk by chunk. A constant channel gets std 1: centred, not blown up."""
@@ -274,7 +297,7 @@ def _stats(x: np.ndarray, scalar: bool = False, chunk: int = 4096):
     if not (np.isfinite(mean).all() and np.isfinite(std).all()):
         count = np.prod([x.shape[a] for a in axes])
 
-        def total(f):
+        def total(f: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
             parts = (f(x[i : i + chunk].astype(np.float64)) for i in range(0, len(x), chunk))
             return sum(p.sum(axis=axes, keepdims=True) for p in parts)
 
@@ -284,7 +307,9 @@ def _stats(x: np.ndarray, scalar: bool = False, chunk: int = 4096):
     return mean.astype(np.float32), np.where(constant, 1.0, std).astype(np.float32)
 
 
-def _normalised(cfg: DataConfig, part: str, key: str, x: np.ndarray, ids, mean, std) -> torch.Tensor:
+def _normalised(
+    cfg: DataConfig, part: str, key: str, x: np.ndarray, ids: np.ndarray, mean: np.ndarray, std: np.ndarray
+) -> torch.Tensor:
     """``(x - mean) / std`` as float32; a value that is not finite there is refused, naming the split, the
     key and the first such sample by its index in ``key`` (``ids``)."""
     with np.errstate(over="ignore", invalid="ignore"):

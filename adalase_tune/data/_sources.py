@@ -8,13 +8,22 @@ node are serialised by a file lock in ``data.root``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from ..config import ConfigError, DataConfig
+
+if TYPE_CHECKING:
+    import torch
+    from numpy.lib.npyio import NpzFile
+    from PIL import Image
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -28,7 +37,7 @@ class Raw:
     usual_augment: bool = False  # crop+flip is the usual input augmentation
     scalar_norm: bool = False  # one mean/std for all features (signals whose positions are alike)
     num_classes: Optional[int] = None  # the dataset's own class count; None (npz): from the labels
-    paths: Optional[dict] = None  # streaming: {part: file paths}; x_<part> then hold indices into them
+    paths: Optional[dict[str, list[str]]] = None  # streaming: {part: file paths}; x_<part> then hold indices into them
 
 
 def load_digits(cfg: DataConfig) -> Raw:
@@ -97,7 +106,7 @@ def _npz_labels(key: str, y: np.ndarray, n: int, where: str) -> np.ndarray:
     return y
 
 
-def _array(blob, key: str, path: str) -> np.ndarray:
+def _array(blob: NpzFile, key: str, path: str) -> np.ndarray:
     try:
         arr = blob[key]
         if not isinstance(arr, np.ndarray):  # numpy hands a member without the .npy header back as bytes
@@ -143,7 +152,7 @@ def _not_npz(path: str) -> Optional[str]:
         return f"it is not an .npz (a zip of .npy arrays): it starts with {head[:8]!r}"
 
 
-def _open_npz(path: str):
+def _open_npz(path: str) -> NpzFile:
     """The npz at ``path``, opened without unpickling; a file of another kind is one ConfigError line."""
     what = _not_npz(path)
     if what is None:
@@ -195,11 +204,11 @@ def load_npz(cfg: DataConfig) -> Raw:
 USER_SPLITS = ("train", "test", "val")
 
 
-def _numpy(v) -> np.ndarray:
+def _numpy(v: Union[torch.Tensor, npt.ArrayLike]) -> np.ndarray:
     return v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
 
 
-def _read_split(cfg: DataConfig, where: str, part: str, obj) -> tuple[np.ndarray, np.ndarray]:
+def _read_split(cfg: DataConfig, where: str, part: str, obj: Any) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) arrays of one split a user's builder returned: a pair ``(x, y)`` or a torch
     ``Dataset`` whose items are ``(x, y)`` (read once, in batches)."""
     if isinstance(obj, (tuple, list)) and len(obj) == 2:
@@ -226,7 +235,7 @@ def _read_split(cfg: DataConfig, where: str, part: str, obj) -> tuple[np.ndarray
     return x, _npz_labels(f"the {part} split's y", y, len(x), where)
 
 
-def load_user(cfg: DataConfig, out) -> Raw:
+def load_user(cfg: DataConfig, out: Any) -> Raw:
     """A user's builder's output as :class:`Raw`: a mapping ``{"train": ..., "test": ..., "val": ...}``
     (test and val optional: held out of train by ``data.test_fraction`` / ``data.val_fraction``), or
     one split (the train split). A train Dataset with a ``classes`` list declares the class count."""
@@ -259,7 +268,7 @@ def load_user(cfg: DataConfig, out) -> Raw:
     return raw
 
 
-def _locked(cfg: DataConfig, build):
+def _locked(cfg: DataConfig, build: Callable[[str, bool], T]) -> T:
     """Build a torchvision dataset; downloads by concurrent workers on one node take turns."""
     from filelock import FileLock
 
@@ -280,7 +289,7 @@ def _hwc(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
 
 
-def _chw(x) -> np.ndarray:
+def _chw(x: npt.ArrayLike) -> np.ndarray:
     x = np.asarray(x)
     return (x[:, None] if x.ndim == 3 else x).astype(np.float32) / 255.0
 
@@ -318,14 +327,14 @@ def load_torchvision(cfg: DataConfig) -> Raw:
     return Raw(_chw(tr.data.numpy()), tr.targets.numpy(), _chw(te.data.numpy()), te.targets.numpy(), num_classes=10)
 
 
-def folder_transform(size: int):
+def folder_transform(size: int) -> Callable[[Image.Image], torch.Tensor]:
     """How an ImageFolder image becomes a tensor, in memory and streamed alike: resize, then [0, 1]."""
     from torchvision import transforms
 
     return transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor()])
 
 
-def _check_classes(folder: Path, found: list, classes) -> None:
+def _check_classes(folder: Path, found: list[str], classes: Optional[list[str]]) -> None:
     if classes is not None and found != classes:
         raise ConfigError(
             f"data.path: {folder} has classes {found}, but train/ has {classes}; "
@@ -333,7 +342,9 @@ def _check_classes(folder: Path, found: list, classes) -> None:
         )
 
 
-def _read_folder(root: Path, part: str, size: int, workers: int, classes=None):
+def _read_folder(
+    root: Path, part: str, size: int, workers: int, classes: Optional[list[str]] = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(x, y, classes) of ``root/part`` decoded into memory, after the up-front check of every file."""
     import torch
 
@@ -395,7 +406,7 @@ def load_imagefolder(cfg: DataConfig) -> Raw:
     return raw
 
 
-def _listing(folder: Path, classes=None):
+def _listing(folder: Path, classes: Optional[list[str]] = None) -> tuple[list[str], np.ndarray, list[str]]:
     """(paths, labels, classes) of an ImageFolder tree, without reading an image."""
     import torchvision.datasets as tvd
 

@@ -13,10 +13,11 @@ reads a sample, and a run resumed after epoch k replays an uninterrupted one exa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Optional
+from collections.abc import Iterator, Sequence
+from typing import Any, Optional, Union
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from ..config import ConfigError
@@ -67,7 +68,7 @@ def image_problem(path: str) -> Optional[str]:
     return None
 
 
-def collate(items: list):
+def collate(items: list[Union[torch.Tensor, UnreadableImage]]) -> Union[torch.Tensor, UnreadableImage]:
     """A batch of images, or the first :class:`UnreadableImage` among them (raised by the reader, not a worker:
     torch would wrap a worker's exception in its traceback)."""
     bad = [x for x in items if isinstance(x, UnreadableImage)]
@@ -77,7 +78,9 @@ def collate(items: list):
 class _Images(torch.utils.data.Dataset):
     """Items ``(index, seed or None)`` -> one normalised (C, H, W) image, augmented when seeded."""
 
-    def __init__(self, paths: Sequence[str], size: int, mean=0.0, std=1.0):
+    def __init__(
+        self, paths: Sequence[str], size: int, mean: Union[float, np.ndarray] = 0.0, std: Union[float, np.ndarray] = 1.0
+    ) -> None:
         self.paths, self.size, self.mean, self.std = list(paths), size, mean, std
         self._transform: Any = None
 
@@ -96,7 +99,7 @@ class _Images(torch.utils.data.Dataset):
         except Exception as err:  # a truncated or damaged file: named, in one line
             raise UnreadableImage(self.paths[i], _reason(err)) from None
 
-    def __getitem__(self, item):
+    def __getitem__(self, item: tuple[int, Optional[tuple[int, int]]]) -> Union[torch.Tensor, UnreadableImage]:
         """The image (a tensor), or the :class:`UnreadableImage` error (returned: see :func:`collate`)."""
         i, seed = item
         try:
@@ -151,24 +154,26 @@ class StreamSplit:
     def __len__(self) -> int:
         return len(self.y)
 
-    def _like(self, paths, y, ids, device) -> StreamSplit:
+    def _like(self, paths: Sequence[str], y: torch.Tensor, ids: np.ndarray, device: torch.device) -> StreamSplit:
         return StreamSplit(paths, y, ids, self.size, self.mean, self.std, self.workers, device)
 
-    def to(self, device) -> StreamSplit:
+    def to(self, device: Union[str, torch.device]) -> StreamSplit:
         return self._like(self.paths, self.y.to(device), self.ids, torch.device(device))
 
-    def subset(self, idx) -> StreamSplit:
+    def subset(self, idx: npt.ArrayLike) -> StreamSplit:
         idx = np.asarray(idx)
         return self._like([self.paths[i] for i in idx], self.y[torch.as_tensor(idx)], self.ids[idx], self.device)
 
-    def take(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+    def take(self, idx: npt.ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
         """The samples at ``idx``, decoded here, not augmented (a pseudo-validation batch)."""
         x = collate([self.images[(int(i), None)] for i in np.asarray(idx)])
         if isinstance(x, UnreadableImage):
             raise x
         return x.to(self.device), self.y[torch.as_tensor(np.asarray(idx), device=self.y.device)]
 
-    def batches(self, order, batch_size: int, augment_seed: Optional[int] = None):
+    def batches(
+        self, order: npt.ArrayLike, batch_size: int, augment_seed: Optional[int] = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(x, y)`` on the split's device for consecutive chunks of ``order``, read by the
         DataLoader's workers; ``augment_seed``: crop and flip each sample, seeded by its position."""
         order = np.asarray(order)
@@ -190,7 +195,7 @@ class StreamSplit:
             yield x.to(self.device, non_blocking=cuda), self.y[idx]
 
 
-def sample_stats(images: _Images, idx: np.ndarray, limit: int = 2000, seed: int = 0):
+def sample_stats(images: _Images, idx: np.ndarray, limit: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std over up to ``limit`` training images (a fixed sample): the streaming
     path's normalisation, where the in-memory path uses the whole training split."""
     pick = idx if len(idx) <= limit else np.random.default_rng(seed).choice(idx, limit, replace=False)
