@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional, Union
 
 import ray
 import torch
@@ -35,6 +35,17 @@ from .checkpoint import atomic_save, safe_load
 from .distributed import World
 from .engine import Callback, NonFiniteError, Trainer
 from .search import trial_config
+
+if TYPE_CHECKING:
+    import threading
+
+    import ray.train
+    from ray.util.queue import Queue
+
+    from .data import DataBundle
+
+    # Tune's checkpoints in a trial, Ray Train's in a data-parallel worker
+    AnyCheckpoint = Union[tune.Checkpoint, ray.train.Checkpoint]
 
 STATE_FILE = "state.pt"
 ERROR_KEY = "error"
@@ -61,10 +72,10 @@ class TuneReport(Callback):
         checkpoint_s: float,
         every_epoch: bool = True,
         report_s: float = 1.0,
-        report: Optional[Callable] = None,
+        report: Optional[Callable[..., None]] = None,
         writes_checkpoints: bool = True,
-        checkpoint_type=None,
-    ):
+        checkpoint_type: Optional[type[AnyCheckpoint]] = None,
+    ) -> None:
         self.every, self.checkpoint_s = checkpoint_every, checkpoint_s
         self.every_epoch, self.report_s = every_epoch, report_s
         # Tune's report by default; a Ray Train worker passes ray.train.report (every worker reports,
@@ -73,7 +84,7 @@ class TuneReport(Callback):
         self.checkpoint_type = checkpoint_type or tune.Checkpoint
         self.node = ray.get_runtime_context().get_node_id()
         self.last_save = self.last_report = time.monotonic()
-        self.pending: list = []
+        self.pending: list[dict] = []
         self.sent = False  # a report was made by this process
 
     def _checkpoint_due(self, epoch: int, last: bool) -> bool:
@@ -81,7 +92,7 @@ class TuneReport(Callback):
             return epoch % self.every == 0
         return not last and time.monotonic() - self.last_save >= self.checkpoint_s
 
-    def on_epoch_end(self, trainer, metrics):
+    def on_epoch_end(self, trainer: Trainer, metrics: dict) -> None:
         last = metrics["epoch"] == trainer.total_epochs
         checkpoint = self._checkpoint_due(metrics["epoch"], last)
         self.pending.append(metrics)
@@ -119,7 +130,7 @@ def settings(trainer: Trainer) -> dict:
     return {"device": str(trainer.device), "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
-def _run_trial(trainer: Trainer, checkpoint, report: Callable, extra: dict) -> None:
+def _run_trial(trainer: Trainer, checkpoint: Optional[AnyCheckpoint], report: Callable[..., None], extra: dict) -> None:
     """Restore ``checkpoint`` (None: a fresh start) and train; a finished or diverged trial reports why."""
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
@@ -150,7 +161,7 @@ def make_trainable(
     ``sites``; pass the data with ``tune.with_parameters(trainable, data=ref)`` (an object ref)."""
     sites = list(sites)
 
-    def adalase_trial(params: dict, data=None) -> None:
+    def adalase_trial(params: dict, data: Union[DataBundle, ray.ObjectRef[DataBundle], None] = None) -> None:
         _quiet_ray_logs()
         cfg = trial_config(base, params, sites)
         if isinstance(data, ray.ObjectRef):
@@ -165,16 +176,16 @@ def make_trainable(
 class EpochLines(Callback):
     """Worker 0's epoch lines into a Ray queue that the driver prints from (``train --workers``)."""
 
-    def __init__(self, queue):
+    def __init__(self, queue: Queue) -> None:
         self.queue = queue
 
-    def on_epoch_end(self, trainer, metrics):
+    def on_epoch_end(self, trainer: Trainer, metrics: dict) -> None:
         from .engine import epoch_line
 
         self.queue.put(epoch_line(metrics, trainer.total_epochs, trainer.arms))
 
 
-def print_lines(queue, stop) -> None:
+def print_lines(queue: Queue, stop: threading.Event) -> None:
     """Until ``stop`` is set and ``queue`` is empty: print what workers put in ``queue`` to stderr."""
     import queue as queues
     import sys
@@ -223,9 +234,9 @@ def run_data_parallel(
     storage: str,
     name: str,
     max_failures: int,
-    callbacks=(),
+    callbacks: Sequence[ray.train.UserCallback] = (),
     progress: bool = False,
-):
+) -> ray.train.Result:
     """Start and wait for a ``TorchTrainer`` of ``workers`` workers running :func:`data_parallel_worker`
     (a run of the same ``name`` under ``storage`` continues from its latest checkpoint). ``progress``:
     print worker 0's epoch lines here as they come."""
@@ -254,7 +265,8 @@ def run_data_parallel(
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=storage,
-            callbacks=list(callbacks),
+            # mypy reads ray.train's v1 RunConfig (Tune callbacks); Ray Train v2, which runs here, takes UserCallbacks
+            callbacks=list(callbacks),  # type: ignore[arg-type]
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
@@ -278,7 +290,7 @@ def make_parallel_trainable(
     the checkpoints, and a restarted trial continues there."""
     sites = list(sites)
 
-    def adalase_parallel_trial(params: dict, data=None) -> None:
+    def adalase_parallel_trial(params: dict, data: Union[DataBundle, ray.ObjectRef[DataBundle], None] = None) -> None:
         from ray.tune.integration.ray_train import TuneReportCallback
 
         _quiet_ray_logs()
