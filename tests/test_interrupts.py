@@ -357,7 +357,7 @@ def test_a_driver_killed_at_any_instant_resumes_and_finishes_with_one_run_per_tr
             pytest.fail(f"{instant}: the benchmark ended before the trigger: {''.join(lines)[-2000:]}")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
-        subprocess.run(["pkill", "-9", "-f", f"ray{i}"], check=False)
+        subprocess.run(["pkill", "-9", "-f", str(tmp_path / f"ray{i}")], check=False)  # this test's only
         resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
         if "no experiment 'k" in resumed.stderr:  # killed before anything was stored: start it again
             resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -3,6 +3,7 @@ pickles (one that would write a marker file if it were ever loaded)."""
 
 import os
 import pickle
+import shutil
 import stat
 from dataclasses import replace
 from pathlib import Path
@@ -26,14 +27,24 @@ class _Payload:
         return (Path(self.path).write_text, ("pwned",))
 
 
-@pytest.fixture
-def finished_sweep(ray_local, tmp_path):
+@pytest.fixture(scope="module")
+def _swept(ray_local, tmp_path_factory):
+    """One finished sweep for the module; each test tampers with a copy of it."""
+    storage = tmp_path_factory.mktemp("swept") / "ray"
     cfg = tiny_config(**{"data.n_train": 60, "train.epochs": 1})
-    opts = SweepOptions(seeds=[0], budgets={"random": {"num_samples": 1}}, storage=str(tmp_path / "ray"), name="sec")
+    opts = SweepOptions(seeds=[0], budgets={"random": {"num_samples": 1}}, storage=str(storage), name="sec")
     sweep(cfg, "random", opts, tracking_uri=None)
+    return cfg, opts, storage
+
+
+@pytest.fixture
+def finished_sweep(_swept, tmp_path):
+    """A finished experiment of its own (a copy, as moved to another folder, which a resume takes)."""
+    cfg, opts, storage = _swept
+    shutil.copytree(storage, tmp_path / "ray", symlinks=True)
     folder = next((tmp_path / "ray").glob("sec*"))
     assert (folder / STATE_BACKUP / DIGESTS).is_file() and (folder / "tuner.pkl").is_file()
-    return cfg, replace(opts, resume=True), folder
+    return cfg, replace(opts, storage=str(tmp_path / "ray"), resume=True), folder
 
 
 def test_a_resume_refuses_a_pickle_that_is_not_the_one_ray_wrote(finished_sweep, tmp_path):
