@@ -1,5 +1,16 @@
 """Shared fixtures: tiny configs on the embedded digits data, so the default run is fast."""
 
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -74,3 +85,89 @@ def ray_local():
 
 def tiny_tree(**overrides):
     return tiny_config(**overrides).to_dict()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# The process a fixture starts, between the test process and the server: it asks the kernel for
+# SIGTERM when the test process dies, even of SIGKILL (PR_SET_PDEATHSIG; a death signal reaches
+# only that one child, and `mlflow server` left alone on SIGTERM leaves its job runner's consumers
+# behind), and on SIGTERM stops the whole process group: the server, its workers, itself.
+GUARD = """
+import ctypes, os, signal, subprocess, sys
+ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):
+    os.killpg(0, signal.SIGKILL)  # the test process died before the line above
+server = subprocess.Popen(sys.argv[2:])
+def stop(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.killpg(0, signal.SIGTERM)
+    try:
+        server.wait(timeout=float(os.environ.get("GUARD_GRACE_S", "10")))
+    finally:
+        os.killpg(0, signal.SIGKILL)
+signal.signal(signal.SIGTERM, stop)
+sys.exit(server.wait())
+"""
+
+
+def spawn(cmd: list, **kwargs) -> subprocess.Popen:
+    """A server or daemon for a fixture, in a process group of its own (its pid, the guard's, is
+    the group's id), that dies with the test process however that ends; teardown: stop_group()."""
+    return subprocess.Popen([sys.executable, "-c", GUARD, str(os.getpid()), *cmd], start_new_session=True, **kwargs)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group ``pgid`` is still running (zombies, already dead, aside)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
+
+
+def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace_s: float = 30.0) -> None:
+    """Teardown: ``sig`` to the whole group, then SIGKILL to whatever of it is left after ``grace_s``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    deadline = time.monotonic() + grace_s
+    while (proc.poll() is None or group_alive(proc.pid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+@dataclass
+class Server:
+    url: str
+    pid: int
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1 with a SQLite backend, for the session (or each xdist
+    worker): its own port and folder; it dies with the test process (tests/test_servers.py)."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root}/server.db"]
+    cmd += ["--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port)]
+    proc = spawn(cmd + ["--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        stop_group(proc, signal.SIGKILL)
+        pytest.fail("mlflow server did not start")
+    yield Server(url, proc.pid)
+    stop_group(proc)

@@ -22,6 +22,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from conftest import spawn, stop_group
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,12 +89,7 @@ def s3(tmp_path_factory):
     """A real S3-compatible server (moto) on 127.0.0.1, with a bucket; yields the storage URI."""
     port = free_port()
     moto = shutil.which("moto_server", path=str(PYTHON.parent))
-    proc = subprocess.Popen(
-        [moto, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = spawn([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     creds = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
     os.environ.update(creds)
     deadline = time.time() + 60
@@ -106,8 +103,7 @@ def s3(tmp_path_factory):
             assert time.time() < deadline, "moto_server did not start"
             time.sleep(0.5)
     yield f"s3://adalase/runs?endpoint_override=127.0.0.1:{port}&scheme=http"
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    stop_group(proc)
 
 
 @pytest.fixture(scope="module")

@@ -175,8 +175,16 @@ def _listening_addresses(port: int) -> set:
 
 
 def _mlflow_processes() -> set:
+    """The `mlflow server` processes of this machine (each test's own: it compares before and after)."""
     out = subprocess.run(["pgrep", "-f", "mlflow server"], capture_output=True, text=True).stdout
     return {int(p) for p in out.split()}
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ") + b" "
+    except OSError:
+        return b""
 
 
 @pytest.mark.slow
@@ -184,7 +192,7 @@ def _mlflow_processes() -> set:
 def test_the_ui_binds_to_localhost_only_and_any_end_of_it_stops_its_server(tmp_path, sig):
     """SIGTERM and SIGHUP (the terminal closed) are forwarded; on SIGKILL, which ui cannot catch,
     the server still goes (it is told to die with its parent)."""
-    from test_tracking import free_port
+    from conftest import free_port
 
     port = free_port()
     before = _mlflow_processes()
@@ -209,11 +217,14 @@ def test_the_ui_binds_to_localhost_only_and_any_end_of_it_stops_its_server(tmp_p
             lines.append(ui.stdout.readline())  # the URL is printed once the server listens
         assert f"http://127.0.0.1:{port}" in lines[-1], lines
         assert _listening_addresses(port) == {"0100007F"}  # 127.0.0.1, nothing else
+        # its own server: others may start and stop meanwhile (another xdist worker's tests)
+        server = {p for p in _mlflow_processes() - before if f"--port {port} ".encode() in _cmdline(p)}
+        assert server
         signum = getattr(signal, sig)
         ui.send_signal(signum)
         assert ui.wait(timeout=60) == (-signum if signum == signal.SIGKILL else 128 + signum)
         deadline = time.time() + 60
-        while _mlflow_processes() - before or _listening_addresses(port):
+        while server & _mlflow_processes() or _listening_addresses(port):
             assert time.time() < deadline, "the MLflow server outlived the ui command"
             time.sleep(0.5)
     finally:
@@ -235,7 +246,7 @@ def test_the_ui_fails_honestly_when_its_port_is_taken_or_its_server_cannot_start
     assert "is not a SQLite database" in capsys.readouterr().err
     import sqlite3
 
-    from test_tracking import free_port
+    from conftest import free_port
 
     future = sqlite3.connect(tmp_path / "future.db")  # a SQLite store of a schema this MLflow does not know
     future.execute("create table alembic_version (version_num varchar(32) not null)")

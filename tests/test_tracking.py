@@ -1,12 +1,6 @@
 """MLflow: a mini benchmark lands as a run tree, against a SQLite store and a real mlflow server."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -20,54 +14,6 @@ from adalase_tune.experiment import rebuild_report
 ROOT = Path(__file__).parent.parent
 SITES = ["input", "stage1", "stage2", "stage3", "stage4"]
 FAST = ["--seeds", "1", "--set", "train.epochs=2", "--set", "data.n_train=60", "--set", "model.width=4"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` on 127.0.0.1 with a SQLite backend, for the session."""
-    root = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root}/server.db",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("mlflow server did not start")
-    yield url
-    os.killpg(proc.pid, 15)
-    proc.wait(timeout=30)
 
 
 def run_mini_benchmark(tmp_path, uri, name="bench"):
@@ -166,9 +112,11 @@ def test_benchmark_lands_in_a_sqlite_store_and_report_rebuilds_it(ray_local, tmp
     assert not (tmp_path / "none").exists()
 
 
+@pytest.mark.slow
 def test_benchmark_logs_to_a_real_mlflow_server(ray_local, tmp_path, mlflow_server):
-    run_mini_benchmark(tmp_path, mlflow_server)
-    check_run_tree(mlflow_server)
+    """The same run tree through a real server's REST API (the fast tier checks it on SQLite)."""
+    run_mini_benchmark(tmp_path, mlflow_server.url)
+    check_run_tree(mlflow_server.url)
 
 
 def test_resumed_sweep_reuses_its_runs(ray_local, tmp_path):

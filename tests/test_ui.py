@@ -3,7 +3,6 @@ opening the comparison view it prints sees the methods and their comparison metr
 ADALASE_SCREENSHOTS=docs/screenshots writes the screenshots of the docs."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,8 +14,7 @@ import pytest
 from adalase_tune.tracking import Tracking
 from adalase_tune.tuning import SweepOptions
 
-from conftest import tiny_config
-from test_tracking import free_port
+from conftest import free_port, spawn, stop_group, tiny_config
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(os.environ.get("ADALASE_SCREENSHOTS", "/tmp/adalase_tune_screenshots"))
@@ -66,12 +64,11 @@ def test_mlflow_ui_shows_the_methods_compared_at_first_load(tmp_path, ray_local)
     runs = tracking.client.search_runs([tracking.experiment_id], "tags.run_kind = 'method'")
     parents = {r.data.tags["method"]: r.data.metrics for r in runs}
     port = free_port()
-    ui = subprocess.Popen(
+    ui = spawn(
         [sys.executable, "-m", "adalase_tune", "ui", "--tracking-uri", uri, "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-        start_new_session=True,
     )
     try:
         assert f"http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning" in ui.stdout.readline()
@@ -122,7 +119,6 @@ def test_mlflow_ui_shows_the_methods_compared_at_first_load(tmp_path, ray_local)
             page.screenshot(path=str(SHOTS / "mlflow_ui_table.png"))
             browser.close()
     finally:
-        os.killpg(ui.pid, signal.SIGTERM)
-        ui.wait(timeout=30)
+        stop_group(ui)
     for shot in ("mlflow_ui_comparison.png", "mlflow_ui_children.png", "mlflow_ui_table.png"):
         assert (SHOTS / shot).stat().st_size > 10_000
