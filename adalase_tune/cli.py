@@ -94,7 +94,14 @@ def _add_ray_args(p):
     )
 
 
+def _one_of(names: list[str]) -> str:
+    """``a, b or c``."""
+    return f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else "".join(names)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .search import METHODS  # the one list of methods (light: no torch, Ray, numpy or MLflow)
+
     parser = _Parser(prog="adalase-tune", description="Learn where to apply latent data augmentation (AdaLASE).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     t = sub.add_parser("train", help="train one network with one selection policy")
@@ -119,9 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s = sub.add_parser("sweep", help="run one search method on Ray Tune")
     _add_config_args(s)
-    s.add_argument(
-        "--method", required=True, help="adalase, adalase_single, uniform, none, grid, random, optuna, asha or pbt"
-    )
+    s.add_argument("--method", required=True, help=_one_of(METHODS.names()))
     s.add_argument("--num-samples", type=int, help="trials per seed for random/optuna/asha, population for pbt")
     s.add_argument("--out", metavar="DIR", help="also write results.csv (one row per trial) here")
     _add_ray_args(s)

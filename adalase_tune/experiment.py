@@ -39,8 +39,6 @@ from .interrupts import Interrupted, Signals
 from .paths import check_dir, check_file
 from .sites import sites_of
 
-DEFAULT_METHODS = ("adalase", "adalase_single", "uniform", "none", "grid", "random", "optuna", "asha", "pbt")
-
 
 class TrialsFailed(RuntimeError):
     """Trials failed: they raised in their worker (after ``max_failures`` restarts) or diverged.
@@ -83,15 +81,16 @@ class Prepared:
     root: str
     name: str
     data_ref: object = None  # the data in the Ray object store, once Ray runs
-    lock: Any = None  # the tuning.ExperimentLock held for the whole sweep or benchmark
+    lock: Any = None  # the locks.ExperimentLock held for the whole sweep or benchmark
 
 
 def parse_methods(text: Optional[str], configured: Optional[Sequence[str]] = None) -> list[str]:
-    """``"adalase,grid"`` -> checked list; every name is checked before anything runs."""
+    """``"adalase,grid"`` -> checked list; every name is checked before anything runs. Without
+    ``text``: ``configured`` (the YAML's ``sweep.methods``), else every registered method."""
     from .search import METHODS
 
     names = (
-        [m.strip() for m in text.split(",") if m.strip()] if text is not None else list(configured or DEFAULT_METHODS)
+        [m.strip() for m in text.split(",") if m.strip()] if text is not None else list(configured or METHODS.names())
     )
     if not names:
         raise ConfigError("--methods is empty; give e.g. --methods adalase,uniform,grid")
@@ -108,7 +107,8 @@ def parse_methods(text: Optional[str], configured: Optional[Sequence[str]] = Non
 def prepare(cfg: ExperimentConfig, methods: Sequence[str], options, name: str, job_name) -> Prepared:
     """Every check of a sweep or a benchmark that needs no Ray, and the data, built once."""
     from .distributed import World
-    from .tuning import ExperimentLock, check_budget, check_name, check_workers, plan_jobs, storage_root
+    from .locks import ExperimentLock
+    from .tuning import check_name, check_workers, plan_jobs, storage_root
 
     check_name(name)
     held = max(1.0, options.cpus_per_trial)
@@ -129,7 +129,7 @@ def prepare(cfg: ExperimentConfig, methods: Sequence[str], options, name: str, j
         Trainer(cfg.replace(**{"selection.method": method, "train.device": "cpu"}), data=data, world=world)
     jobs = {m: plan_jobs(m, options, sites, job_name(m)) for m in methods}
     for job in (j for js in jobs.values() for j in js):
-        check_budget(job.plan, cfg.train.epochs)
+        job.plan.check_epochs(cfg.train.epochs)
         check_workers(job, options)
     root = storage_root(options.storage)
     first = next(iter(jobs.values()))[0].name
@@ -218,6 +218,8 @@ def _tracking(
 
 
 def _parent_params(cfg: ExperimentConfig, plain_passes: int, splits: dict) -> dict:
+    from .tracking import augment_params
+
     return {
         "plain_passes": plain_passes,
         "epochs": cfg.train.epochs,
@@ -226,7 +228,7 @@ def _parent_params(cfg: ExperimentConfig, plain_passes: int, splits: dict) -> di
         "data.n_val": splits["val"],
         "data.n_test": splits["test"],
         "model.name": cfg.model.name,
-        "augment.op": ops_text(cfg.augment),
+        **augment_params(cfg),  # as each trial run logs it
     }
 
 
@@ -244,6 +246,8 @@ def _run_method(
     """Run one method's Tuners with driver-side tracking; its parent run ends FINISHED, FAILED
     (a trial failed) or KILLED (interrupted)."""
     from . import tuning
+    from .locks import lock_path
+    from .tracking import trials
 
     parent = None
     if tracking is not None:
@@ -256,7 +260,7 @@ def _run_method(
                 "seeds": ",".join(map(str, options.seeds)),
                 "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "methods": ",".join(prep.jobs),  # every method of the run, and the lock its writer holds:
-                "lock": str(tuning.lock_path(prep.root, prep.jobs[method][0].name)),  # the report tells PARTIAL
+                "lock": str(lock_path(prep.root, prep.jobs[method][0].name)),  # the report tells PARTIAL
             },
         )
 
@@ -264,7 +268,7 @@ def _run_method(
         callbacks = [tuning.TrialProgress(job.name, job.plan.expected_trials), *extra_callbacks]
         if tracking is not None:
             callbacks.append(
-                tuning.MLflowTrials(tracking.uri, tracking.experiment, parent, prep.cfg.to_dict(), prep.sites)
+                trials.MLflowTrials(tracking.uri, tracking.experiment, parent, prep.cfg.to_dict(), prep.sites)
             )
         return callbacks
 
@@ -276,11 +280,12 @@ def _run_method(
                 break
             with signals.fitting():
                 grid = tuning.fit(prep.cfg, job, options, prep.root, prep.sites, callbacks_for(job), prep.data_ref)
-            rows += tuning.trial_rows(grid, method, prep.sites)
-            if tuning.store_lost() is not None:  # the MLflow store went away: Tune stopped, its state saved
-                raise tuning.store_lost()
+            rows += trials.trial_rows(grid, method, prep.sites)
+            lost = trials.lost_store()
+            if lost is not None:  # the MLflow store went away: Tune stopped, its state saved
+                raise lost
             if tracking is not None:  # runs the store could not end before (a resume after it went away)
-                tuning.settle_runs(grid, tracking, parent, prep.cfg.to_dict(), prep.sites)
+                trials.settle_runs(grid, tracking, parent, prep.cfg.to_dict(), prep.sites)
             # fewer trials than planned: Tune took a Ctrl-C before it made them (its handler, not ours)
             if tuning.unfinished(grid) or len(grid) < job.plan.expected_trials or signals.received:
                 interrupted = True
@@ -288,14 +293,14 @@ def _run_method(
     except BaseException as err:
         from .tracking import StoreUnavailable
 
-        tuning.close_open_runs()
+        trials.close_open_runs()
         if tracking is not None:
             status = "KILLED" if isinstance(err, (KeyboardInterrupt, StoreUnavailable)) else "FAILED"
             with contextlib.suppress(StoreUnavailable):  # a store that is gone cannot take it
                 tracking.end_run(parent, status, error="" if status == "KILLED" else f"{type(err).__name__}: {err}")
         raise
     if tracking is not None:
-        tuning.close_open_runs()
+        trials.close_open_runs()
         failed = [r for r in rows if r["status"] == "ERROR"]
         status = "KILLED" if interrupted else "FAILED" if failed else "FINISHED"
         error = (
@@ -674,7 +679,7 @@ def train(
     trainer = Trainer(cfg)  # every check of the config against the data and the model happens here
     callbacks: list[Callback] = [ProgressBar()] if progress else []
     if open_tracking:
-        from .tracking import TrainRun
+        from .tracking.train_run import TrainRun
 
         callbacks.append(TrainRun(open_tracking()))
     if ckpt is not None:
@@ -833,7 +838,7 @@ def _train_workers(
     summary["workers"] = workers
     summary["restored_after_epoch"] = int((result.metrics or {}).get("restored_after_epoch", 0))
     if open_tracking:
-        from .tracking import TrainRun
+        from .tracking.train_run import TrainRun
 
         run = TrainRun(open_tracking())
         run.on_train_start(trainer)

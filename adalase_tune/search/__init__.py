@@ -1,5 +1,11 @@
-"""Search methods, looked up by name (``--method``): adalase, adalase_single, uniform, none,
-grid, random, optuna, asha, pbt. They all run the same trainable; see :mod:`adalase_tune.tuning`."""
+"""Search methods, looked up by name (``--method``) in :data:`METHODS`, the one list of them: its
+registration order is the order of ``--help``, of a benchmark's default methods and of the report.
+They all run the same trainable; :mod:`adalase_tune.tuning` turns their plans into Ray Tune objects.
+
+A new method is one module (a :class:`SearchMethod` subclass, docs/extending.md) and one line::
+
+    METHODS.register(MyMethod.name)(MyMethod())
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,8 @@ from ._base import (
     OptunaSearcher,
     PBTSpec,
     RandomSearcher,
+    SchedulerSpec,
+    SearcherSpec,
     SearchMethod,
     SearchPlan,
     Uniform,
@@ -33,7 +41,7 @@ from ._random import RandomSearch
 from ._schedulers import ASHA, PBT
 from ._simple import SINGLE_RUN, AdaLASEMethod, PerSeed, SiteGrid
 
-METHODS: Registry[SearchMethod] = Registry("--method")
+METHODS: Registry[SearchMethod] = Registry("--method")  # the methods, in registration order
 for _m in (
     AdaLASEMethod(),
     AdaLASEMethod("adalase_single", SINGLE_RUN, budget_keys=("eta",)),
@@ -114,6 +122,8 @@ __all__ = [
     "searched_weights",
     "RandomSearcher",
     "OptunaSearcher",
+    "SearcherSpec",
+    "SchedulerSpec",
     "ASHASpec",
     "PBTSpec",
     "seed_axis",

@@ -1,6 +1,7 @@
 """The search-method contract: a method turns the model's sites, the seeds and its budget into a
 :class:`SearchPlan`, a Ray-free description that ``adalase_tune.tuning`` turns into Ray Tune
-objects (an unknown spec kind there is an error, never a silent default).
+objects (each spec type has its builder there, ``tuning.specs``; a spec without one is an error,
+never a silent default). This package imports neither Ray nor Optuna at import time.
 
 Keys are Tune's flat names (``train/seed``, ``selection/method``). The searches weigh the arms
 in one of two spaces (``sweep.methods.<name>.space``, docs/search_spaces.md):
@@ -19,12 +20,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import Any, Optional, Union
 
 from ..config import ConfigError, _did_you_mean
 
-if TYPE_CHECKING:
-    from optuna.samplers import TPESampler
+
+class SearcherSpec:
+    """Base of a searcher spec: what proposes a Tuner's trials. Each subclass has one builder of its
+    Ray object in ``tuning.specs`` (``ray_searcher.register``)."""
+
+
+class SchedulerSpec:
+    """Base of a scheduler spec: what stops or perturbs a Tuner's trials. Each subclass has one
+    builder of its Ray object in ``tuning.specs`` (``ray_scheduler.register``)."""
+
+    def checkpoint_every(self) -> Optional[int]:
+        """Epochs between the checkpoints the scheduler needs (it moves them between trials), else None."""
+        return None
+
+    def check_epochs(self, epochs: int) -> None:
+        """Raise :class:`ConfigError` when the settings cannot work with runs of ``epochs`` epochs."""
 
 
 @dataclass(frozen=True)
@@ -50,35 +65,38 @@ class Choice:
 
 
 @dataclass(frozen=True)
-class RandomSearcher:
+class RandomSearcher(SearcherSpec):
     """Tune's basic variant generator (grid and random values), seeded."""
 
     seed: int
 
 
 @dataclass(frozen=True)
-class OptunaSearcher:
-    """Optuna's TPE through Ray Tune's ``OptunaSearch``; the sampler comes from ``sampler()``."""
+class OptunaSearcher(SearcherSpec):
+    """Optuna's TPE (seeded, ``search._optuna.tpe_sampler``) through Ray Tune's ``OptunaSearch``."""
 
     seed: int
     n_startup_trials: int
 
-    def sampler(self) -> TPESampler:
-        from ._optuna import tpe_sampler
-
-        return tpe_sampler(self.seed, self.n_startup_trials)
-
 
 @dataclass(frozen=True)
-class ASHASpec:
+class ASHASpec(SchedulerSpec):
     """Asynchronous successive halving over epochs."""
 
     grace_period: int
     reduction_factor: int
 
+    def check_epochs(self, epochs: int) -> None:
+        """A grace period no run of ``epochs`` outlives cannot stop a trial early."""
+        if self.grace_period > epochs:
+            raise ConfigError(
+                f"sweep.methods.asha.grace_period = {self.grace_period}, but train.epochs = {epochs}: "
+                "no trial could be stopped early; lower it"
+            )
+
 
 @dataclass(frozen=True)
-class PBTSpec:
+class PBTSpec(SchedulerSpec):
     """Population Based Training; ``mutations`` maps flat keys to their resampling space."""
 
     perturbation_interval: int
@@ -86,24 +104,42 @@ class PBTSpec:
     mutations: dict
     seed: int
 
+    def checkpoint_every(self) -> Optional[int]:
+        """PBT exploits a donor's checkpoint at every perturbation: one is needed there."""
+        return self.perturbation_interval
 
-Searcher = Union[RandomSearcher, OptunaSearcher]
-Scheduler = Union[ASHASpec, PBTSpec]
+    def check_epochs(self, epochs: int) -> None:
+        """A perturbation interval as long as the run never perturbs the population."""
+        if self.perturbation_interval >= epochs:
+            raise ConfigError(
+                f"sweep.methods.pbt.perturbation_interval = {self.perturbation_interval}, but train.epochs = "
+                f"{epochs}: the population would never be perturbed; lower it below train.epochs"
+            )
 
 
 @dataclass
 class SearchPlan:
-    """What to run in one Tuner: the parameter space, the sample count, a searcher and a scheduler."""
+    """What to run in one Tuner: the parameter space, the sample count, a searcher and a scheduler.
+
+    Example::
+
+        SearchPlan({"selection/method": "probs", "train/seed": 0, **weight_space(sites)}, num_samples=8)
+    """
 
     space: dict
     num_samples: int = 1
-    searcher: Searcher = field(default_factory=lambda: RandomSearcher(0))
-    scheduler: Optional[Scheduler] = None
+    searcher: SearcherSpec = field(default_factory=lambda: RandomSearcher(0))
+    scheduler: Optional[SchedulerSpec] = None
     expected_trials: int = 0  # per Tuner, for checks and progress
 
     def checkpoint_every(self) -> Optional[int]:
         """Epochs between the checkpoints the scheduler needs (PBT exploits them), else None."""
-        return self.scheduler.perturbation_interval if isinstance(self.scheduler, PBTSpec) else None
+        return None if self.scheduler is None else self.scheduler.checkpoint_every()
+
+    def check_epochs(self, epochs: int) -> None:
+        """Scheduler settings that cannot work with runs of ``epochs``, before Ray starts."""
+        if self.scheduler is not None:
+            self.scheduler.check_epochs(epochs)
 
 
 class SearchMethod:

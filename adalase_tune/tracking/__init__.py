@@ -32,16 +32,19 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from .checkpoint import StorageError
-from .config import ConfigError, ExperimentConfig, flatten
-from .engine import Callback
-from .interrupts import STOP_SIGNALS
+from ..config import ConfigError, ExperimentConfig, flatten
+from ..interrupts import STOP_SIGNALS
+from ..paths import StorageError
+from .rows import TrialResult, TrialRow
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_URI = "sqlite:///mlflow.db"  # in the working folder, unless MLFLOW_TRACKING_URI is set
 FINAL_METRICS = ("best_val_acc", "test_acc_at_best_val", "final_test_acc")
@@ -97,7 +100,7 @@ def sqlite_path(uri: str) -> Optional[Path]:
     return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
 
 
-def _client(uri: str, create: bool = True):
+def _client(uri: str, create: bool = True) -> Any:
     """An MlflowClient of ``uri``. A SQLite store is created (its schema) under a file lock beside it
     (``<file>.lock``): two processes creating one new store at once would both create its tables.
     ``create=False``: a store that exists and is only read (in a folder that may be read-only)."""
@@ -132,7 +135,7 @@ def _quiet_store_errors() -> None:
 
 
 class _NoStoreTracebacks:
-    def filter(self, record) -> bool:
+    def filter(self, record: logging.LogRecord) -> bool:
         # ERROR and above: raised, and said in one line by the caller; INFO ("Creating initial MLflow
         # database tables..."): a new store is not news, and a command's stderr stays its own lines
         return logging.WARNING <= record.levelno < logging.ERROR
@@ -175,12 +178,7 @@ def _check_store(uri: str) -> None:
         raise _LOST[uri]
 
 
-def store_lost(uri: str) -> Optional[StoreUnavailable]:
-    """The store ``uri`` found gone by this process, if it was."""
-    return _LOST.get(uri)
-
-
-def _retry(fn, *args, **kwargs):
+def _retry(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """SQLite stores lock briefly under concurrent writers; retry a few times. A store that went
     away raises :class:`StoreUnavailable` (one line), at once and for every later call."""
     uri = getattr(getattr(fn, "__self__", None), "_adalase_store", None)
@@ -279,7 +277,7 @@ def _check_sqlite(uri: str, path: Path, write: bool = True) -> None:
         probe.touch()
         probe.unlink()
     except OSError as err:
-        from .checkpoint import _CAUSES
+        from ..paths import _CAUSES
 
         cause = _CAUSES.get(err.errno or 0, err.strerror or type(err).__name__)
         raise bad(f"SQLite cannot write {err.filename or path} ({cause})", "choose a folder you can write") from None
@@ -372,7 +370,7 @@ class Tracking:
     def _nested(self, tags: dict) -> dict:
         return {**tags, "mlflow.parentRunId": self.parent_run_id} if self.parent_run_id else tags
 
-    def _find(self, filters: str):
+    def _find(self, filters: str) -> Any:
         runs = _retry(self.client.search_runs, [self.experiment_id], filter_string=filters, max_results=1)
         return runs[0] if runs else None
 
@@ -405,7 +403,7 @@ class Tracking:
             self.log_params(run_id, params)
         return run_id
 
-    def _reopen(self, run) -> None:
+    def _reopen(self, run: Any) -> None:
         """A run continued by a resume: RUNNING again, without the reason it stopped (a full disk, a
         failed trial retried): it ends with its own outcome."""
         _retry(self.client.update_run, run.info.run_id, status="RUNNING")
@@ -433,7 +431,7 @@ class Tracking:
         files: Sequence[Path],
         metrics: Optional[dict] = None,
         tags: Optional[dict] = None,
-        table=None,
+        table: Optional[pd.DataFrame] = None,
     ) -> str:
         """The run named ``comparison`` holding the report's files and ``table`` (``comparison.json``,
         logged with ``log_table``: the UI's evaluation and artifact views show it)."""
@@ -456,7 +454,7 @@ class Tracking:
         self.end_run(run_id, "FINISHED", metrics)
         return run_id
 
-    def log_table(self, run_id: str, table, name: str) -> None:
+    def log_table(self, run_id: str, table: pd.DataFrame, name: str) -> None:
         """``table`` (a DataFrame) as the run's table ``name``; a table logged before is replaced, not
         appended to (MLflow's ``log_table`` appends: a resumed benchmark would list its methods twice)."""
         import tempfile
@@ -522,27 +520,28 @@ class Tracking:
                 continue
             m, p = run.data.metrics, run.data.params
             status = {"FINISHED": "TERMINATED", "FAILED": "ERROR"}.get(run.info.status, run.info.status)
-            rows.append(
-                {
-                    "method": method_of[parent]["method"],
-                    "seed": int(p.get("train.seed", 0)),
-                    "trial_id": run.data.tags.get("ray.trial_id"),
-                    "status": status,
-                    "error": run.data.tags.get("error", ""),
-                    "params": json.dumps(
-                        {k: v for k, v in p.items() if k.startswith(("da_prob/", "selection."))}, sort_keys=True
-                    ),
-                    "best_val_acc": m.get("best_val_acc", np.nan),
-                    "test_acc_at_best_val": m.get("test_acc_at_best_val", np.nan),
-                    "final_test_acc": m.get("final_test_acc", np.nan),
-                    "epochs": int(m.get("epochs", 0)),
-                    "device_s": m.get("cost/total_device_s", np.nan),
-                    "sample_passes": m.get("cost/total_sample_passes", np.nan),
-                    "finished_at": (run.info.end_time or 0) / 1000.0,
-                    "node_id": run.data.tags.get("node_id"),
-                    **_site_columns(run),
-                }
+            row = TrialRow(
+                method=method_of[parent]["method"],
+                seed=int(p.get("train.seed", 0)),
+                trial_id=run.data.tags.get("ray.trial_id"),
+                status=status,
+                error=run.data.tags.get("error", ""),
+                params=json.dumps(
+                    {k: v for k, v in p.items() if k.startswith(("da_prob/", "selection."))}, sort_keys=True
+                ),
+                result=TrialResult(
+                    best_val_acc=m.get("best_val_acc", np.nan),
+                    test_acc_at_best_val=m.get("test_acc_at_best_val", np.nan),
+                    final_test_acc=m.get("final_test_acc", np.nan),
+                    epochs=int(m.get("epochs", 0)),
+                    device_s=m.get("cost/total_device_s", np.nan),
+                    sample_passes=m.get("cost/total_sample_passes", np.nan),
+                    finished_at=(run.info.end_time or 0) / 1000.0,
+                    node_id=run.data.tags.get("node_id"),
+                ),
+                arms=_site_columns(run),
             )
+            rows.append(row.as_dict())
         return rows
 
     def method_parents(self, benchmark: str) -> list[dict]:
@@ -572,7 +571,7 @@ class Tracking:
         return list(dict.fromkeys(r.data.tags["benchmark"] for r in runs if "benchmark" in r.data.tags))
 
 
-def _site_columns(run) -> dict:
+def _site_columns(run: Any) -> dict:
     """``q/<site>`` (AdaLASE's final q) or ``da_prob/<site>`` of a trial run, from its metrics and params."""
     p, m = run.data.params, run.data.metrics
     sites = [s for s in run.data.tags.get("sites", "").split(",") if s]
@@ -581,10 +580,20 @@ def _site_columns(run) -> dict:
     return {f"da_prob/{s}": float(p[f"da_prob/{s}"]) for s in sites if f"da_prob/{s}" in p}
 
 
+def augment_params(cfg: ExperimentConfig) -> dict:
+    """The op setting as every run logs it: ``augment.op`` is the op, or the variants a joint
+    setting chooses among (``joint over translate, cutout, noise``), never an unused default."""
+    from ..arms import ops_text  # here: arms loads the ops, and with them torch
+
+    return {"augment.op": ops_text(cfg.augment)}
+
+
 def trial_params(cfg: ExperimentConfig, weights: dict) -> dict:
-    """The flattened resolved config, plus the per-site weights ``da_prob/<site>`` it ran with and
-    the categorical ``q/<site> = w / sum(w)`` they make (uniform when all are 0)."""
+    """The flattened resolved config (``augment.op`` as :func:`augment_params` says it), plus the
+    per-site weights ``da_prob/<site>`` it ran with and the categorical ``q/<site> = w / sum(w)``
+    they make (uniform when all are 0)."""
     params = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in flatten(cfg.to_dict()).items()}
+    params.update(augment_params(cfg))
     if weights:
         w = np.array(list(weights.values()), dtype=float)
         q = w / w.sum() if w.sum() > 0 else np.full(len(w), 1 / len(w))
@@ -602,7 +611,7 @@ def epoch_metrics(result: dict) -> dict:
     }
 
 
-def _log_final(client, run_id: str, values: dict) -> None:
+def _log_final(client: Any, run_id: str, values: dict) -> None:
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
@@ -666,10 +675,10 @@ class RunLogger:
             self.tracking.end_run(self.run_id, status, metrics, error)
             self.ended = True
 
-    def _log_q_plot(self, q_history, sites) -> None:
+    def _log_q_plot(self, q_history: list, sites: Sequence[str]) -> None:
         import tempfile
 
-        from .report import plot_q_history
+        from ..report import plot_q_history
 
         with tempfile.TemporaryDirectory() as d:
             path = Path(d) / "q_trajectory.png"
@@ -699,7 +708,7 @@ def print_comparisons(uri: str, base: str) -> None:
             print(f"  {exp.name}: the methods compared at {comparison_url(base, exp.experiment_id)}", flush=True)
 
 
-def _wait_server(proc, received: list, grace_s: float = 10.0) -> int:
+def _wait_server(proc: subprocess.Popen, received: list, grace_s: float = 10.0) -> int:
     """Wait for the server; once a signal was forwarded, give it ``grace_s`` to stop, then kill its group."""
     import signal
 
@@ -756,7 +765,7 @@ def serve_ui(uri: str, port: int, startup_s: float = 90.0) -> int:
     proc = subprocess.Popen(cmd, stdout=sys.stderr, start_new_session=True, preexec_fn=_die_with_parent)
     received: list = []
 
-    def forward(signum, frame):
+    def forward(signum: int, frame: Any) -> None:
         received.append(signum)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signum)
@@ -792,43 +801,10 @@ def serve_ui(uri: str, port: int, startup_s: float = 90.0) -> int:
             proc.wait(timeout=30)
 
 
-class TrainRun(Callback):
-    """An engine callback that logs one ``adalase-tune train`` run; its run id travels in the
-    trainer's checkpoint, so ``--resume`` continues the same run. Epochs are written at each
-    epoch's end, before the checkpoint callback commits that epoch (it comes later in the list)."""
+def __getattr__(name: str) -> Any:
+    """``tracking.TrainRun`` (an engine callback: importing it loads torch, so only on use)."""
+    if name == "TrainRun":
+        from .train_run import TrainRun
 
-    def __init__(self, tracking: Tracking):
-        self.tracking, self.run_id, self.logger = tracking, None, None
-
-    def on_train_start(self, trainer):
-        cfg = trainer.cfg
-        sites = [a.name for a in trainer.arms]  # sites, or (site, op) pairs
-        self.logger = self.tracking.run_logger(
-            f"train {cfg.selection.method} seed {cfg.train.seed}",
-            {"run_kind": "train", "method_selection": cfg.selection.method, "sites": ",".join(sites)},
-            trial_params(cfg, {}),
-            run_id=self.run_id,
-        )
-        self.run_id = self.logger.run_id
-
-    def on_epoch_end(self, trainer, metrics):
-        self.logger.log_epoch(epoch_metrics(metrics), int(metrics["epoch"]))
-        self.logger.flush()
-
-    def on_train_end(self, trainer, summary):
-        self.logger.tag("device", summary["cost"]["device"])
-        self.logger.finish(final_metrics({**summary["history"][-1], **summary}), summary["q_history"], summary["arms"])
-
-    def on_exception(self, trainer, error):
-        if self.logger is None:
-            return
-        if isinstance(error, KeyboardInterrupt):
-            self.logger.kill()
-        else:
-            self.logger.fail(f"{type(error).__name__}: {error}")
-
-    def state_dict(self):
-        return {"run_id": self.run_id} if self.run_id else {}
-
-    def load_state_dict(self, state):
-        self.run_id = state.get("run_id")
+        return TrainRun
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,316 @@
+"""Resume, end to end, and the one module that touches Ray's internals.
+
+Tested on Ray 2.60.0 (``ray[tune]>=2.40`` is what pyproject asks for). What it reaches into, and
+what to check when Ray changes: the file names of a Tune experiment (``experiment_state-*.json``,
+``searcher-state-*``, ``basic-variant-state-*``, ``*.pkl``), the ``trial_data`` entries of the
+experiment state and their pickled ``checkpoint_manager`` (``_checkpoint_results``,
+``_latest_checkpoint_result``, ``ray.train._internal.session._TrainingResult``), and
+``ray._private.utils.set_sigterm_handler``.
+
+How ``--resume`` works:
+
+1. Before Ray starts (``experiment.prepare``): each Tuner's folder must exist, its meta file
+   (``storage.save_meta``) must hold the same config, and :func:`check_pickles` must find every
+   pickle the one Ray wrote while adalase-tune watched (``Tuner.restore`` unpickles them).
+2. While a Tuner runs, :class:`StateGuard` keeps the last readable copy of each state file in
+   ``<experiment>/.adalase_tune_state/`` and the sha256 of every pickle (``pickles.json``).
+3. :func:`prepare_restore` (called by the Tuner's builder): a state that holds no trial yet is
+   dropped, and the job starts afresh; otherwise a torn state file is replaced by its last good
+   copy (:func:`repair_state`) and trials whose latest checkpoint Ray had already deleted are
+   pointed at their newest one on storage (:func:`repair_checkpoints`). Then ``Tuner.restore``
+   (errored trials retried) with the callbacks pickled in ``tuner.pkl``.
+4. Each trial restores from its checkpoint (``trainable``); on the driver its MLflow run is found
+   by its Ray trial id and continued, epochs already logged skipped, and the method's parent run
+   is reused (``tracking.trials``). ``settle_runs`` ends the runs that Tune ended but the store
+   could not (it had gone away).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from ..config import ConfigError
+from .storage import is_uri, join
+
+STATE_BACKUP = ".adalase_tune_state"
+DIGESTS = "pickles.json"  # in STATE_BACKUP: sha256 of every pickle Ray wrote during our fits
+
+
+def keep_sigterm() -> None:
+    """``ray.init`` puts a SIGTERM handler of its own (``sys.exit``) on the main thread while it
+    starts: a SIGTERM in those seconds then raised SystemExit wherever the driver was (even in a
+    logging lock, where it is ignored, and the sweep ran on). The handler in place stays instead
+    (the command's, which stops the work at its next safe point); ``Signals.reclaim`` takes back what
+    Ray's core installs later."""
+    import ray._private.utils as ray_utils
+
+    if hasattr(ray_utils, "set_sigterm_handler"):
+        ray_utils.set_sigterm_handler = lambda handler: None
+
+
+class StateGuard(tune.Callback):
+    """A guard against a torn experiment state. Ray rewrites ``experiment_state-*.json`` (and the
+    searcher's state) in place, so a driver killed at that instant leaves a truncated file and
+    ``Tuner.restore`` fails on it. After each step this callback copies the state files, when
+    they parse, to ``<experiment>/.adalase_tune_state/``; :func:`repair_state` puts the last good
+    copy back before a restore. Local storage only (an object store's upload is atomic).
+
+    Example::
+
+        tune.RunConfig(callbacks=[StateGuard(root, "motifs-grid")])
+    """
+
+    def __init__(self, root: str, name: str):
+        self.folder = None if is_uri(root) else str(Path(root) / name)
+        self.seen: dict = {}
+        self.hashed: dict = {}  # the pickles' stamps when last hashed (record_pickles)
+        self.last = 0.0
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.folder is None or time.monotonic() - self.last < 1.0:
+            return
+        self.last = time.monotonic()
+        snapshot(Path(self.folder), self.seen)
+        record_pickles(Path(self.folder), self.hashed)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self.folder is not None:
+            snapshot(Path(self.folder), self.seen)
+            record_pickles(Path(self.folder), self.hashed)
+
+
+def prepare_restore(root: str, name: str) -> bool:
+    """Whether the Tuner ``root/name`` is to be restored (Tune state with at least one trial),
+    its state repaired first; False: it starts afresh."""
+    if not tune.Tuner.can_restore(join(root, name)) or no_trial_yet(root, name):
+        return False
+    repair_state(root, name)
+    repair_checkpoints(root, name)
+    return True
+
+
+def _state_files(folder: Path) -> list[Path]:
+    return [
+        p
+        for p in folder.glob("*")
+        if p.is_file() and p.name.startswith(("experiment_state", "searcher-state", "basic-variant-state"))
+    ]
+
+
+def _readable(path: Path) -> bool:
+    try:
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        else:
+            import ray.cloudpickle as cloudpickle
+
+            cloudpickle.loads(path.read_bytes())
+        return True
+    except Exception:
+        return False
+
+
+def snapshot(folder: Path, seen: dict) -> None:
+    """Copy every changed, readable state file of ``folder`` into its backup folder (atomically)."""
+    if not folder.is_dir():
+        return
+    backup = folder / STATE_BACKUP
+    for path in _state_files(folder):
+        stat = path.stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if seen.get(path.name) == stamp or not _readable(path):
+            continue
+        backup.mkdir(exist_ok=True)
+        tmp = backup / f".{path.name}.tmp"
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, backup / path.name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # the last good copy stays whole
+            raise
+        seen[path.name] = stamp
+
+
+def pickles(folder: Path) -> list[Path]:
+    """The files of an experiment that ``Tuner.restore`` unpickles (tuner.pkl, searcher states...)."""
+    return sorted(p for p in folder.glob("*.pkl") if p.is_file())
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def record_pickles(folder: Path, seen: dict) -> None:
+    """Remember the digest of every pickle in ``folder`` (written by Ray during this process's fit);
+    ``seen``: their (mtime, size) when last hashed, so an unchanged file is not read again."""
+    if not folder.is_dir():
+        return
+    found = pickles(folder)
+    stamps = {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in found}
+    if stamps == seen.get("stamps"):
+        return
+    seen["stamps"] = stamps
+    digests = {p.name: _sha256(p) for p in found}
+    backup = folder / STATE_BACKUP
+    backup.mkdir(exist_ok=True)
+    tmp = backup / f".{DIGESTS}.tmp"
+    tmp.write_text(json.dumps(digests, sort_keys=True))
+    os.replace(tmp, backup / DIGESTS)
+
+
+def check_pickles(root: str, name: str) -> None:
+    """Before ``--resume`` lets Ray unpickle an experiment's state (and a pickle runs code as it
+    loads): the folder and its pickles must be this user's and writable by no one else, and
+    every pickle must be the one adalase-tune saw Ray write. Local storage only (a bucket's
+    access is the bucket's policy: SECURITY.md)."""
+    if is_uri(root):
+        return
+    folder = Path(root) / name
+    fix = "resume only from a folder that only you can write, or start the sweep again under another --name"
+    for path in [folder, *pickles(folder)]:
+        st = path.stat()
+        if st.st_uid not in (os.getuid(), 0):
+            raise ConfigError(
+                f"--resume: {path} belongs to another user (uid {st.st_uid}); Ray would unpickle it. {fix}"
+            )
+        if st.st_mode & 0o022:
+            raise ConfigError(
+                f"--resume: {path} can be written by others (mode {st.st_mode & 0o777:o}), and Ray unpickles "
+                f"what it holds, which can run code as you. {fix}"
+            )
+    recorded = folder / STATE_BACKUP / DIGESTS
+    if not recorded.is_file():
+        return  # an experiment of an earlier version (nothing recorded to compare with)
+    known = json.loads(recorded.read_text())
+    for path in pickles(folder):
+        if known.get(path.name) != _sha256(path):
+            raise ConfigError(
+                f"--resume: {path} is not the file Ray wrote during this experiment (its sha256 differs from the "
+                f"one recorded in {recorded}); Ray would unpickle it, which can run code. If you trust it, delete "
+                f"{recorded}; else {fix}"
+            )
+
+
+def no_trial_yet(root: str, name: str) -> bool:
+    """A local experiment whose saved state holds no trial (stopped before Tune made one): restoring
+    it would run nothing, since its searcher's state says the trials were made. Its Ray state goes
+    (our own meta stays) and the job starts afresh."""
+    if is_uri(root):
+        return False
+    folder = Path(root) / name
+    states = sorted(folder.glob("experiment_state-*.json"))
+    try:
+        if not states or json.loads(states[-1].read_text()).get("trial_data"):
+            return False
+    except (OSError, ValueError):
+        return False
+    searchers = [*folder.glob("basic-variant-state-*.json"), *folder.glob("searcher-state-*")]
+    for path in [*states, *searchers, *pickles(folder)]:
+        path.unlink(missing_ok=True)
+    return True
+
+
+def repair_state(root: str, name: str) -> list[str]:
+    """Before a restore: replace every unreadable state file by its last good copy."""
+    if is_uri(root):
+        return []
+    folder = Path(root) / name
+    backup = folder / STATE_BACKUP
+    repaired = []
+    for path in _state_files(folder):
+        good = backup / path.name
+        if not _readable(path) and good.is_file():
+            shutil.copyfile(good, path)
+            repaired.append(path.name)
+    if repaired:
+        print(
+            f"  {name}: restored {', '.join(repaired)} from the last good copy (the driver was killed while "
+            "Ray wrote it); trials resume from their latest checkpoints",
+            file=sys.stderr,
+        )
+    return repaired
+
+
+def repair_checkpoints(root: str, name: str) -> list[str]:
+    """Before a restore: point every trial whose recorded latest checkpoint no longer exists at the
+    newest checkpoint of that trial still on storage (or at none: the trial starts over).
+
+    Ray deletes a trial's old checkpoints (``num_to_keep``) as new ones arrive, and saves its
+    experiment state separately; on cloud storage the state's upload lags. A driver killed in
+    between leaves a state whose latest checkpoint is gone, and Tune's restore of that trial fails.
+    Returns the ids of the trials it repointed."""
+    import pyarrow.fs as pafs
+
+    fs, folder = (
+        pafs.FileSystem.from_uri(join(root, name)) if is_uri(root) else (pafs.LocalFileSystem(), join(root, name))
+    )
+    listing = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    states = sorted(
+        f.path for f in listing if f.base_name.startswith("experiment_state") and f.base_name.endswith(".json")
+    )
+    if not states:
+        return []
+    with fs.open_input_stream(states[-1]) as f:
+        data = json.loads(f.read().decode())
+    repointed = [found for entry in data.get("trial_data", []) for found in [_repoint(entry)] if found]
+    if repointed:
+        with fs.open_output_stream(states[-1]) as f:
+            f.write(json.dumps(data).encode())
+        print(
+            f"  {name}: {len(repointed)} trial(s) recorded a checkpoint that Ray had already deleted when the "
+            "driver was killed; they resume from their newest checkpoint on storage",
+            file=sys.stderr,
+        )
+    return repointed
+
+
+def _repoint(entry: list) -> str:
+    """One ``trial_data`` entry of Tune's state, repointed in place at the trial's newest checkpoint
+    on storage when its recorded latest one is gone; returns the trial's folder name, or ""."""
+    import pyarrow.fs as pafs
+    import ray.cloudpickle as cloudpickle
+    from ray.train._internal.session import _TrainingResult
+
+    meta = json.loads(entry[1]) if isinstance(entry[1], str) else entry[1]
+    blob = meta.get("checkpoint_manager")
+    if not (isinstance(blob, dict) and "value" in blob):
+        return ""
+    manager = cloudpickle.loads(bytes.fromhex(blob["value"]))
+    latest = manager.latest_checkpoint_result
+    if latest is None or _exists(latest.checkpoint):
+        return ""
+    ckpt = latest.checkpoint
+    trial_dir = ckpt.path.rstrip("/").rsplit("/", 1)[0]
+    found = ckpt.filesystem.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
+    newest = sorted(
+        f.path for f in found if f.base_name.startswith("checkpoint_") and f.type == pafs.FileType.Directory
+    )
+    manager._checkpoint_results = [
+        r for r in manager._checkpoint_results if r.checkpoint is not None and _exists(r.checkpoint)
+    ]
+    manager._latest_checkpoint_result = None
+    if newest:
+        result = _TrainingResult(checkpoint=type(ckpt)(newest[-1], ckpt.filesystem), metrics=dict(latest.metrics))
+        manager._latest_checkpoint_result = result
+        if newest[-1] not in {r.checkpoint.path for r in manager._checkpoint_results}:
+            manager._checkpoint_results.append(result)
+    blob["value"] = cloudpickle.dumps(manager).hex()
+    entry[1] = json.dumps(meta) if isinstance(entry[1], str) else meta
+    trial: str = ckpt.path.rstrip("/").rsplit("/", 2)[-2]
+    return trial
+
+
+def _exists(checkpoint: Any) -> bool:
+    import pyarrow.fs as pafs
+
+    exists: bool = checkpoint.filesystem.get_file_info(checkpoint.path).type != pafs.FileType.NotFound
+    return exists
