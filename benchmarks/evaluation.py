@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -85,7 +86,8 @@ def verdict(task: str, path: str, df: pd.DataFrame) -> list[str]:
     arms = list(first["arms"])
     fixed = df[df["label"].str.startswith("fixed")]
     per_arm = fixed.groupby("label")[["best_val_acc", "test_acc_at_best_val"]].agg(["mean", "std"])
-    sets = " ".join(first["sets"]).replace(str(Path(tempfile.gettempdir())), "<tmp>")  # no temp folder names
+    tmp = re.escape(str(Path(tempfile.gettempdir())))
+    sets = re.sub(tmp + r"/[^/ ]+", "<tmp>", " ".join(first["sets"]))  # no temp folder names
     lines = [
         f"## {task}",
         "",
