@@ -7,8 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+# Both run on 2 pytest-xdist workers (-n 2; -n 0 after them runs in one process): each worker has
+# its own Ray, MLflow stores and temporary folders; the cluster tests share one worker (loadgroup).
 if [ "${1:-}" = "--fast" ]; then
   shift
-  exec .venv/bin/python -m pytest -q -rs -m "not slow" "$@"
+  exec .venv/bin/python -m pytest -q -rs -m "not slow" -n 2 --dist loadgroup "$@"  # tier: fast
 fi
-exec .venv/bin/python -m pytest -q -rs "$@"
+exec .venv/bin/python -m pytest -q -rs -n 2 --dist loadgroup "$@"  # tier: full

@@ -24,7 +24,8 @@ from mlflow.tracking import MlflowClient
 
 from conftest import spawn, stop_group
 
-pytestmark = pytest.mark.slow
+# on one xdist worker: its clusters and `ray start`'s address file in /tmp/ray are the machine's
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster")]
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = Path(sys.executable)

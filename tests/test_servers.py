@@ -33,7 +33,8 @@ def test_a_killed_pytest_leaves_no_mlflow_server_of_its_fixture_running(tmp_path
     CLI, uvicorn, MLflow's job runner) is gone within seconds."""
     (tmp_path / "test_hold.py").write_text(HOLD)
     pid_file = tmp_path / "server.pid"
-    env = {**os.environ, "SERVER_PID": str(pid_file), "PYTHONPATH": str(HERE)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_CURRENT"))}
+    env.update(SERVER_PID=str(pid_file), PYTHONPATH=str(HERE))  # a pytest of its own, not an xdist worker
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-p", "no:cacheprovider"]
     cmd += ["--rootdir", str(tmp_path), "-c", os.devnull, str(tmp_path / "test_hold.py")]
     pytest_proc = subprocess.Popen(
