@@ -67,15 +67,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, size: int, port: int, tree: dict, out: str) -> None:
+def _worker(rank: int, size: int, port: int, trees: dict, out: str) -> None:
+    """Each of ``trees`` trained in turn by the same two ranks (one process group: one spawn)."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size)
     try:
-        trainer = Trainer(from_dict(tree), world=World.current())
-        trainer.run()
+        done = {}
+        for name, tree in trees.items():
+            trainer = Trainer(from_dict(tree), world=World.current())
+            trainer.run()
+            done[name] = {"history": trainer.history.epochs, "q": trainer.policy.probs().tolist()}
         if rank == 0:
             with open(out, "w") as f:
-                json.dump({"history": trainer.history.epochs, "q": trainer.policy.probs().tolist()}, f)
+                json.dump(done, f)
     finally:
         dist.destroy_process_group()
     # Both ranks are done and the group is destroyed. torch's gloo teardown at interpreter exit then
@@ -86,9 +90,15 @@ def _worker(rank: int, size: int, port: int, tree: dict, out: str) -> None:
     os._exit(0)
 
 
-def _parallel(tree: dict, size: int, tmp_path) -> dict:
-    out = tmp_path / f"w{size}.json"
-    mp.spawn(_worker, args=(size, _free_port(), tree, str(out)), nprocs=size, join=True)
+TREES = {"sites": _tree(), "site x op pairs": _tree(ops=["translate", "cutout"]), "batchnorm": _tree(model="cnn")}
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory) -> dict:
+    """The runs of TREES on 2 workers, from one spawn of 2 processes (each tree's Trainer is fresh:
+    a run that leaked into the next would differ from its one-worker run below)."""
+    out = tmp_path_factory.mktemp("two_workers") / "w2.json"
+    mp.spawn(_worker, args=(2, _free_port(), TREES, str(out)), nprocs=2, join=True)
     return json.loads(out.read_text())
 
 
@@ -102,10 +112,9 @@ def _q(history):
     return np.array([[v for k, v in sorted(m.items()) if k.startswith("adalase/q/")] for m in history])
 
 
-@pytest.mark.parametrize("ops", [None, ["translate", "cutout"]], ids=["sites", "site x op pairs"])
-def test_two_workers_with_half_batches_equal_one_worker_with_the_whole_batch(ops, tmp_path):
-    tree = _tree(ops=ops)
-    one, two = _single(tree), _parallel(tree, 2, tmp_path)
+@pytest.mark.parametrize("name", ["sites", "site x op pairs"])
+def test_two_workers_with_half_batches_equal_one_worker_with_the_whole_batch(name, two_workers):
+    one, two = _single(TREES[name]), two_workers[name]
     q1, q2 = _q(one["history"]), _q(two["history"])
     assert np.abs(q1 - 1 / q1.shape[1]).max() > 0.01  # q moved: the comparison is not of two constants
     np.testing.assert_allclose(q2, q1, atol=1e-4)
@@ -115,9 +124,8 @@ def test_two_workers_with_half_batches_equal_one_worker_with_the_whole_batch(ops
         assert m2["cost/sample_passes"] == m1["cost/sample_passes"]  # global passes
 
 
-def test_batchnorm_per_shard_stays_close_to_one_worker(tmp_path):
-    tree = _tree(model="cnn")
-    one, two = _single(tree), _parallel(tree, 2, tmp_path)
+def test_batchnorm_per_shard_stays_close_to_one_worker(two_workers):
+    one, two = _single(TREES["batchnorm"]), two_workers["batchnorm"]
     np.testing.assert_allclose(_q(two["history"]), _q(one["history"]), atol=0.05)
     assert two["history"][-1]["val/acc"] == pytest.approx(one["history"][-1]["val/acc"], abs=0.05)
 
