@@ -12,17 +12,23 @@ import argparse
 import contextlib
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, Optional, cast
 
 from .config import ConfigError
 from .interrupts import STOP_SIGNALS, Interrupted, install_for_command
 from .paths import StorageError  # not .checkpoint: that loads torch, and the CLI must not before its handlers
 
+if TYPE_CHECKING:
+    from .config import ExperimentConfig, SweepConfig
+    from .tuning import SweepOptions
+
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2, no usage dump
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, no usage dump
         print(f"adalase-tune: error: {message} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
 
@@ -39,7 +45,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_tracking_args(p):
+def _add_tracking_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tracking-uri",
         default=None,
@@ -49,7 +55,7 @@ def _add_tracking_args(p):
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
 
 
-def _add_ray_args(p):
+def _add_ray_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, help="number of seeds (0..S-1); default: the YAML's sweep.seeds or 1")
     p.add_argument("--max-concurrent", type=int, help="trials running at once (default: as resources allow)")
     p.add_argument(
@@ -146,18 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _tracking_uri(args):
+def _tracking_uri(args: argparse.Namespace) -> Optional[str]:
     return None if getattr(args, "no_tracking", False) else (args.tracking_uri or "default")
 
 
-def _experiment(args):
+def _experiment(args: argparse.Namespace) -> Optional[str]:
     """--experiment; by default the config file's name, or the parent run's experiment (None here)."""
     if args.experiment is None and getattr(args, "parent_run_id", None):
         return None
     return args.experiment or Path(args.config).stem
 
 
-def _config(args):
+def _config(args: argparse.Namespace) -> ExperimentConfig:
     from .config import load_config
     from .data import DATASETS
     from .models import MODELS
@@ -168,14 +174,16 @@ def _config(args):
     return cfg
 
 
-def _options(args, settings, num_samples=None):
+def _options(args: argparse.Namespace, settings: SweepConfig, num_samples: Optional[int] = None) -> SweepOptions:
     from .tuning import SweepOptions
 
     if args.seeds is not None and args.seeds < 1:
         raise ConfigError(f"--seeds = {args.seeds}: give at least 1")
     pick = lambda flag, value: flag if flag is not None else value  # noqa: E731
     return SweepOptions(
-        seeds=list(range(args.seeds)) if args.seeds is not None else list(settings.seeds),
+        seeds=list(range(args.seeds))
+        if args.seeds is not None
+        else list(cast(tuple, settings.seeds)),  # a tuple after its __post_init__
         num_samples=num_samples,
         budgets=settings.methods,
         max_concurrent=pick(args.max_concurrent, settings.max_concurrent),
@@ -210,7 +218,7 @@ def resume_command(argv: list[str], name: str) -> str:
     return shlex.join(["adalase-tune", *out, "--name", name, "--resume"])
 
 
-def cmd_train(args, argv) -> int:
+def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     from .experiment import train
 
     summary = train(
@@ -234,7 +242,7 @@ def cmd_train(args, argv) -> int:
     return 0
 
 
-def cmd_sweep(args, argv) -> int:
+def cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     from .config import load_sweep
     from .experiment import sweep
     from .search import METHODS
@@ -268,7 +276,7 @@ def cmd_sweep(args, argv) -> int:
     return 0 if len(ok) == len(rows) or args.tolerate_failures else EXIT_FAILED
 
 
-def cmd_benchmark(args, argv) -> int:
+def cmd_benchmark(args: argparse.Namespace, argv: list[str]) -> int:
     import time
 
     from .config import load_sweep
@@ -293,10 +301,11 @@ def cmd_benchmark(args, argv) -> int:
         parent_run_id=args.parent_run_id,
     )
     print(Path(result.files["md"]).read_text())
-    if _tracking_uri(args):
+    tracking_uri = _tracking_uri(args)
+    if tracking_uri:
         from .tracking import default_uri
 
-        uri = default_uri(_tracking_uri(args))
+        uri = default_uri(tracking_uri)
         print(f"MLflow: experiment {_experiment(args) or 'of the parent run'!r} at {uri} (adalase-tune ui to browse)")
     print(f"wrote {', '.join(str(result.files[k]) for k in ('csv', 'md', 'png', 'curve_png'))}")
     failed = (result.trials["status"] != "TERMINATED").sum()
@@ -305,7 +314,7 @@ def cmd_benchmark(args, argv) -> int:
     return 0 if not failed or args.tolerate_failures else EXIT_FAILED
 
 
-def cmd_report(args, argv) -> int:
+def cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
     from .experiment import rebuild_report
 
     files = rebuild_report(args.experiment, args.benchmark, tracking_uri=args.tracking_uri or "default", out=args.out)
@@ -314,7 +323,7 @@ def cmd_report(args, argv) -> int:
     return 0
 
 
-def cmd_ui(args, argv) -> int:
+def cmd_ui(args: argparse.Namespace, argv: list[str]) -> int:
     from .tracking import default_uri, serve_ui
 
     return serve_ui(default_uri(args.tracking_uri or "default"), args.port)
@@ -343,7 +352,7 @@ def _say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     install_for_command()  # before torch and Ray load: a SIGTERM or SIGHUP from here on ends honestly
     argv = list(sys.argv[1:] if argv is None else argv)
     try:

@@ -23,10 +23,10 @@ import json
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 import pandas as pd
 
@@ -39,6 +39,13 @@ from .interrupts import Interrupted, Signals
 from .paths import check_dir, check_file
 from .sites import sites_of
 
+if TYPE_CHECKING:
+    from .engine import Trainer
+    from .tracking import Tracking
+    from .tuning import Job, SweepOptions
+
+_R = TypeVar("_R")
+
 
 class TrialsFailed(RuntimeError):
     """Trials failed: they raised in their worker (after ``max_failures`` restarts) or diverged.
@@ -48,7 +55,7 @@ class TrialsFailed(RuntimeError):
     rows, the files). The message is one line. Trials that ASHA or PBT stopped early are not failures.
     """
 
-    def __init__(self, reasons: dict, total: int, result):
+    def __init__(self, reasons: dict, total: int, result: Any):
         self.reasons, self.total, self.result = reasons, total, result
         distinct = set(reasons.values())
         first = next(iter(reasons))
@@ -56,7 +63,7 @@ class TrialsFailed(RuntimeError):
         super().__init__(f"{len(reasons)} of {total} trials failed, {detail}")
 
 
-def check_failures(rows: pd.DataFrame, result, tolerate: bool):
+def check_failures(rows: pd.DataFrame, result: _R, tolerate: bool) -> _R:
     """``result``, or :class:`TrialsFailed` when a row is an error and failures are not tolerated."""
     failed = rows[rows["status"] == "ERROR"] if len(rows) else rows
     if tolerate or not len(failed):
@@ -104,7 +111,9 @@ def parse_methods(text: Optional[str], configured: Optional[Sequence[str]] = Non
     return names
 
 
-def prepare(cfg: ExperimentConfig, methods: Sequence[str], options, name: str, job_name) -> Prepared:
+def prepare(
+    cfg: ExperimentConfig, methods: Sequence[str], options: SweepOptions, name: str, job_name: Callable[[str], str]
+) -> Prepared:
     """Every check of a sweep or a benchmark that needs no Ray, and the data, built once."""
     from .distributed import World
     from .locks import ExperimentLock
@@ -153,7 +162,7 @@ def prepare(cfg: ExperimentConfig, methods: Sequence[str], options, name: str, j
     )
 
 
-def _check_existing(cfg: ExperimentConfig, jobs: dict, options, root: str, name: str, first: str) -> None:
+def _check_existing(cfg: ExperimentConfig, jobs: dict, options: SweepOptions, root: str, name: str, first: str) -> None:
     from .tuning import check_pickles, experiment_exists, load_meta
 
     for method_jobs in jobs.values():
@@ -197,7 +206,7 @@ def split_sizes(data: DataBundle) -> dict:
 
 def _tracking(
     tracking_uri: Optional[str], experiment: Optional[str], default_experiment: str, parent_run_id: Optional[str] = None
-):
+) -> Optional[Callable[[], Tracking]]:
     """A factory of the :class:`Tracking` handle (created once the checks passed), or None. The
     runs nest under ``parent_run_id``, else under the caller's active MLflow run, if any."""
     from .tracking import Tracking, check_tracking_uri, default_uri, parent_of
@@ -241,7 +250,13 @@ class MethodResult:
 
 
 def _run_method(
-    prep: Prepared, method: str, options, tracking, signals: Signals, cfg_hash: str, extra_callbacks: Sequence = ()
+    prep: Prepared,
+    method: str,
+    options: SweepOptions,
+    tracking: Optional[Tracking],
+    signals: Signals,
+    cfg_hash: str,
+    extra_callbacks: Sequence = (),
 ) -> MethodResult:
     """Run one method's Tuners with driver-side tracking; its parent run ends FINISHED, FAILED
     (a trial failed) or KILLED (interrupted)."""
@@ -264,9 +279,9 @@ def _run_method(
             },
         )
 
-    def callbacks_for(job):
+    def callbacks_for(job: Job) -> list:
         callbacks = [tuning.TrialProgress(job.name, job.plan.expected_trials), *extra_callbacks]
-        if tracking is not None:
+        if tracking is not None and parent is not None:  # parent: set whenever tracking is
             callbacks.append(
                 trials.MLflowTrials(tracking.uri, tracking.experiment, parent, prep.cfg.to_dict(), prep.sites)
             )
@@ -294,12 +309,12 @@ def _run_method(
         from .tracking import StoreUnavailable
 
         trials.close_open_runs()
-        if tracking is not None:
+        if tracking is not None and parent is not None:
             status = "KILLED" if isinstance(err, (KeyboardInterrupt, StoreUnavailable)) else "FAILED"
             with contextlib.suppress(StoreUnavailable):  # a store that is gone cannot take it
                 tracking.end_run(parent, status, error="" if status == "KILLED" else f"{type(err).__name__}: {err}")
         raise
-    if tracking is not None:
+    if tracking is not None and parent is not None:
         trials.close_open_runs()
         failed = [r for r in rows if r["status"] == "ERROR"]
         status = "KILLED" if interrupted else "FAILED" if failed else "FINISHED"
@@ -332,7 +347,7 @@ def shown(metrics: dict) -> dict:
     return {k: round(float(v), 4) for k, v in metrics.items()}
 
 
-def _start_ray(prep: Prepared, options, signals: Signals) -> None:
+def _start_ray(prep: Prepared, options: SweepOptions, signals: Signals) -> None:
     from . import tuning
 
     tuning.connect(options.address, timeout_s=options.connect_timeout_s)
@@ -353,7 +368,7 @@ def start_hint(resume_hint: str) -> str:
 
 
 @contextlib.contextmanager
-def _forced(signals: Signals, resume_hint: str, prep: Optional[Prepared] = None):
+def _forced(signals: Signals, resume_hint: str, prep: Optional[Prepared] = None) -> Iterator[None]:
     """A KeyboardInterrupt that got through (a second signal, or one outside Tune): Interrupted. When
     nothing was saved yet (a signal while Ray starts), there is nothing to resume: it says how to start."""
     from .tuning import experiment_exists
@@ -376,7 +391,7 @@ def _forced(signals: Signals, resume_hint: str, prep: Optional[Prepared] = None)
 
 
 @contextlib.contextmanager
-def _store_gone(prep: Prepared, what: str, resume_hint: str):
+def _store_gone(prep: Prepared, what: str, resume_hint: str) -> Iterator[None]:
     """The MLflow store went away during a sweep or a benchmark: Tune was stopped gracefully (its
     state and the trials' checkpoints are kept), and this is one line with the resume command."""
     from .tracking import StoreUnavailable
@@ -420,7 +435,7 @@ class SweepResult:
 def sweep(
     cfg: ExperimentConfig,
     method: str,
-    options=None,
+    options: Optional[SweepOptions] = None,
     *,
     out: Optional[str] = None,
     tracking_uri: Optional[str] = "default",
@@ -470,7 +485,7 @@ class BenchmarkResult:
 def run_benchmark(
     cfg: ExperimentConfig,
     methods: Optional[Sequence[str]] = None,
-    options=None,
+    options: Optional[SweepOptions] = None,
     *,
     out: str = "results",
     tracking_uri: Optional[str] = "default",
@@ -603,7 +618,9 @@ def comparison_table(table: pd.DataFrame, trials: pd.DataFrame, known: Optional[
     return out
 
 
-def _log_comparison(tracking, done: list[MethodResult], table: pd.DataFrame, trials: pd.DataFrame, known) -> None:
+def _log_comparison(
+    tracking: Tracking, done: list[MethodResult], table: pd.DataFrame, trials: pd.DataFrame, known: Optional[str]
+) -> None:
     """Each method's parent run gets its row of the comparison as metrics (and the target arm as tags)."""
     rows = {r["method"]: r for r in comparison_table(table, trials, known).to_dict("records")}
     target, _ = answer_found(trials, table, known)
@@ -615,7 +632,9 @@ def _log_comparison(tracking, done: list[MethodResult], table: pd.DataFrame, tri
             )
 
 
-def benchmark_meta(prep: Prepared, methods, options, started: float, partial: Optional[list]) -> dict:
+def benchmark_meta(
+    prep: Prepared, methods: Sequence[str], options: SweepOptions, started: float, partial: Optional[list]
+) -> dict:
     cfg = prep.cfg
     meta: dict[str, object] = {"title": f"AdaLASE against the baselines: {cfg.model.name} on {cfg.data.name}"}
     if partial is not None:
@@ -734,13 +753,13 @@ def train(
     return summary
 
 
-def _in_thread(fn):
+def _in_thread(fn: Callable[[], _R]) -> _R:
     """``fn()`` in a daemon thread, waited for here (a signal interrupts the wait, not the thread)."""
     import threading
 
     out: dict = {}
 
-    def call():
+    def call() -> None:
         try:
             out["value"] = fn()
         except BaseException as err:  # handed to the caller
@@ -755,7 +774,9 @@ def _in_thread(fn):
     return out["value"]
 
 
-def _write_outputs(summary: dict, trainer, cfg: ExperimentConfig, out: Optional[str], save_model: Optional[str]):
+def _write_outputs(
+    summary: dict, trainer: Trainer, cfg: ExperimentConfig, out: Optional[str], save_model: Optional[str]
+) -> None:
     if save_model:
         from .models import save_model as write_model
 
@@ -768,8 +789,14 @@ TRAIN_RUN = "train"  # the Ray Train run's name inside --checkpoint-dir
 
 
 def _train_workers(
-    cfg: ExperimentConfig, workers: int, gpus: float, checkpoint_dir, resume: bool, open_tracking, progress: bool
-):
+    cfg: ExperimentConfig,
+    workers: int,
+    gpus: float,
+    checkpoint_dir: Optional[str],
+    resume: bool,
+    open_tracking: Optional[Callable[[], Tracking]],
+    progress: bool,
+) -> tuple[dict, Trainer]:
     """``train --workers N``: N data-parallel workers (one CPU each, ``gpus`` GPUs each) as one Ray
     Train run on a private local Ray. Its checkpoints are Ray Train's, in ``checkpoint_dir/train``
     (a temporary folder without ``--checkpoint-dir``); ``--resume`` continues from the latest. The
@@ -816,7 +843,7 @@ def _train_workers(
         # Ray Train, called on the main thread, puts its own Ctrl-C handler there, which aborts the run and
         # exits 1 with no word. In a (daemon) thread it does not, so our handler stays: 130/143 and a message.
         try:
-            result = _in_thread(
+            result: Any = _in_thread(  # a ray.train Result
                 lambda: run_data_parallel(config, workers, 1.0, gpus, storage, TRAIN_RUN, 0, progress=progress)
             )
         except KeyboardInterrupt:
