@@ -187,7 +187,8 @@ def test_joint_benchmark_under_ray_tune_logs_pairs_to_mlflow(ray_local, tmp_path
     """AdaLASE, the grid and Optuna over (site x op) pairs through the CLI: one trial per pair for
     the grid, q per pair and its marginals in MLflow, the heat map and the pair table in the report.
     Slow tier (three methods, ten trials, the report's plots): the fast tier trains, plans and
-    reports over pairs in process (the tests above)."""
+    reports over pairs in process (the tests above) and runs a joint sweep on Ray into MLflow
+    (test_joint_params.py)."""
     import mlflow
 
     from adalase_tune.cli import main
