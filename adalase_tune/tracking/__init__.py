@@ -12,6 +12,12 @@ are not logged again; a resumed benchmark reuses its parent runs; ``adalase-tune
 continues the run whose id its checkpoint holds. Every run ends FINISHED, FAILED (with the
 reason in the tag ``error``) or KILLED: none is left RUNNING by an error or an interrupt.
 
+This module: :class:`Tracking` (one experiment's runs), :class:`RunLogger` (one run), what a run
+logs (:func:`trial_params`, :func:`epoch_metrics`, :func:`final_metrics`) and reading runs back.
+Beside it: :mod:`.store` (the URI checks, the client, retries, :class:`StoreUnavailable`),
+:mod:`.rows` (``TrialRow``, the one trial-row type), :mod:`.trials` (Tune's driver-side MLflow
+callback), :mod:`.train_run` (the ``train`` command's run) and :mod:`.ui` (``adalase-tune ui``).
+
 Example::
 
     tracking = Tracking("sqlite:///mlflow.db", "digits")
@@ -20,47 +26,40 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import json
-import logging
 import math
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from ..config import ConfigError, ExperimentConfig, flatten
-from ..interrupts import STOP_SIGNALS
-from ..paths import StorageError
 from .rows import TrialResult, TrialRow
+from .store import (  # noqa: F401  (the store's names, re-exported)
+    CONNECT_TIMEOUT_S,
+    DEFAULT_URI,
+    SCHEMES,
+    SQLITE_MAGIC,
+    StoreUnavailable,
+    _client,
+    _retry,
+    check_tracking_uri,
+    default_uri,
+    literal,
+    sqlite_path,
+    uri_flag,
+)
+from .ui import EXPERIMENT_KIND, VIEW_KEY, comparison_url, comparison_view, serve_ui  # noqa: F401
 
 if TYPE_CHECKING:
     import pandas as pd
 
-DEFAULT_URI = "sqlite:///mlflow.db"  # in the working folder, unless MLFLOW_TRACKING_URI is set
 FINAL_METRICS = ("best_val_acc", "test_acc_at_best_val", "final_test_acc")
 METRIC_KEYS = ("lr", "best_val_acc", "test_acc_at_best_val", "best_epoch", "phase")  # besides every "a/b" key
-SCHEMES = ("sqlite", "http", "https", "file", "databricks", "postgresql", "mysql", "mssql")
-CONNECT_TIMEOUT_S = 10.0
-_RETRIES = 5
 _BATCH = 1000  # MLflow's limit on metrics per log_batch call
-
-
-def default_uri(uri: str = "default") -> str:
-    """``"default"``: MLflow's own ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///mlflow.db`` in
-    the working folder; any other URI is returned as it is."""
-    import os
-
-    return (os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI) if uri == "default" else uri
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
@@ -69,242 +68,6 @@ def config_hash(cfg: ExperimentConfig) -> str:
     tree["train"].pop("seed")
     tree.pop("selection")
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:12]
-
-
-class StoreUnavailable(StorageError):
-    """The MLflow store went away during the work: its SQLite file deleted, replaced, made
-    read-only or full, or its server gone. One line: ``MLflow store unavailable: <path>: <cause>``."""
-
-
-SQLITE_MAGIC = b"SQLite format 3\x00"
-# what SQLite (through SQLAlchemy and MLflow) says when the store is gone, and what that means
-_GONE = {
-    "readonly database": (errno.EROFS, "read-only (attempt to write a readonly database)"),
-    "read-only file system": (errno.EROFS, "read-only file system"),
-    "database or disk is full": (errno.ENOSPC, "disk full"),
-    "no space left": (errno.ENOSPC, "disk full"),
-    "unable to open database": (errno.ENOENT, "cannot open the database file"),
-    "no such table": (errno.ENOENT, "its tables are gone (the file was deleted or replaced)"),
-    "disk i/o error": (errno.EIO, "disk I/O error"),
-    "file is not a database": (errno.EINVAL, "the file is no longer a SQLite database"),
-    "malformed": (errno.EINVAL, "the database file is corrupted (malformed)"),
-    "max retries exceeded": (errno.ECONNREFUSED, "the server does not answer"),
-    "connection refused": (errno.ECONNREFUSED, "the server does not answer"),
-}
-_LOST: dict = {}  # store -> its StoreUnavailable: a store found gone is not asked again (no retries, no waits)
-_STORES: dict = {}  # SQLite path -> (device, inode) when this process opened it
-_CREATED: set = set()  # SQLite stores whose schema this process made sure of
-
-
-def sqlite_path(uri: str) -> Optional[Path]:
-    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
-
-
-def _client(uri: str, create: bool = True) -> Any:
-    """An MlflowClient of ``uri``. A SQLite store is created (its schema) under a file lock beside it
-    (``<file>.lock``): two processes creating one new store at once would both create its tables.
-    ``create=False``: a store that exists and is only read (in a folder that may be read-only)."""
-    from mlflow.tracking import MlflowClient
-
-    _quiet_store_errors()
-    path = sqlite_path(uri)
-    if path is None or uri in _CREATED or not create:
-        client = MlflowClient(tracking_uri=uri)
-    else:
-        from filelock import FileLock
-
-        with FileLock(f"{path}.lock", timeout=300):
-            client = MlflowClient(tracking_uri=uri)
-            client.search_experiments(max_results=1)  # the schema exists (and is current) once this returns
-        _CREATED.add(uri)
-        with contextlib.suppress(OSError):
-            st = path.stat()
-            _STORES[str(path)] = (st.st_dev, st.st_ino)
-    client._adalase_store = uri  # type: ignore[attr-defined]  # for _retry's checks
-    return client
-
-
-def _quiet_store_errors() -> None:
-    """MLflow logs every SQLAlchemy error with its traceback (some 100 lines) before it raises it; the
-    error itself comes back here, as one line."""
-    import logging
-
-    log = logging.getLogger("mlflow.store.db.utils")
-    if not any(isinstance(f, _NoStoreTracebacks) for f in log.filters):
-        log.addFilter(_NoStoreTracebacks())
-
-
-class _NoStoreTracebacks:
-    def filter(self, record: logging.LogRecord) -> bool:
-        # ERROR and above: raised, and said in one line by the caller; INFO ("Creating initial MLflow
-        # database tables..."): a new store is not news, and a command's stderr stays its own lines
-        return logging.WARNING <= record.levelno < logging.ERROR
-
-
-def _unavailable(uri: str, err: BaseException) -> Optional[StoreUnavailable]:
-    """The :class:`StoreUnavailable` that ``err`` (from a call to the store ``uri``) means, or None."""
-    text = " ".join(str(err).split()).lower()
-    for needle, (code, cause) in _GONE.items():
-        if needle in text:
-            path = sqlite_path(uri)
-            if path is not None and code in (errno.ENOENT, errno.EIO, errno.EROFS):  # what SQLite could not say
-                with contextlib.suppress(OSError):
-                    stat = os.statvfs(path.parent)
-                    if stat.f_flag & os.ST_RDONLY:
-                        code, cause = errno.EROFS, "read-only file system"
-                    elif stat.f_bavail * stat.f_frsize < 1 << 16:
-                        code, cause = errno.ENOSPC, "disk full"
-            return StoreUnavailable(code, f"MLflow store unavailable: {path or uri}: {cause}")
-    return None
-
-
-def _check_store(uri: str) -> None:
-    """A SQLite store still there as the file this process opened: SQLite would go on writing into a
-    deleted file (its open connections), and every later write would be lost."""
-    if uri in _LOST:
-        raise _LOST[uri]
-    path = sqlite_path(uri)
-    if path is None or str(path) not in _STORES:
-        return
-    try:
-        st = path.stat()
-        cause = "the file was replaced" if (st.st_dev, st.st_ino) != _STORES[str(path)] else ""
-    except FileNotFoundError:
-        cause = "the file was deleted"
-    except OSError as err:
-        cause = err.strerror or type(err).__name__
-    if cause:
-        _LOST[uri] = StoreUnavailable(errno.ENOENT, f"MLflow store unavailable: {path}: {cause}")
-        raise _LOST[uri]
-
-
-def _retry(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """SQLite stores lock briefly under concurrent writers; retry a few times. A store that went
-    away raises :class:`StoreUnavailable` (one line), at once and for every later call."""
-    uri = getattr(getattr(fn, "__self__", None), "_adalase_store", None)
-    if uri is not None:
-        _check_store(uri)
-    for attempt in range(_RETRIES):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as err:  # mlflow wraps sqlite's OperationalError in MlflowException
-            if "locked" in str(err).lower() and attempt < _RETRIES - 1:
-                time.sleep(0.2 * 2**attempt)
-                continue
-            gone = _unavailable(uri, err) if uri is not None else None
-            if gone is None:
-                raise
-            if uri is not None:
-                with contextlib.suppress(StoreUnavailable):
-                    _check_store(uri)  # a deleted file says so, rather than "no such table"
-            _LOST[uri] = _LOST.get(uri, gone)
-            raise _LOST[uri] from None
-
-
-def literal(value: str) -> str:
-    """``value`` as a string literal of an MLflow filter: quoted, never able to end the literal."""
-    value = str(value)
-    if "'" not in value:
-        return f"'{value}'"
-    if '"' not in value:
-        return f'"{value}"'
-    raise ConfigError(f"{value!r}: a name may not hold both ' and \"; choose another")
-
-
-def uri_flag(uri: str) -> str:
-    """Where a tracking URI came from, for messages: ``--tracking-uri``, or MLflow's environment
-    variable when that is what the default resolved to."""
-    import os
-
-    return "$MLFLOW_TRACKING_URI" if uri and uri == os.environ.get("MLFLOW_TRACKING_URI") else "--tracking-uri"
-
-
-def check_tracking_uri(uri: str, write: bool = True) -> str:
-    """Resolve a relative ``sqlite:///file`` to an absolute path and check the scheme, and that a
-    server answers (within ``CONNECT_TIMEOUT_S``): before any run is created. ``write=False``: a
-    store that is only read (``report``) may sit in a read-only folder."""
-    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
-    if scheme not in SCHEMES:
-        raise ConfigError(
-            f"{uri_flag(uri)} = {uri!r}: unknown scheme {scheme or '(none)'!r}; use sqlite:///path.db, "
-            "http://host:port or another MLflow URI (" + ", ".join(SCHEMES) + ")"
-        )
-    if scheme == "sqlite":
-        path = Path(uri.removeprefix("sqlite:///"))
-        path = path if path.is_absolute() else Path.cwd() / path
-        _check_sqlite(uri, path, write)
-        return f"sqlite:///{path}"
-    if scheme in ("http", "https"):
-        parts = urllib.parse.urlsplit(uri)
-        try:
-            with socket.create_connection(
-                (parts.hostname, parts.port or (443 if scheme == "https" else 80)), timeout=CONNECT_TIMEOUT_S
-            ):
-                pass
-        except (OSError, ValueError) as err:
-            raise ConfigError(
-                f"{uri_flag(uri)} = {uri!r}: no MLflow server answers there ({err}); start it "
-                f"(mlflow server --host 127.0.0.1 --port ...) or fix the address"
-            ) from None
-    return uri
-
-
-def _check_sqlite(uri: str, path: Path, write: bool = True) -> None:
-    """A SQLite store this process can use: a SQLite file (or an empty or new one) in a folder
-    where SQLite can write its journal, refused at once otherwise (SQLite retries for minutes)."""
-    bad = lambda why, fix: ConfigError(f"{uri_flag(uri)} = {uri!r}: {why}; {fix}")  # noqa: E731
-    above = next((p for p in path.parents if p.exists()), None)
-    if above is not None and not above.is_dir():
-        raise bad(f"{above} is a file, not a folder", "name a .db file in a folder")
-    if not path.parent.is_dir():
-        raise bad(f"folder {path.parent} does not exist", "create it first")
-    if path.is_dir():
-        raise bad(f"{path} is a folder", "name a .db file")
-    if path.exists() and not path.is_file():
-        raise bad(f"{path} is not a regular file", "name a .db file")
-    try:
-        if path.is_file():
-            with open(path, "rb") as f:
-                head = f.read(len(SQLITE_MAGIC))
-            if head and head != SQLITE_MAGIC:
-                why = f"{path} is not a SQLite database (it starts {head[:8]!r})"
-                raise bad(why, "name an MLflow .db file or a new one")
-            if not write:
-                return
-            with open(path, "r+b"):  # SQLite writes it in place
-                pass
-        probe = path.parent / f".{path.name}.{os.getpid()}.probe"  # and its journal beside it
-        probe.touch()
-        probe.unlink()
-    except OSError as err:
-        from ..paths import _CAUSES
-
-        cause = _CAUSES.get(err.errno or 0, err.strerror or type(err).__name__)
-        raise bad(f"SQLite cannot write {err.filename or path} ({cause})", "choose a folder you can write") from None
-
-
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI's model-training view
-VIEW_KEY = "comparison"  # the shared view of the runs table: ?viewStateShareKey=comparison
-COMPARISON_COLUMNS = (  # metrics of the method parent runs, shown as columns by the shared view
-    "test_acc_selected",
-    "cost/plain_run_multiple",
-    "answer_found",
-    "test_acc_selected_std",
-    "best_val_acc",
-)
-
-
-def comparison_view() -> str:
-    """The runs table's view state with the comparison's columns first, as MLflow's "Share" button
-    stores it (the experiment tag ``mlflow.sharedViewState.<key>``, opened by ``?viewStateShareKey=<key>``)."""
-    columns = [f"metrics.`{m}`" for m in COMPARISON_COLUMNS] + ["tags.`benchmark`", "tags.`seeds`"]
-    widths = {c: 180 if "cost/" in c else 130 for c in columns}
-    return json.dumps({"selectedColumns": columns, "columnOrder": columns, "columnWidths": widths})
-
-
-def comparison_url(base: str, experiment_id: str) -> str:
-    """The experiment's runs table in the comparison view, with the UI in its model-training mode."""
-    return f"{base}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}&workflowType=machine_learning"
 
 
 def parent_of(uri: str, parent_run_id: Optional[str]) -> Optional[tuple[str, str]]:
@@ -698,107 +461,6 @@ def final_metrics(result: dict) -> dict:
         }
     )
     return {k: v for k, v in out.items() if v is not None}
-
-
-def print_comparisons(uri: str, base: str) -> None:
-    """One line per experiment that adalase-tune logged to: the URL of its comparison view."""
-    client = _client(uri)
-    for exp in _retry(client.search_experiments):
-        if f"mlflow.sharedViewState.{VIEW_KEY}" in exp.tags:
-            print(f"  {exp.name}: the methods compared at {comparison_url(base, exp.experiment_id)}", flush=True)
-
-
-def _wait_server(proc: subprocess.Popen, received: list, grace_s: float = 10.0) -> int:
-    """Wait for the server; once a signal was forwarded, give it ``grace_s`` to stop, then kill its group."""
-    import signal
-
-    since = None
-    while proc.poll() is None:
-        if received and since is None:
-            since = time.monotonic()
-        if since is not None and time.monotonic() - since > grace_s:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        time.sleep(0.2)
-    return proc.returncode
-
-
-def _die_with_parent() -> None:
-    """In the ``mlflow server`` child, before it runs: on Linux, SIGTERM when ``ui`` dies, even of a
-    signal it cannot catch (SIGKILL); elsewhere nothing (``ui``'s handlers end it)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def serve_ui(uri: str, port: int, startup_s: float = 90.0) -> int:
-    """Run ``mlflow server`` for ``uri`` on 127.0.0.1:``port`` (its own output goes to stderr) until
-    it exits or a signal arrives; SIGINT and SIGTERM are forwarded to the server's whole process
-    group and the exit code is then 128 + the signal. Returns 1, with one line, when the server
-    does not come up."""
-    import os
-    import signal
-
-    uri = check_tracking_uri(uri)
-    if not 0 < port < 65536:
-        raise ConfigError(f"--port = {port}: choose a port in 1..65535")
-    with socket.socket() as s:
-        if s.connect_ex(("127.0.0.1", port)) == 0:
-            raise ConfigError(f"--port = {port}: something already listens on 127.0.0.1:{port}; choose another port")
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    proc = subprocess.Popen(cmd, stdout=sys.stderr, start_new_session=True, preexec_fn=_die_with_parent)
-    received: list = []
-
-    def forward(signum: int, frame: Any) -> None:
-        received.append(signum)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signum)
-
-    catchable = STOP_SIGNALS + tuple(getattr(signal, n) for n in ("SIGQUIT",) if hasattr(signal, n))
-    previous = {sig: signal.signal(sig, forward) for sig in catchable}
-    try:
-        deadline = time.monotonic() + startup_s
-        while proc.poll() is None and time.monotonic() < deadline and not received:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    home = f"http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning"
-                    print(f"MLflow UI for {uri} at {home} (Ctrl-C to stop)", flush=True)
-                    print_comparisons(uri, f"http://127.0.0.1:{port}")
-                    code = _wait_server(proc, received)
-                    return 128 + received[0] if received else code
-            time.sleep(0.2)
-        if received:
-            proc.wait(timeout=30)
-            return 128 + received[0]
-        print(
-            f"adalase-tune: error: the MLflow server did not come up on 127.0.0.1:{port} within {startup_s:.0f} s "
-            f"(exit code {proc.poll()}); see its output above",
-            file=sys.stderr,
-        )
-        return 1
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
 
 
 def __getattr__(name: str) -> Any:
