@@ -133,12 +133,8 @@ class HiddenWorker:
             f"{mounts} && {check} && exec env RAY_AUTH_MODE=token PYTHONPATH={self.src} {self.venv}/bin/python -m "
             f"ray.scripts.scripts start --address={address} --num-cpus={cpus} --disable-usage-stats --block"
         )
-        self.proc = subprocess.Popen(
-            ["unshare", "-m", "sh", "-c", script],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
+        self.proc = spawn(  # `ray start --block`: it and its daemons go with the test process
+            ["unshare", "-m", "sh", "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
 
     def stop(self):
