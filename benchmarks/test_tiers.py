@@ -2,7 +2,7 @@
 "not slow") and the full suite, with their test counts, and how loaded the machine was (the load
 average before and after each run).
 
-    python benchmarks/test_tiers.py                 # both tiers, one after the other (about 15 + 2 minutes)
+    python benchmarks/test_tiers.py                 # both tiers, one after the other
     python benchmarks/test_tiers.py --tier fast     # the fast tier only
     python benchmarks/test_tiers.py --smoke-test    # both commands on one small test file
 
