@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -108,13 +109,16 @@ def s3(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def head(restore_ray_address, tmp_path_factory):
+def head(restore_ray_address):
     """A head with no CPUs for trials: the driver's node runs none, so a trial must go where a test sends it
     (with one CPU here, warm actors on the head could take every trial before a slow node starts one)."""
     port = free_port()
-    group = _ray_start("--head", f"--port={port}", "--num-cpus=0", f"--temp-dir={tmp_path_factory.mktemp('ray_head')}")
+    # a short folder: Ray's socket paths must fit in 107 bytes, and pytest-xdist adds popen-gwN/ to pytest's
+    temp = Path(tempfile.mkdtemp(prefix="ray_head", dir="/tmp"))
+    group = _ray_start("--head", f"--port={port}", "--num-cpus=0", f"--temp-dir={temp}")
     yield f"127.0.0.1:{port}"
     _kill_group(group)
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 class HiddenWorker:
