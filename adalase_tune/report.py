@@ -1,6 +1,6 @@
 """Comparison files from a table of trials: results.csv, report.md and two plots.
 
-Input: one row per trial (see ``adalase_tune.tuning.trial_rows``) with ``method``, ``seed``,
+Input: one row per trial (see ``adalase_tune.tracking.trials.trial_rows``) with ``method``, ``seed``,
 ``best_val_acc``, ``test_acc_at_best_val``, ``device_s``, ``sample_passes``, ``finished_at``, and
 per site ``q/<site>`` (AdaLASE's final q) or ``da_prob/<site>`` (the weights a trial ran with); in a
 joint setting per (site, op) pair, ``q/<site>/<op>`` and ``da_prob/<site>/<op>``.

@@ -234,3 +234,19 @@ def test_an_experiment_stopped_before_its_first_trial_starts_afresh_on_resume(tm
     assert sorted(p.name for p in folder.iterdir()) == ["adalase_tune.json"]
     (folder / "experiment_state-2.json").write_text(json.dumps({"trial_data": [["t"]], "runner_data": {}}))
     assert not _no_trial_yet(str(tmp_path), "job") and (folder / "experiment_state-2.json").exists()
+
+
+def test_tuner_state_pickled_before_the_package_split_still_loads():
+    """Tune pickles its callbacks by module path; an experiment started when MLflowTrials lived in
+    the tuning module must still resume, and importing tuning must still not load MLflow."""
+    import pickle
+    import subprocess
+    import sys
+
+    from adalase_tune.tracking.trials import MLflowTrials
+
+    assert pickle.loads(b"cadalase_tune.tuning\nMLflowTrials\n.") is MLflowTrials
+    code = "import sys, adalase_tune.tuning; assert 'mlflow' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with pytest.raises(AttributeError, match="'nosuch'"):
+        pickle.loads(b"cadalase_tune.tuning\nnosuch\n.")

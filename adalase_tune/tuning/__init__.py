@@ -39,6 +39,20 @@ from .tuner import (
     unfinished,
 )
 
+# Names an experiment's pickled Tuner state holds from before this package was split (Tune pickles
+# its callbacks by module path): an experiment started then still resumes. Resolved on first use,
+# so importing tuning loads no MLflow.
+_MOVED = {"MLflowTrials": "adalase_tune.tracking.trials"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _MOVED:
+        import importlib
+
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "DIGESTS",
     "METRIC",
