@@ -1,11 +1,11 @@
 """Resume, end to end, and the one module that touches Ray's internals.
 
-Tested on Ray 2.60.0 (``ray[tune]>=2.40`` is what pyproject asks for). What it reaches into, and
-what to check when Ray changes: the file names of a Tune experiment (``experiment_state-*.json``,
-``searcher-state-*``, ``basic-variant-state-*``, ``*.pkl``), the ``trial_data`` entries of the
-experiment state and their pickled ``checkpoint_manager`` (``_checkpoint_results``,
-``_latest_checkpoint_result``, ``ray.train._internal.session._TrainingResult``), and
-``ray._private.utils.set_sigterm_handler``.
+Tested on Ray 2.60.0, and pyproject pins ``ray[tune]>=2.60,<2.61`` for it: a newer Ray needs this
+module checked first. What it reaches into, and what to check when Ray changes: the file names of
+a Tune experiment (``experiment_state-*.json``, ``searcher-state-*``, ``basic-variant-state-*``,
+``*.pkl``), the ``trial_data`` entries of the experiment state and their pickled
+``checkpoint_manager`` (``_checkpoint_results``, ``_latest_checkpoint_result``,
+``ray.train._internal.session._TrainingResult``), and ``ray._private.utils.set_sigterm_handler``.
 
 How ``--resume`` works:
 
