@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -47,9 +48,11 @@ def _unshare_permitted() -> bool:
 
 
 def _ray_start(*args) -> int:
-    """`ray start` in a process group of its own; returns the group, whose kill stops exactly the
-    daemons it started (never `ray stop`, which stops every Ray on the machine, the test session's too)."""
-    proc = subprocess.Popen(
+    """`ray start --block` under the fixtures' guard (conftest.spawn), in a process group of its own;
+    returns once the node is up, with the group, whose kill stops exactly the daemons it started
+    (never `ray stop`, which stops every Ray on the machine, the test session's too). The guard
+    takes the group down with the test process, however that ends: a killed test run leaves no Ray."""
+    proc = spawn(
         [
             str(PYTHON),
             "-m",
@@ -58,15 +61,27 @@ def _ray_start(*args) -> int:
             *args,
             *(["--include-dashboard=false"] if "--head" in args else []),
             "--disable-usage-stats",
+            "--block",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        start_new_session=True,
         env={**os.environ, "RAY_AUTH_MODE": "token"},  # what a node joining by address needs
     )
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out[-2000:]
+    assert proc.stdout is not None
+    seen: list[str] = []
+    started = threading.Event()
+
+    def read() -> None:  # drain the output for the node's whole life, so that it never blocks on a full pipe
+        for line in proc.stdout:
+            seen.append(line)
+            if "will now block forever" in line:  # printed once the node is up and its address written
+                started.set()
+        started.set()  # it ended
+
+    threading.Thread(target=read, daemon=True).start()
+    started.wait(timeout=300)
+    assert proc.poll() is None and any("will now block forever" in line for line in seen), "".join(seen)[-2000:]
     return proc.pid
 
 
