@@ -1,4 +1,4 @@
-"""One run per seed: adalase (search, then retrain with the learned q fixed), adalase_single (q
+"""One run per seed: adalase (search, then retrain with the learned q sharpened), adalase_single (q
 learned during the one run), uniform and none; and the grid."""
 
 from collections.abc import Sequence
@@ -21,7 +21,7 @@ class PerSeed(SearchMethod):
 
 class AdaLASEMethod(SearchMethod):
     """``adalase``: one trial per seed in the default form (search, then retrain: a probe of
-    ``probe`` x the epochs, then a retrain with the probe's q fixed); optionally a small grid over
+    ``probe`` x the epochs, then a retrain with the probe's q sharpened and fixed); optionally a grid over
     ``adalase.eta`` or the probe's share. ``adalase_single``: the paper's one-run form (q learned
     during the run that is reported, pseudo-validation on the training samples)."""
 
