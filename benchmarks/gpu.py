@@ -144,7 +144,7 @@ def main() -> None:
         "|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        data = synthetic_cifar(Path(tmp) / "cifar_like.npz", args.n, n_test=512)
+        data = synthetic_cifar(Path(tmp) / "cifar_like.npz", args.n, n_test=32 if args.smoke_test else 512)
         for batch in batches:
             t = tree(data, batch, epochs, str(device))
             engine_epoch_s(t)  # warm-up: cuDNN's algorithm search, allocations
