@@ -263,7 +263,8 @@ class AdalaseConfig:
         if self.sharpen == 1.0:
             return [float(v) for v in q]
         w = [float(v) ** self.sharpen for v in q]
-        return [v / sum(w) for v in w]
+        total = sum(w)
+        return [v / total for v in w]
 
     def probe_epochs(self, epochs: int) -> int:
         """The probe's epochs for a run of ``epochs`` epochs (``retrain``; else 0)."""
