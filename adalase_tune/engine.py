@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import keys
 from .adalase import PseudoValidation, hold_out
 from .arms import build_arms, build_ops, marginals, variant_labels
 from .config import ConfigError, ExperimentConfig, TrainConfig, describe_differences, differing_keys, shown
@@ -103,7 +104,7 @@ class History:
             return None
         phase = self.epochs[-1].get("phase")
         ids = [i for i, m in enumerate(self.epochs) if m.get("phase") == phase]
-        return self.epochs[max(ids, key=lambda i: (self.epochs[i]["val/acc"], -i))]
+        return self.epochs[max(ids, key=lambda i: (self.epochs[i][keys.VAL_ACC], -i))]
 
     def __len__(self) -> int:
         return len(self.epochs)
@@ -310,7 +311,7 @@ class Trainer:
 
     def _check_finite(self, metrics: dict) -> None:
         """Fail with the reason when a loss, an evaluation metric or a weight is not finite."""
-        bad = [k for k in ("train/loss", "val/loss", "test/loss") if not math.isfinite(metrics[k])]
+        bad = [k for k in keys.LOSSES if not math.isfinite(metrics[k])]
         if not bad and not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
             bad = ["the model's weights"]
         if bad:
@@ -351,11 +352,11 @@ class Trainer:
         self.epoch += 1
         metrics = {
             "epoch": self.epoch,
-            "train/loss": train_loss,
-            "val/loss": val_loss,
-            "val/acc": val_acc,
-            "test/loss": test_loss,
-            "test/acc": test_acc,
+            keys.TRAIN_LOSS: train_loss,
+            keys.VAL_LOSS: val_loss,
+            keys.VAL_ACC: val_acc,
+            keys.TEST_LOSS: test_loss,
+            keys.TEST_ACC: test_acc,
             "lr": self.scheduler.get_last_lr()[0],
         }
         self._check_finite(metrics)
@@ -380,10 +381,10 @@ class Trainer:
         """The meter's metrics; with several workers the seconds are summed over them."""
         m = self.meter.metrics()
         if self.world.parallel:
-            keys = ["cost/train_s", "cost/eval_s", "cost/adalase_s"]
-            for k, v in zip(keys, self.world.sum([m[k] for k in keys], self.device)):
+            parts = [keys.COST_TRAIN_S, keys.COST_EVAL_S, keys.COST_ADALASE_S]
+            for k, v in zip(parts, self.world.sum([m[k] for k in parts], self.device)):
                 m[k] = v
-            m["cost/device_s"] = sum(m[k] for k in keys)
+            m[keys.COST_DEVICE_S] = sum(m[k] for k in parts)
         return m
 
     def epoch_metrics(self) -> dict:
@@ -393,8 +394,8 @@ class Trainer:
         assert best is not None, "at least one epoch has run"
         return {
             **self.history.epochs[-1],
-            "best_val_acc": best["val/acc"],
-            "test_acc_at_best_val": best["test/acc"],
+            "best_val_acc": best[keys.VAL_ACC],
+            "test_acc_at_best_val": best[keys.TEST_ACC],
             "best_epoch": best["epoch"],
         }
 
@@ -402,8 +403,8 @@ class Trainer:
         """The run's summary: selection on val, test accuracy at the selected epoch, q, costs."""
         h = self.history.epochs
         best = self.history.best()
-        learned = [m for m in h if f"adalase/q/{self.arms[0].name}" in m and m.get("phase") != 2]  # not the retrain
-        q_history = [[m[f"adalase/q/{a.name}"] for a in self.arms] for m in learned] or None
+        learned = [m for m in h if keys.q(self.arms[0].name) in m and m.get("phase") != 2]  # not the retrain
+        q_history = [[m[keys.q(a.name)] for a in self.arms] for m in learned] or None
         return {
             "config": self.cfg.to_dict(),
             "sites": [s.name for s in self.sites],
@@ -412,9 +413,9 @@ class Trainer:
             "site_shapes": [list(s.shape) for s in self.sites],
             "epochs": self.epoch,
             "best_epoch": None if best is None else best["epoch"],
-            "best_val_acc": None if best is None else best["val/acc"],
-            "test_acc_at_best_val": None if best is None else best["test/acc"],
-            "final_test_acc": h[-1]["test/acc"] if h else None,
+            "best_val_acc": None if best is None else best[keys.VAL_ACC],
+            "test_acc_at_best_val": None if best is None else best[keys.TEST_ACC],
+            "final_test_acc": h[-1][keys.TEST_ACC] if h else None,
             "q_final": q_history[-1] if q_history else None,
             "q_marginals": marginals(q_history[-1], [a.name for a in self.arms]) if q_history else None,
             "q_history": q_history,
@@ -556,16 +557,16 @@ def epoch_line(m: dict, epochs: int, arms: Sequence[Arm]) -> str:
     """One epoch in one line; AdaLASE's q per arm, or in a joint setting its two marginals."""
     phase = {1: "probe ", 2: "retrain "}.get(m.get("phase", 0), "")
     line = (
-        f"{phase}epoch {m['epoch']:>3}/{epochs}  train/loss {m['train/loss']:.4f}  val/acc {m['val/acc']:.4f}"
-        f"  test/acc {m['test/acc']:.4f}  {m['cost/device_s']:.1f}s"
+        f"{phase}epoch {m['epoch']:>3}/{epochs}  train/loss {m[keys.TRAIN_LOSS]:.4f}  val/acc {m[keys.VAL_ACC]:.4f}"
+        f"  test/acc {m[keys.TEST_ACC]:.4f}  {m[keys.COST_DEVICE_S]:.1f}s"
     )
-    if f"adalase/q/{arms[0].name}" in m:
-        joint = marginals([m[f"adalase/q/{a.name}"] for a in arms], [a.name for a in arms])
+    if keys.q(arms[0].name) in m:
+        joint = marginals([m[keys.q(a.name)] for a in arms], [a.name for a in arms])
         if joint:
             for kind, values in joint.items():
                 line += f"  q_{kind} " + " ".join(f"{k}={p:.3f}" for k, p in values.items())
         else:
-            line += "  q " + " ".join(f"{a.name}={m[f'adalase/q/{a.name}']:.3f}" for a in arms)
+            line += "  q " + " ".join(f"{a.name}={m[keys.q(a.name)]:.3f}" for a in arms)
     return line
 
 

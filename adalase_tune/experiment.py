@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 import pandas as pd
 
+from . import keys
 from .arms import arm_names, ops_text
 from .checkpoint import StorageError, atomic_write
 from .config import ConfigError, ExperimentConfig, describe_differences, differing_keys
@@ -336,8 +337,8 @@ def method_totals(rows: pd.DataFrame, plain_passes: float) -> dict:
         return {}
     t = table.iloc[0]
     return {
-        "cost/total_device_s": float(rows["device_s"].sum()),
-        "cost/total_sample_passes": float(rows["sample_passes"].sum()),
+        keys.COST_TOTAL_DEVICE_S: float(rows["device_s"].sum()),
+        keys.COST_TOTAL_SAMPLE_PASSES: float(rows["sample_passes"].sum()),
         **shown({k: t[v] for v, k in COMPARISON.items() if k in COMPARED}),
     }
 
@@ -574,9 +575,9 @@ COMPARISON = {  # the report's method table -> the comparison's columns (as in M
     "method": "method",
     "test_acc": "test_acc_selected",
     "test_acc_std": "test_acc_selected_std",
-    "plain_run_multiple": "cost/plain_run_multiple",
+    "plain_run_multiple": keys.COST_PLAIN_RUN_MULTIPLE,
     "best_val_acc": "best_val_acc",
-    "plain_run_multiple_device": "cost/plain_run_multiple_device",
+    "plain_run_multiple_device": keys.COST_PLAIN_RUN_MULTIPLE_DEVICE,
     "seeds": "seeds",
     "trials": "trials",
     "failed": "failed",
@@ -587,8 +588,8 @@ COMPARED = (  # the comparison's metrics on a method's parent run
     "test_acc_selected",
     "test_acc_selected_std",
     "best_val_acc",
-    "cost/plain_run_multiple",
-    "cost/plain_run_multiple_device",
+    keys.COST_PLAIN_RUN_MULTIPLE,
+    keys.COST_PLAIN_RUN_MULTIPLE_DEVICE,
     "answer_found",
 )
 
@@ -855,10 +856,10 @@ def _train_workers(
             raise Interrupted(signals.signum(), f"interrupted; no MLflow run was written. {hint}") from None
     if result.error is not None:
         raise RuntimeError(f"the {workers}-worker run failed: {result.error}")
-    if "error" in (result.metrics or {}):
+    if keys.ERROR in (result.metrics or {}):
         from .engine import NonFiniteError
 
-        raise NonFiniteError(result.metrics["error"])
+        raise NonFiniteError(result.metrics[keys.ERROR])
     with result.checkpoint.as_directory() as d:
         trainer.load_state_dict(safe_load(Path(d) / STATE_FILE), source="the run's last checkpoint")
     summary = trainer.summary()

@@ -22,6 +22,7 @@ try:
 except ImportError as err:  # pragma: no cover - an optional dependency
     raise ImportError("adalase_tune.lightning needs Lightning: pip install lightning") from err
 
+from . import keys
 from .loop import AdaLASE
 from .sites import DAContext
 
@@ -87,7 +88,7 @@ class AdaLASECallback(Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.ada is not None and self.ada.q is not None:
-            pl_module.log_dict({f"adalase/q/{a}": float(p) for a, p in zip(self.ada.arm_names, self.ada.q)})
+            pl_module.log_dict({keys.q(a): float(p) for a, p in zip(self.ada.arm_names, self.ada.q)})
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self._close()

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from . import keys
 from .adalase import PseudoValidation, StepDirection, trainable
 from .arms import build_arms, build_ops, marginals, variant_labels
 from .config import ConfigError, ExperimentConfig, from_dict
@@ -79,11 +80,11 @@ def generators(seed: int, device: Union[torch.device, str]) -> tuple[dict[str, n
 def q_metrics(q: Union[np.ndarray, Sequence[float]], arm_names: Sequence[str], skipped: int) -> dict:
     """AdaLASE's per-epoch metrics: ``adalase/q/<arm>``, in a joint setting its marginals per
     site and per op, how far q is from uniform, and the non-finite hypergradients skipped."""
-    metrics = {f"adalase/q/{a}": float(p) for a, p in zip(arm_names, q)}
+    metrics = {keys.q(a): float(p) for a, p in zip(arm_names, q)}
     for kind, values in marginals(q, list(arm_names)).items():
-        metrics.update({f"adalase/q_{kind}/{k}": p for k, p in values.items()})
+        metrics.update({keys.q_marginal(kind, k): p for k, p in values.items()})
     move = q_movement(q)
-    return {**metrics, "adalase/q_max_dev": move["max_dev"], "adalase/q_kl": move["kl"], "adalase/skipped": skipped}
+    return {**metrics, keys.Q_MAX_DEV: move["max_dev"], keys.Q_KL: move["kl"], keys.SKIPPED: skipped}
 
 
 class CostMeter:
@@ -116,11 +117,11 @@ class CostMeter:
     def metrics(self) -> dict:
         s = self.seconds
         return {
-            "cost/train_s": s["train_s"],
-            "cost/eval_s": s["eval_s"],
-            "cost/adalase_s": s["adalase_s"],
-            "cost/device_s": sum(s.values()),
-            "cost/sample_passes": self.sample_passes,
+            keys.COST_TRAIN_S: s["train_s"],
+            keys.COST_EVAL_S: s["eval_s"],
+            keys.COST_ADALASE_S: s["adalase_s"],
+            keys.COST_DEVICE_S: sum(s.values()),
+            keys.COST_SAMPLE_PASSES: self.sample_passes,
         }
 
     def state_dict(self) -> dict:

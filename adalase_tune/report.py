@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from . import keys
 from .arms import as_grid, joint_layout
 from .checkpoint import atomic_write, figure_bytes
 
@@ -34,7 +35,7 @@ BOOTSTRAP = 10000
 
 def sites_of(trials: pd.DataFrame) -> list[str]:
     """The site names, from the ``q/<site>`` or ``da_prob/<site>`` columns, in column order."""
-    names = [c.split("/", 1)[1] for c in trials.columns if c.startswith(("q/", "da_prob/"))]
+    names = [c.split("/", 1)[1] for c in trials.columns if c.startswith(keys.ARM_COLUMNS)]
     return list(dict.fromkeys(names))
 
 
@@ -182,7 +183,7 @@ def grid_by_site(trials: pd.DataFrame, sites: Sequence[str]) -> pd.DataFrame:
     """The grid's per-site accuracies (mean and std over seeds), from its one-hot ``da_prob`` rows."""
     ok = finished(trials)
     grid = ok[ok["method"] == "grid"]
-    cols = [f"da_prob/{s}" for s in sites]
+    cols = [keys.da_prob(s) for s in sites]
     if not len(grid) or not all(c in grid for c in cols):
         return pd.DataFrame()
     site_of = grid[cols].to_numpy(dtype=float).argmax(1)
@@ -207,7 +208,7 @@ def site_agreement(trials: pd.DataFrame, sites: Sequence[str]) -> Optional[dict]
     """
     grid = grid_by_site(trials, sites)
     ok = finished(trials)
-    qcols = [f"q/{s}" for s in sites]
+    qcols = [keys.q_column(s) for s in sites]
     if grid.empty or not all(c in ok for c in qcols) or len(grid) != len(sites):
         return None
     pooled = float(np.sqrt(np.nanmean(np.square(grid["val_std"].to_numpy()))))
@@ -239,7 +240,7 @@ def top_arms(trials: pd.DataFrame, arms: Sequence[str]) -> pd.DataFrame:
     rows = []
     for (method, seed), g in ok.groupby(["method", "seed"], sort=False):
         chosen = selected(g)
-        for prefix in ("q/", "da_prob/"):
+        for prefix in keys.ARM_COLUMNS:
             cols = [f"{prefix}{a}" for a in arms]
             if not all(c in chosen.index for c in cols):
                 continue

@@ -31,6 +31,7 @@ import ray
 import torch
 from ray import tune
 
+from . import keys
 from .checkpoint import atomic_save, safe_load
 from .distributed import World
 from .engine import Callback, NonFiniteError, Trainer
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
     AnyCheckpoint = Union[tune.Checkpoint, ray.train.Checkpoint]
 
 STATE_FILE = "state.pt"
-ERROR_KEY = "error"
 
 
 def searched(key: str) -> bool:
@@ -142,7 +142,7 @@ def _run_trial(trainer: Trainer, checkpoint: Optional[AnyCheckpoint], report: Ca
         trainer.run()
     except NonFiniteError as err:  # fail fast: a restart from a checkpoint would diverge again
         # val/acc is the searchers' metric: a diverged configuration scores 0 (the row is an error)
-        report({ERROR_KEY: f"{type(err).__name__}: {err}", "epoch": trainer.epoch + 1, "val/acc": 0.0})
+        report({keys.ERROR: f"{type(err).__name__}: {err}", "epoch": trainer.epoch + 1, keys.VAL_ACC: 0.0})
 
 
 def _quiet_ray_logs() -> None:

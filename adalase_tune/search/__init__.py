@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Optional
 
+from .. import keys
 from ..config import ExperimentConfig, from_dict
+from ..keys import PICK_ARM, PICK_SHARE, weight_key, weight_name
 from ..registry import Registry
 from ._base import (
-    PICK_ARM,
-    PICK_SHARE,
     SPACES,
     ASHASpec,
     Choice,
@@ -32,8 +32,6 @@ from ._base import (
     picked_q,
     search_space,
     seed_axis,
-    weight_key,
-    weight_name,
     weight_space,
 )
 from ._optuna import OptunaTPE
@@ -63,7 +61,7 @@ def trial_config(base: dict, params: dict, sites: Sequence[str]) -> ExperimentCo
     becomes ``selection.weights`` in site order."""
     tree = {k: dict(v) for k, v in base.items()}
     for section, values in params.items():
-        if section not in ("da_prob", "da_pick"):
+        if section not in (keys.DA_PROB, keys.DA_PICK):
             tree.setdefault(section, {}).update(values)
     weights = searched_weights(params, sites)
     if weights is not None:
@@ -74,11 +72,11 @@ def trial_config(base: dict, params: dict, sites: Sequence[str]) -> ExperimentCo
 
 def searched_weights(params: dict, sites: Sequence[str]) -> Optional[list[float]]:
     """The per-arm weights of a searched point, in site order; None when nothing was searched."""
-    if "da_pick" in params:
-        pick = params["da_pick"]
+    if keys.DA_PICK in params:
+        pick = params[keys.DA_PICK]
         return picked_q(pick["arm"], pick["share"], sites)
-    if "da_prob" in params:
-        return [float(params["da_prob"][weight_name(s)]) for s in sites]
+    if keys.DA_PROB in params:
+        return [float(params[keys.DA_PROB][weight_name(s)]) for s in sites]
     return None
 
 
@@ -95,7 +93,7 @@ def site_weights(params: dict, sites: Sequence[str]) -> dict:
         weights = [1.0] * len(sites)
     else:
         return {}
-    return {f"da_prob/{s}": w for s, w in zip(sites, weights)}
+    return {keys.da_prob(s): w for s, w in zip(sites, weights)}
 
 
 def nest(flat: dict) -> dict:

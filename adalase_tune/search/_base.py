@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 from ..config import ConfigError, _did_you_mean
+from ..keys import PICK_ARM, PICK_SHARE, weight_key
 
 
 class SearcherSpec:
@@ -188,24 +189,12 @@ def seed_axis(seeds: Sequence[int], per_seed: bool) -> Union[int, Grid]:
     return seeds[0] if per_seed else Grid(tuple(seeds))
 
 
-def weight_name(arm: str) -> str:
-    """An arm's weight name in the search space: the arm, with the ``/`` of a joint arm
-    (``input/translate``) as ``:``, since Tune's searchers split nested keys on ``/``."""
-    return arm.replace("/", ":")
-
-
-def weight_key(arm: str) -> str:
-    """The search-space key of an arm's weight: ``da_prob/<weight_name(arm)>``."""
-    return "da_prob/" + weight_name(arm)
-
-
 def weight_space(sites: Sequence[str]) -> dict:
     """One weight in [0, 1] per arm (site, or (site, op) pair)."""
     return {weight_key(s): Uniform(0.0, 1.0) for s in sites}
 
 
 SPACES = ("arm", "weights")
-PICK_ARM, PICK_SHARE = "da_pick/arm", "da_pick/share"
 
 
 def arm_space(sites: Sequence[str]) -> dict:

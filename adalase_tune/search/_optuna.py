@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from .. import keys
 from ._base import OptunaSearcher, SearchMethod, SearchPlan, search_space
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ class OptunaTPE(SearchMethod):
     def plan(self, sites: Sequence[str], seeds: Sequence[int], budget: dict) -> SearchPlan:
         (seed,) = seeds
         n = budget["num_samples"]
-        space = {"selection/method": "probs", "train/seed": seed, **search_space(sites, budget["space"])}
+        space = {keys.SELECTION_METHOD: "probs", keys.TRAIN_SEED: seed, **search_space(sites, budget["space"])}
         return SearchPlan(
             space, num_samples=n, searcher=OptunaSearcher(seed, min(budget["n_startup_trials"], n)), expected_trials=n
         )

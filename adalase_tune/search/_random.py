@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 
+from .. import keys
 from ._base import RandomSearcher, SearchMethod, SearchPlan, search_space, seed_axis
 
 
@@ -12,5 +13,5 @@ class RandomSearch(SearchMethod):
     def plan(self, sites: Sequence[str], seeds: Sequence[int], budget: dict) -> SearchPlan:
         n = budget["num_samples"]
         searched = search_space(sites, budget["space"])
-        space = {"selection/method": "probs", "train/seed": seed_axis(seeds, False), **searched}
+        space = {keys.SELECTION_METHOD: "probs", keys.TRAIN_SEED: seed_axis(seeds, False), **searched}
         return SearchPlan(space, num_samples=n, searcher=RandomSearcher(seeds[0]), expected_trials=n * len(seeds))

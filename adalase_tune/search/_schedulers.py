@@ -4,6 +4,7 @@ over the search space, as Population Based Augmentation does over its probabilit
 from collections.abc import Sequence
 from typing import Any
 
+from .. import keys
 from ..config import ConfigError
 from ._base import ASHASpec, PBTSpec, RandomSearcher, SearchMethod, SearchPlan, search_space
 
@@ -23,7 +24,7 @@ class ASHA(SearchMethod):
     def plan(self, sites: Sequence[str], seeds: Sequence[int], budget: dict) -> SearchPlan:
         (seed,) = seeds
         n = budget["num_samples"]
-        space = {"selection/method": "probs", "train/seed": seed, **search_space(sites, budget["space"])}
+        space = {keys.SELECTION_METHOD: "probs", keys.TRAIN_SEED: seed, **search_space(sites, budget["space"])}
         return SearchPlan(
             space,
             num_samples=n,
@@ -48,7 +49,7 @@ class PBT(SearchMethod):
     def plan(self, sites: Sequence[str], seeds: Sequence[int], budget: dict) -> SearchPlan:
         (seed,) = seeds
         n = budget["population"]
-        space = {"selection/method": "probs", "train/seed": seed, **search_space(sites, budget["space"])}
+        space = {keys.SELECTION_METHOD: "probs", keys.TRAIN_SEED: seed, **search_space(sites, budget["space"])}
         spec = PBTSpec(
             budget["perturbation_interval"],
             float(budget["resample_probability"]),

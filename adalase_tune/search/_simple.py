@@ -4,6 +4,7 @@ learned during the one run), uniform and none; and the grid."""
 from collections.abc import Sequence
 from typing import Any, Optional
 
+from .. import keys
 from ..config import ConfigError
 from ._base import Grid, SearchMethod, SearchPlan, seed_axis
 
@@ -15,7 +16,7 @@ class PerSeed(SearchMethod):
         self.name = name
 
     def plan(self, sites: Sequence[str], seeds: Sequence[int], budget: dict) -> SearchPlan:
-        space = {"selection/method": self.name, "train/seed": seed_axis(seeds, False)}
+        space = {keys.SELECTION_METHOD: self.name, keys.TRAIN_SEED: seed_axis(seeds, False)}
         return SearchPlan(space, expected_trials=len(seeds))
 
 
@@ -45,17 +46,17 @@ class AdaLASEMethod(SearchMethod):
             raise ConfigError(f"sweep.methods.{self.name}.{key} = {value!r}: give {what} or a list of them")
 
     def plan(self, sites: Sequence[str], seeds: Sequence[int], budget: dict) -> SearchPlan:
-        space = {"selection/method": "adalase", "train/seed": seed_axis(seeds, False), **self.fixed}
+        space = {keys.SELECTION_METHOD: "adalase", keys.TRAIN_SEED: seed_axis(seeds, False), **self.fixed}
         trials = len(seeds)
         for key in self.defaults:
             if budget[key] is not None:
                 values = budget[key] if isinstance(budget[key], (list, tuple)) else (budget[key],)
-                space[f"adalase/{key}"] = Grid(tuple(float(v) for v in values))
+                space[keys.tune_key(f"adalase.{key}")] = Grid(tuple(float(v) for v in values))
                 trials *= len(values)
         return SearchPlan(space, expected_trials=trials)
 
 
-SINGLE_RUN = {"adalase/retrain": False, "adalase/val_source": "train"}  # the paper's form
+SINGLE_RUN = {keys.RETRAIN: False, keys.VAL_SOURCE: "train"}  # the paper's form
 
 
 class SiteGrid(SearchMethod):
@@ -65,8 +66,8 @@ class SiteGrid(SearchMethod):
 
     def plan(self, sites: Sequence[str], seeds: Sequence[int], budget: dict) -> SearchPlan:
         space = {
-            "selection/method": "fixed",
-            "selection/site": Grid(tuple(range(len(sites)))),
-            "train/seed": seed_axis(seeds, False),
+            keys.SELECTION_METHOD: "fixed",
+            keys.SELECTION_SITE: Grid(tuple(range(len(sites)))),
+            keys.TRAIN_SEED: seed_axis(seeds, False),
         }
         return SearchPlan(space, expected_trials=len(sites) * len(seeds))

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
+from .. import keys
 from ..config import ConfigError, ExperimentConfig, flatten
 from .rows import TrialResult, TrialRow
 from .store import (  # noqa: F401  (the store's names, re-exported)
@@ -246,7 +247,7 @@ class Tracking:
         elif trial_id:
             found = self._find(f"tags.`ray.trial_id` = {literal(trial_id)}")
         if found is not None:
-            history = _retry(self.client.get_metric_history, found.info.run_id, "val/acc")
+            history = _retry(self.client.get_metric_history, found.info.run_id, keys.VAL_ACC)
             self._reopen(found)
             return RunLogger(self, found.info.run_id, logged_up_to=max((m.step for m in history), default=0))
         tags = {**tags, "mlflow.runName": name, **({"ray.trial_id": trial_id} if trial_id else {})}
@@ -290,15 +291,15 @@ class Tracking:
                 status=status,
                 error=run.data.tags.get("error", ""),
                 params=json.dumps(
-                    {k: v for k, v in p.items() if k.startswith(("da_prob/", "selection."))}, sort_keys=True
+                    {k: v for k, v in p.items() if k.startswith((keys.da_prob(""), "selection."))}, sort_keys=True
                 ),
                 result=TrialResult(
                     best_val_acc=m.get("best_val_acc", np.nan),
                     test_acc_at_best_val=m.get("test_acc_at_best_val", np.nan),
                     final_test_acc=m.get("final_test_acc", np.nan),
                     epochs=int(m.get("epochs", 0)),
-                    device_s=m.get("cost/total_device_s", np.nan),
-                    sample_passes=m.get("cost/total_sample_passes", np.nan),
+                    device_s=m.get(keys.COST_TOTAL_DEVICE_S, np.nan),
+                    sample_passes=m.get(keys.COST_TOTAL_SAMPLE_PASSES, np.nan),
                     finished_at=(run.info.end_time or 0) / 1000.0,
                     node_id=run.data.tags.get("node_id"),
                 ),
@@ -339,8 +340,8 @@ def _site_columns(run: Any) -> dict:
     p, m = run.data.params, run.data.metrics
     sites = [s for s in run.data.tags.get("sites", "").split(",") if s]
     if p.get("selection.method") == "adalase":
-        return {f"q/{s}": m.get(f"adalase/q/{s}", np.nan) for s in sites}
-    return {f"da_prob/{s}": float(p[f"da_prob/{s}"]) for s in sites if f"da_prob/{s}" in p}
+        return {keys.q_column(s): m.get(keys.q(s), np.nan) for s in sites}
+    return {keys.da_prob(s): float(p[keys.da_prob(s)]) for s in sites if keys.da_prob(s) in p}
 
 
 def augment_params(cfg: ExperimentConfig) -> dict:
@@ -361,7 +362,7 @@ def trial_params(cfg: ExperimentConfig, weights: dict) -> dict:
         w = np.array(list(weights.values()), dtype=float)
         q = w / w.sum() if w.sum() > 0 else np.full(len(w), 1 / len(w))
         params.update({k: float(v) for k, v in weights.items()})
-        params.update({f"q/{k.split('/', 1)[1]}": round(float(v), 6) for k, v in zip(weights, q)})
+        params.update({keys.q_column(k.split("/", 1)[1]): round(float(v), 6) for k, v in zip(weights, q)})
     return params
 
 
@@ -454,10 +455,10 @@ def final_metrics(result: dict) -> dict:
     out = {k: result[k] for k in FINAL_METRICS[:2] if k in result}
     out.update(
         {
-            "final_test_acc": result.get("test/acc"),
+            "final_test_acc": result.get(keys.TEST_ACC),
             "epochs": result.get("epoch"),
-            "cost/total_device_s": result.get("cost/device_s"),
-            "cost/total_sample_passes": result.get("cost/sample_passes"),
+            keys.COST_TOTAL_DEVICE_S: result.get(keys.COST_DEVICE_S),
+            keys.COST_TOTAL_SAMPLE_PASSES: result.get(keys.COST_SAMPLE_PASSES),
         }
     )
     return {k: v for k, v in out.items() if v is not None}

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
+from .. import keys
 from ..search import site_weights, trial_config
 from . import StoreUnavailable, Tracking, epoch_metrics, final_metrics, literal, trial_params
 from .rows import TrialResult, TrialRow, trial_error, trial_id_of
@@ -113,32 +114,28 @@ class MLflowTrials(MLflowLoggerCallback):
         )
 
     def _log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
-        from ..trainable import ERROR_KEY
-
         self.last[trial.trial_id] = result
-        if ERROR_KEY not in result:
+        if keys.ERROR not in result:
             for epoch in result.get("epochs") or [result]:  # a batch of epochs, or one
                 self._trial_runs[trial.trial_id].log_epoch(epoch_metrics(epoch), int(epoch["epoch"]))
 
     def _log_trial_end(self, trial: Any, failed: bool = False) -> None:
-        from ..trainable import ERROR_KEY
-
         run = self._trial_runs.get(trial.trial_id)
         if run is None or run.ended:
             return
         last = self.last.get(trial.trial_id) or trial.last_result or {}
-        if failed or ERROR_KEY in last:
-            raised = None if ERROR_KEY in last else trial.get_error()
-            error = last.get(ERROR_KEY) or (trial_error(raised) if raised else "the trial failed")
+        if failed or keys.ERROR in last:
+            raised = None if keys.ERROR in last else trial.get_error()
+            error = last.get(keys.ERROR) or (trial_error(raised) if raised else "the trial failed")
             run.fail(" ".join(error.split())[:2000])
             return
         for key in ("node_id", "device", "workers", "threads", "torch"):  # where and how the result was made
             if key in last:
                 run.tag(key, str(last[key]))
         q = None
-        if f"adalase/q/{self.sites[0]}" in last:
+        if keys.q(self.sites[0]) in last:
             run.flush()
-            q = self.tracking.metric_history(run.run_id, [f"adalase/q/{s}" for s in self.sites])
+            q = self.tracking.metric_history(run.run_id, [keys.q(s) for s in self.sites])
         run.finish(final_metrics(last), q, self.sites)
 
     def close(self) -> None:
@@ -166,12 +163,10 @@ def settle_runs(grid: Any, tracking: Tracking, parent: Optional[str], base: dict
     """After a fit: a trial that ended in Tune but whose MLflow run did not (the store went away as it
     ended, or a resume logs into a new store) gets its run ended now from Tune's record: FINISHED
     with its final metrics, or FAILED with its reason. Runs already ended are left as they are."""
-    from ..trainable import ERROR_KEY
-
     for result in grid:
         m = result.metrics or {}
         trial_id = m.get("trial_id") or trial_id_of(result.path)
-        if not trial_id or not (m.get("done") or result.error is not None or ERROR_KEY in m):
+        if not trial_id or not (m.get("done") or result.error is not None or keys.ERROR in m):
             continue
         found = tracking._find(f"tags.`ray.trial_id` = {literal(trial_id)}")
         if found is not None and found.info.status != "RUNNING":
@@ -181,8 +176,8 @@ def settle_runs(grid: Any, tracking: Tracking, parent: Optional[str], base: dict
                 "method_selection": cfg.selection.method}  # fmt: skip
         params = trial_params(cfg, site_weights(result.config or {}, sites))
         run = tracking.run_logger(_run_name(cfg, trial_id), tags, params, trial_id)
-        if result.error is not None or ERROR_KEY in m:
-            run.fail(" ".join((m.get(ERROR_KEY) or trial_error(result.error)).split())[:2000])
+        if result.error is not None or keys.ERROR in m:
+            run.fail(" ".join((m.get(keys.ERROR) or trial_error(result.error)).split())[:2000])
         else:
             run.finish(final_metrics(m))
 
@@ -191,8 +186,6 @@ def trial_rows(grid: Any, method: str, sites: Sequence[str] = ()) -> list[dict]:
     """One :class:`TrialRow` (as a plain dict) per trial of a ResultGrid: selection on val, test
     there, costs, status, and per site ``q/<site>`` (AdaLASE's final q) or ``da_prob/<site>`` (the
     weights it ran with)."""
-    from ..trainable import ERROR_KEY
-
     rows = []
     for result in grid:
         params = result.config or {}
@@ -204,18 +197,18 @@ def trial_rows(grid: Any, method: str, sites: Sequence[str] = ()) -> list[dict]:
             status="TERMINATED",
             params=json.dumps(params, sort_keys=True, default=str),
         )
-        if result.error is not None or ERROR_KEY in m:
-            row.status, row.error = "ERROR", m.get(ERROR_KEY) or trial_error(result.error)
+        if result.error is not None or keys.ERROR in m:
+            row.status, row.error = "ERROR", m.get(keys.ERROR) or trial_error(result.error)
         elif not m.get("done"):
             row.status, row.error = "UNFINISHED", "interrupted before it finished"
         if "best_val_acc" in m and row.status == "TERMINATED":
             row.result = TrialResult(
                 best_val_acc=float(m["best_val_acc"]),
                 test_acc_at_best_val=float(m["test_acc_at_best_val"]),
-                final_test_acc=float(m["test/acc"]),
+                final_test_acc=float(m[keys.TEST_ACC]),
                 epochs=int(m["epoch"]),
-                device_s=float(m["cost/device_s"]),
-                sample_passes=int(m["cost/sample_passes"]),
+                device_s=float(m[keys.COST_DEVICE_S]),
+                sample_passes=int(m[keys.COST_SAMPLE_PASSES]),
                 finished_at=float(m.get("timestamp", 0)),
                 node_id=m.get("node_id"),
                 host={k: m.get(k) for k in ("device", "threads", "torch")},  # what the result depends on
@@ -223,7 +216,7 @@ def trial_rows(grid: Any, method: str, sites: Sequence[str] = ()) -> list[dict]:
         elif row.status == "TERMINATED":
             row.status, row.error = "ERROR", "the trial reported no epoch"
         if params.get("selection", {}).get("method") == "adalase":
-            row.arms = {f"q/{s}": m.get(f"adalase/q/{s}", np.nan) for s in sites}
+            row.arms = {keys.q_column(s): m.get(keys.q(s), np.nan) for s in sites}
         else:
             row.arms = site_weights(params, sites)
         rows.append(row.as_dict())

@@ -17,6 +17,7 @@ import sys
 import time
 from typing import Any
 
+from .. import keys
 from ..config import ConfigError
 from ..interrupts import STOP_SIGNALS
 from .store import _client, _retry, check_tracking_uri
@@ -25,7 +26,7 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the U
 VIEW_KEY = "comparison"  # the shared view of the runs table: ?viewStateShareKey=comparison
 COMPARISON_COLUMNS = (  # metrics of the method parent runs, shown as columns by the shared view
     "test_acc_selected",
-    "cost/plain_run_multiple",
+    keys.COST_PLAIN_RUN_MULTIPLE,
     "answer_found",
     "test_acc_selected_std",
     "best_val_acc",

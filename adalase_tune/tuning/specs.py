@@ -19,6 +19,7 @@ from typing import Any, Optional
 import numpy as np
 from ray import tune
 
+from .. import keys
 from ..search import ASHASpec, Choice, Grid, OptunaSearcher, PBTSpec, RandomSearcher, SearchPlan, Uniform, nest
 
 
@@ -121,10 +122,10 @@ def _pbt(spec: PBTSpec, epochs: int) -> Any:
 def clip_weights(config: dict) -> dict:
     """PBT perturbs by factors 0.8/1.2, which can leave [0, 1]: clip the site weights (or the
     picked arm's share) back."""
-    for site, w in config.get("da_prob", {}).items():
-        config["da_prob"][site] = min(1.0, max(0.0, float(w)))
-    if "share" in config.get("da_pick", {}):
-        config["da_pick"]["share"] = min(1.0, max(0.0, float(config["da_pick"]["share"])))
+    for site, w in config.get(keys.DA_PROB, {}).items():
+        config[keys.DA_PROB][site] = min(1.0, max(0.0, float(w)))
+    if "share" in config.get(keys.DA_PICK, {}):
+        config[keys.DA_PICK]["share"] = min(1.0, max(0.0, float(config[keys.DA_PICK]["share"])))
     return config
 
 

@@ -18,6 +18,7 @@ from typing import Any, Optional, Union
 
 from ray import tune
 
+from .. import keys
 from ..config import ConfigError, ExperimentConfig
 from ..search import METHODS, SearchPlan
 from ..tracking.rows import trial_error
@@ -26,7 +27,7 @@ from .recovery import StateGuard, prepare_restore
 from .specs import param_space, ray_scheduler, ray_searcher
 from .storage import check_name, join
 
-METRIC, MODE = "val/acc", "max"
+METRIC, MODE = keys.VAL_ACC, "max"
 
 
 @dataclass(frozen=True)
@@ -247,12 +248,11 @@ class TrialProgress(tune.Callback):
         self.job_name, self.expected, self.done = job_name, expected, 0
 
     def _line(self, trial: Any, what: str) -> None:
-        from ..trainable import ERROR_KEY
 
         self.done += 1
         r = trial.last_result or {}
-        if ERROR_KEY in r:
-            what, acc = "FAILED", r[ERROR_KEY][:120]
+        if keys.ERROR in r:
+            what, acc = "FAILED", r[keys.ERROR][:120]
         elif what == "FAILED":
             acc = trial_error(trial.get_error())[:200]
         else:
