@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 import torch
 
 from .config import ConfigError
+from .interrupts import signals_held
 from .paths import _CAUSES, StorageError, storage_error  # noqa: F401  (re-exported: the writers raise them)
 
 if TYPE_CHECKING:
@@ -32,7 +33,13 @@ class CheckpointError(ConfigError):
 
 def _write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """``write(f)`` into a temporary file beside ``path``, fsync, then rename into place; on any
-    failure the temporary file goes and ``path`` keeps its previous content."""
+    failure the temporary file goes and ``path`` keeps its previous content. A stop signal that
+    arrives meanwhile is acted on once the file is in place."""
+    with signals_held():
+        _write_file(path, write)
+
+
+def _write_file(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -145,3 +145,26 @@ def install_for_command() -> None:
     if threading.current_thread() is threading.main_thread():
         for sig in STOP_SIGNALS[1:]:
             signal.signal(sig, terminate)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """A stop signal that arrives in the block is acted on when the block ends, by the handler that
+    was in place. For a file write: a KeyboardInterrupt raised inside torch.save's writer turns into
+    its "enforce fail", and the write would be lost. Handlers run in the main thread only, so
+    elsewhere (a Ray trial's thread) this holds nothing and needs to hold nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    held = {sig: h for sig, h in held.items() if h is not None}  # a handler set outside Python stays
+    for sig in held:
+        signal.signal(sig, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
+        for signum in caught:
+            signal.raise_signal(signum)

@@ -48,3 +48,34 @@ def test_outside_a_fit_the_first_signal_is_only_recorded():
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.1)
         assert signals.received == signal.SIGINT
+
+
+def test_ctrl_c_in_the_middle_of_a_checkpoint_write_comes_after_it_and_the_file_is_whole(tmp_path):
+    """A KeyboardInterrupt raised inside torch.save's writer turns into torch's "enforce fail", the
+    write is lost and the run said "cannot write ... free space". A stop signal during the write now
+    waits for it: the checkpoint is whole, then the interrupt is raised as usual."""
+    import torch
+
+    from adalase_tune.checkpoint import atomic_save, safe_load
+
+    state = {"w": torch.arange(40_000_000, dtype=torch.float32)}  # 160 MB: a write long enough to hit
+    path = tmp_path / "last.pt"
+    mid_write = []
+
+    def interrupt_mid_write() -> None:
+        deadline = time.monotonic() + 30
+        while not list(tmp_path.glob(".last.pt.*.tmp")) and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+        mid_write.append(bool(list(tmp_path.glob(".last.pt.*.tmp"))))
+
+    sender = threading.Thread(target=interrupt_mid_write)
+    sender.start()
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save(state, path)
+        time.sleep(5)  # the interrupt comes after the save, not never
+    sender.join()
+    assert mid_write == [True], "the signal came after the write: make the state larger"
+    assert torch.equal(safe_load(path)["w"], state["w"])
+    assert not list(tmp_path.glob("*.tmp"))
