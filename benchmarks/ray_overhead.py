@@ -14,6 +14,7 @@ import tempfile
 import time
 
 import torch
+from ray import tune
 
 from adalase_tune.config import from_dict
 from adalase_tune.data import build_data
@@ -38,19 +39,60 @@ def config(epochs: int):
     )
 
 
+class Timeline(tune.Callback):
+    """When, on the driver, Tune set the sweep up, started and completed each trial, and ended."""
+
+    def __init__(self) -> None:
+        self.setup_at = self.end_at = 0.0
+        self.started: dict = {}
+        self.completed: dict = {}
+
+    def setup(self, **info) -> None:
+        self.setup_at = time.perf_counter()
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.started.setdefault(trial.trial_id, time.perf_counter())
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.completed[trial.trial_id] = time.perf_counter()
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self.end_at = time.perf_counter()
+
+
+def components(t: Timeline, start: float, stop: float, concurrency: int, inside: float) -> dict:
+    """The sweep's slot-seconds (wall x concurrency), split by where they went: they add up to it.
+    An interval in which the sweep as a whole waits (before, start, end) costs every slot."""
+    first, last = min(t.started.values()), max(t.completed.values())
+    spans = sum(t.completed[k] - t.started[k] for k in t.completed)
+    c = concurrency
+    return {
+        "before Tune: checks, Ray's connection, the data into the object store, the Tuner": c * (t.setup_at - start),
+        "Tune's start: from its setup to the first trial's start": c * (first - t.setup_at),
+        "inside trials: training and evaluation (the trials' cost/device_s)": inside,
+        "in a trial, besides: the actor's reset, building its Trainer, reporting, ending": spans - inside,
+        "between trials: a slot with no trial in it (Tune scheduling the next one)": c * (last - first) - spans,
+        "Tune's end: from the last trial's end to the experiment's end": c * (t.end_at - last),
+        "after Tune: the results rows, returning": c * (stop - t.end_at),
+    }
+
+
 def measure(epochs: int, trials: int, concurrency: int, storage: str, name: str) -> dict:
     cfg = config(epochs)
     start = time.perf_counter()
     summaries = [Trainer(cfg.replace(**{"train.seed": s})).run() for s in range(trials)]
     back_to_back = time.perf_counter() - start
+    timeline = Timeline()
     start = time.perf_counter()
     rows = sweep(
         cfg,
         "uniform",
         SweepOptions(seeds=list(range(trials)), storage=storage, name=name, max_concurrent=concurrency),
         tracking_uri=None,
+        callbacks=[timeline],
     ).rows
-    swept = time.perf_counter() - start
+    stop = time.perf_counter()
+    swept, began = stop - start, start
     assert len(rows) == trials and (rows["status"] == "TERMINATED").all()
     start = time.perf_counter()
     build_data(cfg.data)
@@ -67,6 +109,7 @@ def measure(epochs: int, trials: int, concurrency: int, storage: str, name: str)
         "inside": inside / in_process,
         "fixed_s": (swept * concurrency - inside) / trials,
         "data_s": data_s,
+        "components": components(timeline, began, stop, concurrency, inside),
     }
 
 
@@ -104,6 +147,20 @@ def main() -> None:
             f"| {label} ({r['train_s']:.2f} s, {r['epochs']} epochs) | {r['trials']} | {r['back_to_back']:.1f} s | "
             f"{r['swept']:.1f} s | **{r['ratio']:.2f}** | {r['inside']:.2f} | {r['fixed_s']:.2f} s |"
         )
+    lines += [
+        "",
+        "Where the sweep's time goes, in slot-seconds (wall × concurrency; an interval in which the whole sweep "
+        "waits counts every slot), from the driver's clock at Tune's callbacks (setup, each trial's start and "
+        "completion, the experiment's end). Each column adds up to wall × concurrency; per trial in brackets.",
+        "",
+        "| component | " + " | ".join(f"{r['trials']} × {label}" for label, r in results) + " |",
+        "|---|" + "---|" * len(results),
+    ]
+    for part in results[0][1]["components"]:
+        cells = [f"{r['components'][part]:.1f} s ({r['components'][part] / r['trials']:.2f})" for _, r in results]
+        lines.append(f"| {part} | " + " | ".join(cells) + " |")
+    total = [f"{r['swept'] * args.concurrency:.1f} s" for _, r in results]
+    lines.append("| **total: wall × concurrency** | " + " | ".join(total) + " |")
     first = results[0][1]
     lines += [
         "",

