@@ -130,7 +130,7 @@ def main() -> None:
     args = parser.parse_args()
     device = pick_device("auto")
     if args.smoke_test:
-        device, args.n = torch.device("cpu"), 96
+        device, args.n = torch.device("cpu"), 32
     batches = (32,) if args.smoke_test else (128, 256, 512)
     epochs = 2 if args.smoke_test else 4
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

@@ -456,7 +456,7 @@ def test_the_store_going_away_mid_sweep_stops_it_in_one_line_and_it_resumes(tmp_
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["code"] == 1 and "Traceback" not in out["err"], out["err"][-3000:]
     said = _said(out["err"])
-    assert len(said) == 1, said
+    assert len(said) == 1, "\n".join(said)
     line = said[0]
     assert line.startswith("adalase-tune: error: MLflow store unavailable: ") and "m.db: " in line, line
     assert cause in line and "the sweep stopped" in line and "Resume with: adalase-tune sweep" in line, line
@@ -508,7 +508,9 @@ def test_a_storage_that_fills_up_mid_sweep_says_disk_full_keeps_its_checkpoints_
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["code"] == 1 and "Traceback" not in out["err"], out["err"][-3000:]
-    (line,) = _said(out["err"])
+    said = _said(out["err"])
+    assert len(said) == 1, "\n".join(said)
+    (line,) = said
     assert "cannot write " in line and "/ray/s1': disk full" in line and "Resume with: adalase-tune sweep" in line
     assert out["partial"] == [] and out["tmp"] == []  # no partial checkpoint, no temporary file left
     assert out["resumed"] == 0, out["resumed_err"]
