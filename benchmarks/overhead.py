@@ -40,7 +40,7 @@ def workloads(smoke: bool, tmp: Path) -> dict:
         "train": {"batch_size": 64, "lr": 0.05, "epochs": 1 if smoke else 10, "device": "auto"},
     }
     motifs = {
-        "data": {"name": "motifs", "n_train": 200},
+        "data": {"name": "motifs", "n_train": 64 if smoke else 200},
         "model": {"name": "mlp", "hidden": [256, 256]},
         "augment": {"op": "translate"},
         "train": {"batch_size": 8, "lr": 0.05, "epochs": 1 if smoke else 40, "device": "auto"},
@@ -48,7 +48,7 @@ def workloads(smoke: bool, tmp: Path) -> dict:
     cifar = {
         "data": {
             "name": "npz",
-            "path": synthetic_cifar(tmp / "cifar_like.npz", 64 if smoke else 256),
+            "path": synthetic_cifar(tmp / "cifar_like.npz", 32 if smoke else 256),
             "input_augment": True,
         },
         "train": {"batch_size": 32, "lr": 0.05, "epochs": 1, "device": "auto"},
