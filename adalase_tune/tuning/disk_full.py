@@ -3,7 +3,7 @@ and the partial checkpoints the full disk left removed, so that a resume finds w
 
 Example::
 
-    quiet_disk_full()
+    quiet_disk_full(root)
     try:
         grid = tuner.fit()
     except Exception as err:
@@ -37,19 +37,30 @@ def nearly_full(root: str) -> bool:
     return stat.f_bavail * stat.f_frsize < 1 << 20
 
 
+_WATCHED: list[str] = []  # the --storage of the fit in progress (quiet_disk_full)
+
+# Tune's records at the end of a fit that a full disk causes without saying so: the trials it could
+# not finish, and a trial's result.json that the full disk truncated
+AFTERMATH = ("Trials did not complete", "Failed to fetch metrics")
+
+
 class _DiskFullRecords(logging.Filter):
-    """Drops Ray's log records (with their tracebacks) of a write that failed for lack of space:
-    the sweep says it in one line (:func:`storage_full`)."""
+    """Drops Ray's log records (with their tracebacks) of a write that failed for lack of space,
+    and their aftermath while the storage is full: the sweep says it in one line (:func:`storage_full`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
+        if text.startswith(AFTERMATH) and any(nearly_full(root) for root in _WATCHED):
+            return False
         if record.exc_info:
             text += logging.Formatter().formatException(record.exc_info)
         return "No space left on device" not in text and "Errno 28" not in text
 
 
-def quiet_disk_full() -> None:
-    """Put :class:`_DiskFullRecords` on the handlers of Ray's loggers and the root logger (once)."""
+def quiet_disk_full(root: str) -> None:
+    """Put :class:`_DiskFullRecords` on the handlers of Ray's loggers and the root logger (once),
+    for a fit that stores under ``root``."""
+    _WATCHED[:] = [root]
     for logger in (logging.getLogger("ray"), logging.getLogger("ray.tune"), logging.getLogger()):
         for handler in logger.handlers:
             if not any(isinstance(f, _DiskFullRecords) for f in handler.filters):

@@ -217,7 +217,7 @@ def fit(
     tuner = _tuner(cfg, job, options, root, sites, [*callbacks, StateGuard(root, job.name)], data_ref)
     if options.verbose == 0:  # Tune's newer output prints a table and a path even at verbose=0
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    quiet_disk_full()
+    quiet_disk_full(root)
     try:
         grid: Any = tuner.fit()  # a ResultGrid (iterable, though its stubs do not say so)
     except Exception as err:  # the driver's writes (Tune's state, our snapshots) on a full disk
