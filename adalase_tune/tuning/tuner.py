@@ -248,7 +248,6 @@ class TrialProgress(tune.Callback):
         self.job_name, self.expected, self.done = job_name, expected, 0
 
     def _line(self, trial: Any, what: str) -> None:
-
         self.done += 1
         r = trial.last_result or {}
         if keys.ERROR in r:
