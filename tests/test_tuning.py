@@ -250,3 +250,38 @@ def test_tuner_state_pickled_before_the_package_split_still_loads():
     subprocess.run([sys.executable, "-c", code], check=True)
     with pytest.raises(AttributeError, match="'nosuch'"):
         pickle.loads(b"cadalase_tune.tuning\nnosuch\n.")
+
+
+def test_a_resume_forgets_an_older_checkpoint_that_is_gone(tmp_path):
+    """A state that a full disk kept from being saved can list an older checkpoint that Ray deleted
+    since; Ray's deletion of it once the resumed trial's next checkpoint arrives failed
+    (FileNotFoundError), and the resume ended interrupted. The repair forgets it; the latest stays."""
+    import shutil
+
+    import ray.cloudpickle as cloudpickle
+    from ray.train import Checkpoint, CheckpointConfig
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+
+    from adalase_tune.tuning.recovery import _repoint
+
+    def manager_with(paths: list) -> _CheckpointManager:
+        m = _CheckpointManager(CheckpointConfig(num_to_keep=2))
+        for i, path in enumerate(paths):
+            path.mkdir(parents=True, exist_ok=True)
+            m.register_checkpoint(_TrainingResult(checkpoint=Checkpoint(str(path)), metrics={"epoch": i}))
+        return m
+
+    trial = tmp_path / "trial_00000"
+    older, latest, after = (trial / f"checkpoint_00000{i}" for i in range(3))
+    blob = cloudpickle.dumps(manager_with([older, latest])).hex()
+    entry = ["t0", json.dumps({"checkpoint_manager": {"value": blob}})]
+    assert _repoint(list(entry)) == ""  # nothing gone: left as it is
+    shutil.rmtree(older)
+    assert _repoint(entry) == "trial_00000"
+    manager = cloudpickle.loads(bytes.fromhex(json.loads(entry[1])["checkpoint_manager"]["value"]))
+    assert [r.checkpoint.path for r in manager._checkpoint_results] == [str(latest)]
+    assert manager.latest_checkpoint_result.checkpoint.path == str(latest)
+    after.mkdir()
+    manager.register_checkpoint(_TrainingResult(checkpoint=Checkpoint(str(after)), metrics={"epoch": 2}))
+    assert latest.is_dir() and after.is_dir()  # two kept, and no deletion of what was gone

@@ -242,11 +242,14 @@ def repair_state(root: str, name: str) -> list[str]:
 
 def repair_checkpoints(root: str, name: str) -> list[str]:
     """Before a restore: point every trial whose recorded latest checkpoint no longer exists at the
-    newest checkpoint of that trial still on storage (or at none: the trial starts over).
+    newest checkpoint of that trial still on storage (or at none: the trial starts over), and
+    forget the older checkpoints it records that no longer exist.
 
     Ray deletes a trial's old checkpoints (``num_to_keep``) as new ones arrive, and saves its
     experiment state separately; on cloud storage the state's upload lags. A driver killed in
-    between leaves a state whose latest checkpoint is gone, and Tune's restore of that trial fails.
+    between leaves a state whose latest checkpoint is gone, and Tune's restore of that trial fails;
+    a state that a full disk kept from being saved can list an older checkpoint that Ray deleted
+    since, and Ray's deletion of it, once the resumed trial's next checkpoint arrives, fails.
     Returns the ids of the trials it repointed."""
     import pyarrow.fs as pafs
 
@@ -275,7 +278,8 @@ def repair_checkpoints(root: str, name: str) -> list[str]:
 
 def _repoint(entry: list) -> str:
     """One ``trial_data`` entry of Tune's state, repointed in place at the trial's newest checkpoint
-    on storage when its recorded latest one is gone; returns the trial's folder name, or ""."""
+    on storage when its recorded latest one is gone, its recorded checkpoints that are gone
+    forgotten; returns the trial's folder name, or "" when it needed neither."""
     import pyarrow.fs as pafs
     import ray.cloudpickle as cloudpickle
     from ray.train._internal.session import _TrainingResult
@@ -286,23 +290,25 @@ def _repoint(entry: list) -> str:
         return ""
     manager = cloudpickle.loads(bytes.fromhex(blob["value"]))
     latest = manager.latest_checkpoint_result
-    if latest is None or _exists(latest.checkpoint):
+    kept = [r for r in manager._checkpoint_results if r.checkpoint is not None and _exists(r.checkpoint)]
+    latest_gone = latest is not None and not _exists(latest.checkpoint)
+    if not latest_gone and len(kept) == len(manager._checkpoint_results):
         return ""
-    ckpt = latest.checkpoint
-    trial_dir = ckpt.path.rstrip("/").rsplit("/", 1)[0]
-    found = ckpt.filesystem.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
-    newest = sorted(
-        f.path for f in found if f.base_name.startswith("checkpoint_") and f.type == pafs.FileType.Directory
-    )
-    manager._checkpoint_results = [
-        r for r in manager._checkpoint_results if r.checkpoint is not None and _exists(r.checkpoint)
-    ]
-    manager._latest_checkpoint_result = None
-    if newest:
-        result = _TrainingResult(checkpoint=type(ckpt)(newest[-1], ckpt.filesystem), metrics=dict(latest.metrics))
-        manager._latest_checkpoint_result = result
-        if newest[-1] not in {r.checkpoint.path for r in manager._checkpoint_results}:
-            manager._checkpoint_results.append(result)
+    # an older checkpoint gone too: Ray would delete it again as the next one arrives, and fail
+    manager._checkpoint_results = kept
+    ckpt = (latest or kept[0]).checkpoint
+    if latest_gone:
+        trial_dir = ckpt.path.rstrip("/").rsplit("/", 1)[0]
+        found = ckpt.filesystem.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
+        newest = sorted(
+            f.path for f in found if f.base_name.startswith("checkpoint_") and f.type == pafs.FileType.Directory
+        )
+        manager._latest_checkpoint_result = None
+        if newest:
+            result = _TrainingResult(checkpoint=type(ckpt)(newest[-1], ckpt.filesystem), metrics=dict(latest.metrics))
+            manager._latest_checkpoint_result = result
+            if newest[-1] not in {r.checkpoint.path for r in manager._checkpoint_results}:
+                manager._checkpoint_results.append(result)
     blob["value"] = cloudpickle.dumps(manager).hex()
     entry[1] = json.dumps(meta) if isinstance(entry[1], str) else meta
     trial: str = ckpt.path.rstrip("/").rsplit("/", 2)[-2]
