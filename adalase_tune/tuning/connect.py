@@ -46,6 +46,10 @@ def _quiet_tune() -> None:
     # Tune snapshots its state whenever a trial's old checkpoints are dropped, which keeps a resume
     # consistent; with frequent checkpoints it then warns at every snapshot: the snapshots stay
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune warns when one of its steps (a callback, a result) took over 0.5 s, "a performance
+    # bottleneck": on a loaded machine that is every few seconds, in the middle of the sweep's own
+    # progress lines; ray_overhead.md measures where the time goes instead
+    os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "30")
     # PBT's exploits make the JSON logger look for a donor's result.json before it exists: harmless
     logging.getLogger("ray.tune.logger").setLevel(logging.ERROR)
 
