@@ -11,6 +11,6 @@ bash scripts/install.sh
 # its own Ray, MLflow stores and temporary folders; the cluster tests share one worker (loadgroup).
 if [ "${1:-}" = "--fast" ]; then
   shift
-  exec .venv/bin/python -m pytest -q -rs -m "not slow" -n 2 --dist loadgroup "$@"  # tier: fast
+  exec .venv/bin/python -m pytest -q -rfEs -m "not slow" -n 2 --dist loadgroup "$@"  # tier: fast
 fi
-exec .venv/bin/python -m pytest -q -rs -n 2 --dist loadgroup "$@"  # tier: full
+exec .venv/bin/python -m pytest -q -rfEs -n 2 --dist loadgroup "$@"  # tier: full
