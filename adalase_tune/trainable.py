@@ -186,7 +186,8 @@ class EpochLines(Callback):
 
 
 def print_lines(queue: Queue, stop: threading.Event) -> None:
-    """Until ``stop`` is set and ``queue`` is empty: print what workers put in ``queue`` to stderr."""
+    """Until ``stop`` is set and ``queue`` is empty: print what workers put in ``queue`` to stderr.
+    Ends quietly when the queue's actor is gone (Ray shutting down after a Ctrl-C)."""
     import queue as queues
     import sys
 
@@ -196,6 +197,8 @@ def print_lines(queue: Queue, stop: threading.Event) -> None:
         except queues.Empty:
             if stop.is_set():
                 return
+        except ray.exceptions.RayError:  # ActorDiedError: the run is over, its lines with it
+            return
 
 
 def data_parallel_worker(config: dict) -> None:
