@@ -285,3 +285,18 @@ def test_a_resume_forgets_an_older_checkpoint_that_is_gone(tmp_path):
     after.mkdir()
     manager.register_checkpoint(_TrainingResult(checkpoint=Checkpoint(str(after)), metrics={"epoch": 2}))
     assert latest.is_dir() and after.is_dir()  # two kept, and no deletion of what was gone
+
+
+def test_a_resume_cuts_a_result_json_that_a_full_disk_cut_off(tmp_path):
+    """Tune reads each trial's result.json on resume; a last line cut off by a full disk stopped the
+    resumed fit. The repair keeps the whole lines and drops the rest; whole files stay as they are."""
+    from adalase_tune.tuning.recovery import repair_results
+
+    whole, torn = tmp_path / "s1" / "trial_a" / "result.json", tmp_path / "s1" / "trial_b" / "result.json"
+    for path in (whole, torn):
+        path.parent.mkdir(parents=True)
+    lines = [json.dumps({"epoch": i, "val/acc": 0.5}) + "\n" for i in (1, 2)]
+    whole.write_text("".join(lines))
+    torn.write_text("".join(lines) + lines[0][:9])
+    assert repair_results(str(tmp_path), "s1") == [str(torn)]
+    assert torn.read_text() == whole.read_text() == "".join(lines)

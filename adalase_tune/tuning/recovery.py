@@ -27,6 +27,7 @@ How ``--resume`` works:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -95,7 +96,31 @@ def prepare_restore(root: str, name: str) -> bool:
         return False
     repair_state(root, name)
     repair_checkpoints(root, name)
+    repair_results(root, name)
     return True
+
+
+def repair_results(root: str, name: str) -> list[str]:
+    """Cut each trial's ``result.json`` (one JSON line per result) back to its last whole line: a
+    full disk can leave the last one cut off, and Tune, reading it on resume, stops the fit. Local
+    storage only; returns the files it cut."""
+    if is_uri(root):
+        return []
+    cut = []
+    for path in Path(root, name).glob("*/result.json"):
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            lines = path.read_text().splitlines(keepends=True)
+            whole = 0
+            for line in lines:
+                try:
+                    json.loads(line)
+                except ValueError:
+                    break
+                whole += 1
+            if whole < len(lines):
+                path.write_text("".join(lines[:whole]))
+                cut.append(str(path))
+    return cut
 
 
 def _state_files(folder: Path) -> list[Path]:
