@@ -17,7 +17,8 @@ How ``--resume`` works:
 3. :func:`prepare_restore` (called by the Tuner's builder): a state that holds no trial yet is
    dropped, and the job starts afresh; otherwise a torn state file is replaced by its last good
    copy (:func:`repair_state`) and trials whose latest checkpoint Ray had already deleted are
-   pointed at their newest one on storage (:func:`repair_checkpoints`). Then ``Tuner.restore``
+   pointed at their newest one on storage (:func:`repair_checkpoints`); a trial's result.json that
+   a full disk cut off is cut back to its whole lines (:func:`repair_results`). Then ``Tuner.restore``
    (errored trials retried) with the callbacks pickled in ``tuner.pkl``.
 4. Each trial restores from its checkpoint (``trainable``); on the driver its MLflow run is found
    by its Ray trial id and continued, epochs already logged skipped, and the method's parent run
@@ -104,6 +105,8 @@ def repair_results(root: str, name: str) -> list[str]:
     """Cut each trial's ``result.json`` (one JSON line per result) back to its last whole line: a
     full disk can leave the last one cut off, and Tune, reading it on resume, stops the fit. Local
     storage only; returns the files it cut."""
+    from ..checkpoint import atomic_write  # here: checkpoint loads torch
+
     if is_uri(root):
         return []
     cut = []
@@ -118,7 +121,7 @@ def repair_results(root: str, name: str) -> list[str]:
                     break
                 whole += 1
             if whole < len(lines):
-                path.write_text("".join(lines[:whole]))
+                atomic_write(path, "".join(lines[:whole]))
                 cut.append(str(path))
     return cut
 
