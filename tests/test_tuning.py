@@ -300,3 +300,38 @@ def test_a_resume_cuts_a_result_json_that_a_full_disk_cut_off(tmp_path):
     torn.write_text("".join(lines) + lines[0][:9])
     assert repair_results(str(tmp_path), "s1") == [str(torn)]
     assert torn.read_text() == whole.read_text() == "".join(lines)
+
+
+def test_a_torn_experiment_state_is_restored_with_the_searcher_state_of_its_time(tmp_path):
+    """Ray writes the experiment state, then the searcher's. On a full disk the first was torn while
+    a newer searcher state was written whole; the copy per file then put an old experiment state
+    beside the new searcher state, which said trials had been made that the state did not list,
+    and the resumed grid ran one trial of five (CI). The set is kept and put back whole."""
+    import ray.cloudpickle as cloudpickle
+
+    from adalase_tune.tuning.recovery import repair_state, snapshot
+
+    folder = tmp_path / "s1"
+    folder.mkdir()
+    state, searcher = folder / "experiment_state-a.json", folder / "basic-variant-state-a.json"
+    seen: dict = {}
+
+    def write(trials: int) -> None:
+        state.write_text(json.dumps({"trial_data": list(range(trials))}))
+        searcher.write_bytes(cloudpickle.dumps({"counter": trials}))
+
+    write(1)
+    snapshot(folder, seen)
+    write(2)
+    state.write_text(state.read_text()[:9])  # torn: the set is not kept
+    snapshot(folder, seen)
+    assert repair_state(str(tmp_path), "s1") == [searcher.name, state.name]
+    assert json.loads(state.read_text()) == {"trial_data": [0]}
+    assert cloudpickle.loads(searcher.read_bytes()) == {"counter": 1}
+    write(3)
+    snapshot(folder, seen)
+    assert repair_state(str(tmp_path), "s1") == []  # all parse: left as they are
+    (folder / "experiment_state-b.json").write_text("{")  # a newer session's, torn: it goes
+    assert repair_state(str(tmp_path), "s1") == [searcher.name, state.name]
+    assert json.loads(state.read_text()) == {"trial_data": [0, 1, 2]}
+    assert not (folder / "experiment_state-b.json").exists()

@@ -12,11 +12,11 @@ How ``--resume`` works:
 1. Before Ray starts (``experiment.prepare``): each Tuner's folder must exist, its meta file
    (``storage.save_meta``) must hold the same config, and :func:`check_pickles` must find every
    pickle the one Ray wrote while adalase-tune watched (``Tuner.restore`` unpickles them).
-2. While a Tuner runs, :class:`StateGuard` keeps the last readable copy of each state file in
-   ``<experiment>/.adalase_tune_state/`` and the sha256 of every pickle (``pickles.json``).
+2. While a Tuner runs, :class:`StateGuard` keeps the last set of state files that all parse in
+   ``<experiment>/.adalase_tune_state/states.json`` and the sha256 of every pickle (``pickles.json``).
 3. :func:`prepare_restore` (called by the Tuner's builder): a state that holds no trial yet is
-   dropped, and the job starts afresh; otherwise a torn state file is replaced by its last good
-   copy (:func:`repair_state`) and trials whose latest checkpoint Ray had already deleted are
+   dropped, and the job starts afresh; otherwise, when a state file is torn, the last good set
+   replaces them all (:func:`repair_state`), and trials whose latest checkpoint Ray had already deleted are
    pointed at their newest one on storage (:func:`repair_checkpoints`); a trial's result.json that
    a full disk cut off is cut back to its whole lines (:func:`repair_results`). Then ``Tuner.restore``
    (errored trials retried) with the callbacks pickled in ``tuner.pkl``.
@@ -28,11 +28,11 @@ How ``--resume`` works:
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -45,6 +45,7 @@ from .storage import is_uri, join
 
 STATE_BACKUP = ".adalase_tune_state"
 DIGESTS = "pickles.json"  # in STATE_BACKUP: sha256 of every pickle Ray wrote during our fits
+BUNDLE = "states.json"  # in STATE_BACKUP: the last set of state files that all parsed
 
 
 def keep_sigterm() -> None:
@@ -62,9 +63,9 @@ def keep_sigterm() -> None:
 class StateGuard(tune.Callback):
     """A guard against a torn experiment state. Ray rewrites ``experiment_state-*.json`` (and the
     searcher's state) in place, so a driver killed at that instant leaves a truncated file and
-    ``Tuner.restore`` fails on it. After each step this callback copies the state files, when
-    they parse, to ``<experiment>/.adalase_tune_state/``; :func:`repair_state` puts the last good
-    copy back before a restore. Local storage only (an object store's upload is atomic).
+    ``Tuner.restore`` fails on it. After each step this callback keeps the state files, when all
+    of them parse, as one set in ``<experiment>/.adalase_tune_state/``; :func:`repair_state` puts
+    the last good set back before a restore. Local storage only (an object store's upload is atomic).
 
     Example::
 
@@ -135,8 +136,10 @@ def _state_files(folder: Path) -> list[Path]:
 
 
 def _readable(path: Path) -> bool:
+    """Whether a state file parses: the experiment state is JSON; the searchers' states are pickles
+    (``basic-variant-state-*.json`` too, whatever its name says)."""
     try:
-        if path.suffix == ".json":
+        if path.name.startswith("experiment_state"):
             json.loads(path.read_text())
         else:
             import ray.cloudpickle as cloudpickle
@@ -148,24 +151,34 @@ def _readable(path: Path) -> bool:
 
 
 def snapshot(folder: Path, seen: dict) -> None:
-    """Copy every changed, readable state file of ``folder`` into its backup folder (atomically)."""
+    """Keep the state files of ``folder`` as one set (``BUNDLE``, written atomically), whenever one
+    changed and all of them parse.
+
+    A set, not a copy per file: Ray writes the experiment state, then the searcher's. On a full
+    disk the first can be torn while the second is written whole, so a newer searcher state beside
+    an older experiment state would say that trials were made which that state does not list, and
+    the restore would never run them."""
     if not folder.is_dir():
         return
+    files = _state_files(folder)
+    stamps = {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in files}
+    if not files or stamps == seen.get("states") or not all(_readable(p) for p in files):
+        return
     backup = folder / STATE_BACKUP
-    for path in _state_files(folder):
-        stat = path.stat()
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        if seen.get(path.name) == stamp or not _readable(path):
-            continue
-        backup.mkdir(exist_ok=True)
-        tmp = backup / f".{path.name}.tmp"
-        try:
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, backup / path.name)
-        except BaseException:
-            tmp.unlink(missing_ok=True)  # the last good copy stays whole
-            raise
-        seen[path.name] = stamp
+    backup.mkdir(exist_ok=True)
+    kept = {p.name: [base64.b64encode(p.read_bytes()).decode(), p.stat().st_mtime_ns] for p in files}
+    _write_atomically(backup / BUNDLE, json.dumps(kept))
+    seen["states"] = stamps
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # the last good set stays whole
+        raise
 
 
 def pickles(folder: Path) -> list[Path]:
@@ -190,9 +203,7 @@ def record_pickles(folder: Path, seen: dict) -> None:
     digests = {p.name: _sha256(p) for p in found}
     backup = folder / STATE_BACKUP
     backup.mkdir(exist_ok=True)
-    tmp = backup / f".{DIGESTS}.tmp"
-    tmp.write_text(json.dumps(digests, sort_keys=True))
-    os.replace(tmp, backup / DIGESTS)
+    _write_atomically(backup / DIGESTS, json.dumps(digests, sort_keys=True))
 
 
 def check_pickles(root: str, name: str) -> None:
@@ -248,23 +259,29 @@ def no_trial_yet(root: str, name: str) -> bool:
 
 
 def repair_state(root: str, name: str) -> list[str]:
-    """Before a restore: replace every unreadable state file by its last good copy."""
+    """Before a restore: when a state file does not parse (the driver was killed, or the disk was
+    full, while Ray wrote it), put back the whole last good set, so that the experiment's and the
+    searcher's state agree. Returns the files put back."""
     if is_uri(root):
         return []
     folder = Path(root) / name
-    backup = folder / STATE_BACKUP
-    repaired = []
+    bundle = folder / STATE_BACKUP / BUNDLE
+    if all(_readable(p) for p in _state_files(folder)) or not bundle.is_file():
+        return []
+    kept = json.loads(bundle.read_text())
     for path in _state_files(folder):
-        good = backup / path.name
-        if not _readable(path) and good.is_file():
-            shutil.copyfile(good, path)
-            repaired.append(path.name)
-    if repaired:
-        print(
-            f"  {name}: restored {', '.join(repaired)} from the last good copy (the driver was killed while "
-            "Ray wrote it); trials resume from their latest checkpoints",
-            file=sys.stderr,
-        )
+        if path.name not in kept:  # newer than the set: it would be read instead of it
+            path.unlink()
+    for file, (data, mtime_ns) in kept.items():  # with its time: Ray reads the newest searcher state
+        (folder / file).write_bytes(base64.b64decode(data))
+        os.utime(folder / file, ns=(mtime_ns, mtime_ns))
+    record_pickles(folder, {})  # the searcher's pickle put back is one Ray wrote here: a later resume reads it
+    repaired = sorted(kept)
+    print(
+        f"  {name}: restored Ray Tune's state ({', '.join(repaired)}) from the last good copy (the driver was "
+        "killed, or the disk was full, while Ray wrote it); trials resume from their latest checkpoints",
+        file=sys.stderr,
+    )
     return repaired
 
 
