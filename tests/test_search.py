@@ -4,7 +4,17 @@ import numpy as np
 import pytest
 
 from adalase_tune.config import ConfigError, ExperimentConfig
-from adalase_tune.search import METHODS, Choice, Grid, Uniform, nest, picked_q, site_weights, trial_config
+from adalase_tune.search import (
+    METHODS,
+    Choice,
+    Grid,
+    SearcherPerSeed,
+    Uniform,
+    nest,
+    picked_q,
+    site_weights,
+    trial_config,
+)
 
 SITES = ["input", "stage1", "stage2", "stage3", "stage4"]
 
@@ -12,11 +22,17 @@ SITES = ["input", "stage1", "stage2", "stage3", "stage4"]
 @pytest.mark.parametrize("name", METHODS.names())
 def test_every_method_plans_over_the_sites(name):
     m = METHODS.get(name)
-    seeds = [0] if m.per_seed else [0, 1]  # stateful methods get one Tuner per seed
+    seeds = [0] if m.per_seed else [0, 1]  # pbt's population: one Tuner per seed
     plan = m.plan(SITES, seeds, m.budget(None))
     assert plan.expected_trials >= 1
     keys = set(plan.space)
-    assert "train/seed" in keys and "selection/method" in keys
+    assert "selection/method" in keys
+    if isinstance(plan.searcher, SearcherPerSeed):  # a searcher per seed sets each trial's train/seed
+        assert "train/seed" not in keys and plan.searcher.seeds == (0, 1)
+        assert [s.seed for s in plan.searcher.searchers] == [0, 1]  # each seed's TPE seeded by it
+        assert plan.num_samples == plan.expected_trials == 2 * plan.searcher.num_samples
+    else:
+        assert "train/seed" in keys
     searched = {k for k in keys if k.startswith(("da_prob/", "da_pick/"))}
     assert searched in (set(), {"da_pick/arm", "da_pick/share"})  # the default space: arm
     if searched:

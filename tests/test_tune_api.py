@@ -25,11 +25,12 @@ def test_search_spaces_are_ray_tune_objects_nested_as_the_trainable_takes_them()
     share = random["da_pick"]["share"]
     assert isinstance(share, tune.search.sample.Float) and (share.lower, share.upper) == (0.0, 1.0)
     weights = search_space("asha", ARMS, budget={"space": "weights"})
-    assert set(weights["da_prob"]) == set(ARMS) and weights["train"]["seed"] == 0
+    assert set(weights["da_prob"]) == set(ARMS) and weights["train"]["seed"] == {"grid_search": [0]}
     assert search_space("grid", ARMS)["selection"] == {"method": "fixed", "site": {"grid_search": [0, 1, 2, 3, 4]}}
     assert search_space("adalase", ARMS, budget={"eta": [1, 10]})["adalase"] == {"eta": {"grid_search": [1.0, 10.0]}}
-    with pytest.raises(ConfigError, match=r"seeds = \[0, 1\]: optuna keeps state across its trials"):
-        search_space("optuna", ARMS, seeds=[0, 1])
+    assert "train" not in search_space("optuna", ARMS, seeds=[0, 1])  # its searcher per seed sets train.seed
+    with pytest.raises(ConfigError, match=r"seeds = \[0, 1\]: pbt keeps state across its trials"):
+        search_space("pbt", ARMS, seeds=[0, 1])
     with pytest.raises(ConfigError, match="unknown budget key 'sweep.methods.random.population'"):
         search_space("random", ARMS, budget={"population": 4})
     cfg = tiny_config()

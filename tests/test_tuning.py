@@ -335,3 +335,56 @@ def test_a_torn_experiment_state_is_restored_with_the_searcher_state_of_its_time
     assert repair_state(str(tmp_path), "s1") == [searcher.name, state.name]
     assert json.loads(state.read_text()) == {"trial_data": [0, 1, 2]}
     assert not (folder / "experiment_state-b.json").exists()
+
+
+def test_a_searcher_per_seed_proposes_each_seeds_trials_and_learns_from_them_alone(tmp_path):
+    """optuna's seeds share one Tuner: each seed's TPE proposes its num_samples trials (the seeds
+    take turns) and sees only its own trials' results, across a save and restore."""
+    from ray.tune.search import Searcher
+
+    from adalase_tune.search import METHODS
+    from adalase_tune.tuning.specs import param_space, ray_searcher
+
+    m = METHODS.get("optuna")
+    plan = m.plan(SITES, [3, 7], m.budget({"num_samples": 2, "n_startup_trials": 1}))
+    searcher = ray_searcher(plan.searcher, None)
+    assert searcher.set_search_properties("val/acc", "max", param_space(plan))
+    seeds = []
+    for i in range(4):
+        config = searcher.suggest(f"t{i}")
+        assert config["da_pick"]["arm"] in SITES and 0 <= config["da_pick"]["share"] <= 1
+        seeds.append(config["train"]["seed"])
+        searcher.on_trial_complete(f"t{i}", {"val/acc": i / 10, "da_pick/arm": config["da_pick"]["arm"]})
+    assert seeds == [3, 7, 3, 7]
+    assert searcher.suggest("t4") == Searcher.FINISHED
+    studies = {s: sub._ot_study for s, sub in searcher.searchers.items()}
+    assert [t.value for t in studies[3].trials] == [0.0, 0.2] and [t.value for t in studies[7].trials] == [0.1, 0.3]
+    searcher.save(str(tmp_path / "s.pkl"))
+    again = ray_searcher(plan.searcher, None)
+    again.restore(str(tmp_path / "s.pkl"))
+    assert again.made == {3: 2, 7: 2} and again.suggest("t5") == Searcher.FINISHED
+
+
+def test_a_scheduler_per_seed_stops_a_trial_by_its_own_seeds_trials_only():
+    """asha's seeds share one Tuner; a seed's trial is compared at a rung with that seed's trials
+    alone: a trial far below the other seed's is not stopped for it."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
+    from adalase_tune.search import ASHASpec
+    from adalase_tune.tuning.specs import ray_scheduler
+
+    scheduler = ray_scheduler(ASHASpec(grace_period=1, reduction_factor=2), 4)
+    scheduler.set_search_properties("val/acc", "max")
+    trials = {(s, i): Trial("x", config={"train": {"seed": s}}, stub=True) for s in (0, 1) for i in range(2)}
+    for t in trials.values():
+        scheduler.on_trial_add(None, t)
+
+    def at_rung(seed: int, i: int, acc: float) -> str:
+        return scheduler.on_trial_result(None, trials[seed, i], {"training_iteration": 1, "val/acc": acc})
+
+    assert at_rung(1, 0, 0.9) == TrialScheduler.CONTINUE
+    assert at_rung(0, 0, 0.2) == TrialScheduler.CONTINUE  # the first of seed 0 (one ASHA for both would stop it)
+    assert at_rung(0, 1, 0.1) == TrialScheduler.STOP  # below seed 0's first at the rung
+    assert at_rung(1, 1, 0.95) == TrialScheduler.CONTINUE
+    assert sorted(scheduler.by_seed) == [0, 1]

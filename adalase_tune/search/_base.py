@@ -81,8 +81,20 @@ class OptunaSearcher(SearcherSpec):
 
 
 @dataclass(frozen=True)
+class SearcherPerSeed(SearcherSpec):
+    """A searcher per seed in one Tuner: ``searchers[i]`` proposes the ``num_samples`` trials of
+    ``seeds[i]`` and learns from them alone; it sets each trial's ``train/seed``, so the plan's space
+    leaves that key out."""
+
+    seeds: tuple
+    searchers: tuple
+    num_samples: int
+
+
+@dataclass(frozen=True)
 class ASHASpec(SchedulerSpec):
-    """Asynchronous successive halving over epochs."""
+    """Asynchronous successive halving over epochs, one scheduler per seed (``train/seed``): a
+    seed's trials are stopped by comparison with that seed's trials only."""
 
     grace_period: int
     reduction_factor: int
@@ -146,8 +158,9 @@ class SearchPlan:
 class SearchMethod:
     """Base class: ``name``, ``defaults`` (its budget keys, checked) and ``plan``.
 
-    ``per_seed``: the method keeps state across its trials (a searcher, a population), so each
-    seed gets its own Tuner with ``train.seed`` fixed; otherwise the seeds are one grid axis.
+    ``per_seed``: the method keeps state across its trials that cannot be split by seed within one
+    Tuner (PBT's population), so each seed gets its own Tuner with ``train.seed`` fixed; otherwise
+    the seeds share one Tuner: a grid axis, or a searcher per seed (:class:`SearcherPerSeed`).
     """
 
     name = ""

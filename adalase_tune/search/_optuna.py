@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .. import keys
-from ._base import OptunaSearcher, SearchMethod, SearchPlan, search_space
+from ._base import OptunaSearcher, SearcherPerSeed, SearchMethod, SearchPlan, search_space
 
 if TYPE_CHECKING:
     from optuna.samplers import TPESampler
@@ -25,12 +25,13 @@ def tpe_sampler(seed: int, n_startup_trials: int) -> TPESampler:
 class OptunaTPE(SearchMethod):
     name = "optuna"
     defaults = {"num_samples": 8, "n_startup_trials": 4, "space": "arm"}
-    per_seed = True
 
     def plan(self, sites: Sequence[str], seeds: Sequence[int], budget: dict) -> SearchPlan:
-        (seed,) = seeds
+        """One TPE per seed (seeded by it), ``num_samples`` trials each, side by side in one Tuner."""
         n = budget["num_samples"]
-        space = {keys.SELECTION_METHOD: "probs", keys.TRAIN_SEED: seed, **search_space(sites, budget["space"])}
+        space = {keys.SELECTION_METHOD: "probs", **search_space(sites, budget["space"])}
+        tpe = tuple(OptunaSearcher(s, min(budget["n_startup_trials"], n)) for s in seeds)
+        total = n * len(seeds)
         return SearchPlan(
-            space, num_samples=n, searcher=OptunaSearcher(seed, min(budget["n_startup_trials"], n)), expected_trials=n
+            space, num_samples=total, searcher=SearcherPerSeed(tuple(seeds), tpe, n), expected_trials=total
         )

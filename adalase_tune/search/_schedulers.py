@@ -6,13 +6,12 @@ from typing import Any
 
 from .. import keys
 from ..config import ConfigError
-from ._base import ASHASpec, PBTSpec, RandomSearcher, SearchMethod, SearchPlan, search_space
+from ._base import ASHASpec, PBTSpec, RandomSearcher, SearchMethod, SearchPlan, search_space, seed_axis
 
 
 class ASHA(SearchMethod):
     name = "asha"
     defaults = {"num_samples": 12, "grace_period": 1, "reduction_factor": 3, "space": "arm"}
-    per_seed = True
 
     def check(self, key: str, value: Any) -> None:
         super().check(key, value)
@@ -22,15 +21,19 @@ class ASHA(SearchMethod):
             )
 
     def plan(self, sites: Sequence[str], seeds: Sequence[int], budget: dict) -> SearchPlan:
-        (seed,) = seeds
+        """``num_samples`` random points per seed in one Tuner, each seed halved by its own scheduler."""
         n = budget["num_samples"]
-        space = {keys.SELECTION_METHOD: "probs", keys.TRAIN_SEED: seed, **search_space(sites, budget["space"])}
+        space = {
+            keys.SELECTION_METHOD: "probs",
+            keys.TRAIN_SEED: seed_axis(seeds, False),
+            **search_space(sites, budget["space"]),
+        }
         return SearchPlan(
             space,
             num_samples=n,
-            searcher=RandomSearcher(seed),
+            searcher=RandomSearcher(seeds[0]),
             scheduler=ASHASpec(budget["grace_period"], budget["reduction_factor"]),
-            expected_trials=n,
+            expected_trials=n * len(seeds),
         )
 
 

@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import random
 from functools import singledispatch
 from typing import Any, Optional
@@ -20,7 +21,18 @@ import numpy as np
 from ray import tune
 
 from .. import keys
-from ..search import ASHASpec, Choice, Grid, OptunaSearcher, PBTSpec, RandomSearcher, SearchPlan, Uniform, nest
+from ..search import (
+    ASHASpec,
+    Choice,
+    Grid,
+    OptunaSearcher,
+    PBTSpec,
+    RandomSearcher,
+    SearcherPerSeed,
+    SearchPlan,
+    Uniform,
+    nest,
+)
 
 
 @singledispatch
@@ -79,6 +91,17 @@ def _optuna(spec: OptunaSearcher, max_concurrent: Optional[int]) -> Any:
     return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent) if max_concurrent else searcher
 
 
+@ray_searcher.register(SearcherPerSeed)
+def _per_seed(spec: SearcherPerSeed, max_concurrent: Optional[int]) -> Any:
+    from ray.tune.search import ConcurrencyLimiter
+
+    from .per_seed import SeedSearchers
+
+    each = {seed: ray_searcher(inner, None) for seed, inner in zip(spec.seeds, spec.searchers)}
+    searcher = SeedSearchers(each, spec.num_samples)
+    return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent) if max_concurrent else searcher
+
+
 @singledispatch
 def ray_scheduler(spec: Any, epochs: int) -> Any:
     """A scheduler spec (None: first in, first out) as Tune's trial scheduler over runs of ``epochs``."""
@@ -96,11 +119,16 @@ def _fifo(spec: None, epochs: int) -> Any:
 def _asha(spec: ASHASpec, epochs: int) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
-    return ASHAScheduler(
-        time_attr="training_iteration",
-        max_t=epochs,
-        grace_period=spec.grace_period,
-        reduction_factor=spec.reduction_factor,
+    from .per_seed import SeedSchedulers
+
+    return SeedSchedulers(
+        functools.partial(
+            ASHAScheduler,
+            time_attr="training_iteration",
+            max_t=epochs,
+            grace_period=spec.grace_period,
+            reduction_factor=spec.reduction_factor,
+        )
     )
 
 

@@ -315,8 +315,9 @@ def search_space(
 ) -> dict:
     """A baseline's search space for ``param_space``, as Ray Tune objects (``tune.grid_search``,
     ``tune.uniform``, ``tune.choice``) nested as :func:`tune_trainable` takes them. ``cfg``: the
-    experiment (its model's arms are searched) or the arms' names; ``seeds``: a grid axis (one seed
-    for optuna, asha and pbt); ``budget``: the method's ``sweep.methods.<name>`` keys."""
+    experiment (its model's arms are searched) or the arms' names; ``seeds``: a grid axis (optuna:
+    its searcher per seed sets ``train.seed``; pbt: one seed); ``budget``: the method's
+    ``sweep.methods.<name>`` keys."""
     return param_space(_public_plan(method, cfg, seeds, budget))
 
 
@@ -329,5 +330,5 @@ def tune_config(
     max_concurrent: Optional[int] = None,
 ) -> tune.TuneConfig:
     """The ``tune.TuneConfig`` of a method: metric ``val/acc`` (max), its sample count, searcher
-    (Optuna's TPE for optuna) and scheduler (ASHA, PBT)."""
+    (Optuna's TPE per seed for optuna) and scheduler (ASHA per seed, PBT)."""
     return _tune_config(_public_plan(method, cfg, seeds, budget), cfg.train.epochs, max_concurrent)
