@@ -151,6 +151,27 @@ def test_a_signal_stops_a_sweep_honestly_and_it_resumes(tmp_path, sig, instant):
         assert sorted(steps) == [1, 2, 3, 4], steps
 
 
+@pytest.mark.parametrize("method", ["optuna", "asha"])
+def test_a_search_with_a_searcher_or_scheduler_per_seed_resumes_each_seeds_trials(tmp_path, method):
+    """optuna and asha run both seeds in one Tuner (a TPE, a scheduler per seed): interrupted mid-way
+    and resumed, each seed ends with its own 3 trials, each trial once."""
+    db = tmp_path / "m.db"
+    cmd = _cli(
+        "sweep", "search_spaces/digits.yaml", "--method", method, "--num-samples", "3", "--seeds", "2",
+        "--max-concurrent", "2", "--set", "train.epochs=4", *SMALL, "--storage", str(tmp_path / "ray"),
+        "--tracking-uri", f"sqlite:///{db}", "--experiment", "x", "--name", "s",
+    )  # fmt: skip
+    code, err, fired = _interrupt(cmd, r"trial 2/6 done", [signal.SIGINT])
+    assert fired and code == 130 and "Resume with: adalase-tune sweep" in err, err[-3000:]
+    resumed = subprocess.run(_resume_command(err), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"{method}: 6/6 trials finished" in resumed.stdout, resumed.stdout
+    trials = [r for r in _no_run_left_running(db, "x") if r.data.tags.get("run_kind") == "trial"]
+    assert len({r.data.tags["ray.trial_id"] for r in trials}) == len(trials) == 6
+    assert sorted(r.data.params["train.seed"] for r in trials) == ["0"] * 3 + ["1"] * 3
+    assert all(r.info.status == "FINISHED" for r in trials)
+
+
 @pytest.mark.parametrize("sig", ONCE_TUNE_RUNS)
 def test_a_signal_between_benchmark_methods_writes_a_partial_report_and_resumes(tmp_path, sig):
     """SIGHUP here would take SIGTERM's path again (see ONCE_TUNE_RUNS)."""
