@@ -158,9 +158,11 @@ class SearchPlan:
 class SearchMethod:
     """Base class: ``name``, ``defaults`` (its budget keys, checked) and ``plan``.
 
-    ``per_seed``: the method keeps state across its trials that cannot be split by seed within one
-    Tuner (PBT's population), so each seed gets its own Tuner with ``train.seed`` fixed; otherwise
-    the seeds share one Tuner: a grid axis, or a searcher per seed (:class:`SearcherPerSeed`).
+    ``per_seed``: the method keeps state across its trials that cannot be kept apart by seed within
+    one Tuner, so each seed gets its own Tuner with ``train.seed`` fixed; otherwise the seeds share
+    one Tuner: a grid axis, with a searcher per seed (:class:`SearcherPerSeed`) or a scheduler per
+    seed (ASHA's) where the method learns. PBT is per seed: its members exploit the members that
+    run beside them, and in one Tuner the trials running together would be of different seeds.
     """
 
     name = ""
