@@ -388,3 +388,16 @@ def test_a_scheduler_per_seed_stops_a_trial_by_its_own_seeds_trials_only():
     assert at_rung(0, 1, 0.1) == TrialScheduler.STOP  # below seed 0's first at the rung
     assert at_rung(1, 1, 0.95) == TrialScheduler.CONTINUE
     assert sorted(scheduler.by_seed) == [0, 1]
+
+
+def test_a_resume_of_an_experiment_an_earlier_version_ran_one_tuner_per_seed_says_so(tmp_path):
+    """optuna and asha ran one Tuner per seed (<name>-seed<N>) before they ran their seeds in one:
+    such an experiment is refused with what to do, before Ray starts, and left as it is."""
+    old = tmp_path / "ray" / "o-seed0"
+    old.mkdir(parents=True)
+    (old / "experiment_state-x.json").write_text("{}")
+    options = SweepOptions(seeds=[0, 1], storage=str(tmp_path / "ray"), name="o", resume=True)
+    with pytest.raises(ConfigError, match=r"--resume: 'o' was started by an earlier adalase-tune.*o-seed<N>"):
+        sweep(tiny_config(), "optuna", options, tracking_uri=None)
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == ["o-seed0"]
+    assert (old / "experiment_state-x.json").read_text() == "{}"
