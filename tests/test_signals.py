@@ -79,3 +79,43 @@ def test_ctrl_c_in_the_middle_of_a_checkpoint_write_comes_after_it_and_the_file_
     assert mid_write == [True], "the signal came after the write: make the state larger"
     assert torch.equal(safe_load(path)["w"], state["w"])
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_ctrl_c_inside_an_mlflow_write_of_train_comes_after_it_and_the_run_ends_killed(tmp_path):
+    """`adalase-tune train`, Ctrl-C as an epoch's metrics are written: a KeyboardInterrupt raised
+    inside SQLAlchemy's flush left SQLite's write lock taken, and ending the run KILLED failed with
+    "database is locked" (exit 1; CI). The signal now waits for the write: the epoch is in the store,
+    then the interrupt is raised, and the run ends KILLED."""
+    import sqlite3
+
+    import sqlalchemy
+    from mlflow.tracking import MlflowClient
+
+    from adalase_tune.tracking import Tracking
+    from adalase_tune.tracking.train_run import TrainRun
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    run = TrainRun(Tracking(uri, "t"))
+    run.logger = run.tracking.run_logger("train", {"run_kind": "train"}, {})
+    inside = []
+
+    def interrupt(conn, cursor, statement, *args):  # in the main thread: the row written, not committed
+        if statement.startswith("INSERT INTO metrics") and not inside:
+            inside.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "after_cursor_execute", interrupt)
+    committed = None
+    try:
+        run.on_epoch_end(None, {"epoch": 1, "val/acc": 0.5, "train/loss": 1.0})
+    except KeyboardInterrupt:  # by then the epoch is committed: another connection reads it
+        with sqlite3.connect(tmp_path / "m.db") as db:
+            committed = db.execute("SELECT count(*) FROM metrics WHERE key = 'val/acc'").fetchone()[0]
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "after_cursor_execute", interrupt)
+    assert inside == [True] and committed == 1
+    run.on_exception(None, KeyboardInterrupt())
+    client = MlflowClient(uri)
+    ended = client.get_run(run.logger.run_id)
+    assert ended.info.status == "KILLED"
+    assert [m.value for m in client.get_metric_history(ended.info.run_id, "val/acc")] == [0.5]
