@@ -174,6 +174,13 @@ def _check_existing(cfg: ExperimentConfig, jobs: dict, options: SweepOptions, ro
                     f"--name = {name!r}: an experiment {job.name!r} already exists in {root}; pass "
                     "--resume to continue it, or choose another --name"
                 )
+            per_seed = [f"{job.name}-seed{s}" for s in options.seeds]  # where optuna and asha ran, per seed, before
+            if options.resume and not exists and any(experiment_exists(root, old) for old in per_seed):
+                raise ConfigError(
+                    f"--resume: {job.name!r} was started by an earlier adalase-tune, which ran one Tuner per "
+                    f"seed ({job.name}-seed<N> in {root}); this version runs the seeds of that method in one "
+                    "Tuner. Finish it with the version that started it, or start it again under another --name"
+                )
             meta = load_meta(root, job.name) if exists else None
             if exists:
                 check_pickles(root, job.name)  # before Ray ever unpickles the experiment's state
@@ -185,30 +192,11 @@ def _check_existing(cfg: ExperimentConfig, jobs: dict, options: SweepOptions, ro
                         f"({describe_differences(meta['config'], cfg.to_dict(), diff)}); "
                         "resume with the same config and --set flags"
                     )
-    if options.resume:
-        _check_tuner_per_seed(jobs, options, root)
     if options.resume and not experiment_exists(root, first):
         raise ConfigError(
             f"--resume: no experiment {first!r} in {root} to continue; drop --resume to start it, or "
             "give the --name and --storage it was started with"
         )
-
-
-def _check_tuner_per_seed(jobs: dict, options: SweepOptions, root: str) -> None:
-    """An experiment that an earlier version ran as one Tuner per seed (optuna, asha) cannot be
-    resumed as the one Tuner over the seeds that this version runs."""
-    from .tuning import experiment_exists
-
-    for method_jobs in jobs.values():
-        for job in method_jobs:
-            if not experiment_exists(root, job.name) and any(
-                experiment_exists(root, f"{job.name}-seed{s}") for s in options.seeds
-            ):
-                raise ConfigError(
-                    f"--resume: {job.name!r} was started by an earlier adalase-tune, which ran one Tuner per "
-                    f"seed ({job.name}-seed<N> in {root}); this version runs the seeds of that method in one "
-                    "Tuner. Finish it with the version that started it, or start it again under another --name"
-                )
 
 
 def arms_of(cfg: ExperimentConfig, data: Optional[DataBundle] = None) -> list[str]:

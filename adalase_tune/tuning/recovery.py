@@ -164,21 +164,11 @@ def snapshot(folder: Path, seen: dict) -> None:
     stamps = {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in files}
     if not files or stamps == seen.get("states") or not all(_readable(p) for p in files):
         return
-    backup = folder / STATE_BACKUP
-    backup.mkdir(exist_ok=True)
-    kept = {p.name: [base64.b64encode(p.read_bytes()).decode(), p.stat().st_mtime_ns] for p in files}
-    _write_atomically(backup / BUNDLE, json.dumps(kept))
+    from ..checkpoint import atomic_write  # here: checkpoint loads torch
+
+    kept = {p.name: [base64.b64encode(p.read_bytes()).decode(), stamps[p.name][0]] for p in files}
+    atomic_write(folder / STATE_BACKUP / BUNDLE, json.dumps(kept))  # the last good set stays whole
     seen["states"] = stamps
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # the last good set stays whole
-        raise
 
 
 def pickles(folder: Path) -> list[Path]:
@@ -200,10 +190,10 @@ def record_pickles(folder: Path, seen: dict) -> None:
     if stamps == seen.get("stamps"):
         return
     seen["stamps"] = stamps
+    from ..checkpoint import atomic_write
+
     digests = {p.name: _sha256(p) for p in found}
-    backup = folder / STATE_BACKUP
-    backup.mkdir(exist_ok=True)
-    _write_atomically(backup / DIGESTS, json.dumps(digests, sort_keys=True))
+    atomic_write(folder / STATE_BACKUP / DIGESTS, json.dumps(digests, sort_keys=True))
 
 
 def check_pickles(root: str, name: str) -> None:
