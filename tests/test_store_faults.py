@@ -418,7 +418,11 @@ def test_the_store_going_away_mid_sweep_stops_it_in_one_line_and_it_resumes(tmp_
         import json, os, re, shlex, shutil, subprocess, sys, time
         def read_only():  # a read-only mount over the store's folder: its open files stay writable
             subprocess.run(["mount", "--bind", str(DISK), str(DISK)], check=True)
-            subprocess.run(["mount", "-o", "remount,bind,ro", str(DISK)], check=True)
+            for _ in range(200):  # EBUSY while the sweep has a file open for writing through the new mount
+                if subprocess.run(["mount", "-o", "remount,bind,ro", str(DISK)], capture_output=True).returncode == 0:
+                    return
+                time.sleep(0.02)
+            raise SystemExit("the read-only remount stayed busy")
         def fill(path):
             with open(path, "wb") as f:
                 try:
