@@ -158,6 +158,7 @@ def test_normalized_q_is_invariant_to_a_10x_loss():
     assert _movement(raw_scaled) > 20 * _movement(raw)
 
 
+@pytest.mark.slow  # the fast tier's budget (issue 22)
 def test_normalized_q_moves_alike_across_a_100x_range_of_learning_rates():
     """Learning rates 0.005, 0.05 and 0.5 (3 seeds each): the normalized q's mean distance from
     uniform stays within a factor 3 across them (measured: 0.30 to 0.68); the raw rule's varies by

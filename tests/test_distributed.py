@@ -93,7 +93,8 @@ def _worker(rank: int, size: int, port: int, trees: dict, out: str) -> None:
 TREES = {"sites": _tree(), "site x op pairs": _tree(ops=["translate", "cutout"]), "batchnorm": _tree(model="cnn")}
 
 
-@pytest.fixture(scope="module")
+# the tests that use it run on one pytest worker (xdist_group), which spawns the 2 processes once
+@pytest.fixture(scope="session")  # a module fixture is made again when other modules run between its tests
 def two_workers(tmp_path_factory) -> dict:
     """The runs of TREES on 2 workers, from one spawn of 2 processes (each tree's Trainer is fresh:
     a run that leaked into the next would differ from its one-worker run below)."""
@@ -112,6 +113,7 @@ def _q(history):
     return np.array([[v for k, v in sorted(m.items()) if k.startswith("adalase/q/")] for m in history])
 
 
+@pytest.mark.xdist_group("two_workers")
 @pytest.mark.parametrize("name", ["sites", "site x op pairs"])
 def test_two_workers_with_half_batches_equal_one_worker_with_the_whole_batch(name, two_workers):
     one, two = _single(TREES[name]), two_workers[name]
@@ -124,6 +126,7 @@ def test_two_workers_with_half_batches_equal_one_worker_with_the_whole_batch(nam
         assert m2["cost/sample_passes"] == m1["cost/sample_passes"]  # global passes
 
 
+@pytest.mark.xdist_group("two_workers")
 def test_batchnorm_per_shard_stays_close_to_one_worker(two_workers):
     one, two = _single(TREES["batchnorm"]), two_workers["batchnorm"]
     np.testing.assert_allclose(_q(two["history"]), _q(one["history"]), atol=0.05)

@@ -33,6 +33,7 @@ def test_a_registered_method_is_listed_and_checked_like_a_built_in(corners):
     assert plan.expected_trials == 4 and plan.space["da_pick/arm"].values == ("a", "b")
 
 
+@pytest.mark.slow  # the fast tier's budget (issue 22)
 def test_a_new_method_runs_through_a_real_sweep(ray_local, corners, tmp_path):
     cfg = tiny_config(**{"train.epochs": 1, "data.n_train": 40})
     arms = arms_of(cfg)

@@ -3,6 +3,7 @@ with one meaning (the ops used, ``joint over translate, cutout, noise``), in the
 
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from adalase_tune import load_config, sweep
@@ -26,6 +27,7 @@ def test_a_trial_logs_the_ops_it_uses_not_the_unused_default():
     assert trial_params(one, {})["augment.op"] == "cutout"  # a single op: as before
 
 
+@pytest.mark.slow  # the fast tier's budget (issue 22)
 def test_a_joint_sweep_logs_augment_params_with_one_meaning_on_parent_and_children(ray_local, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     options = SweepOptions(seeds=[0], num_samples=2, storage=str(tmp_path / "ray"), name="joint-params")

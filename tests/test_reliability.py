@@ -73,6 +73,7 @@ def test_removing_a_worker_node_loses_no_trial(tmp_path):
     assert all(n == 1 for n in out["epoch1_counts"])  # no trial with a checkpoint started from scratch
 
 
+@pytest.mark.slow  # the fast tier's budget (issue 22)
 def test_a_diverging_trial_fails_at_once_with_its_reason_in_ray_and_mlflow(ray_local, tmp_path):
     """A diverging trial (lr 90 on an MLP, no BatchNorm) is not retried although --max-failures
     allows 2; its reason is in the rows and in MLflow, and the method's parent run is FAILED."""

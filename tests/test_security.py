@@ -16,6 +16,8 @@ from adalase_tune.tuning import DIGESTS, STATE_BACKUP, SweepOptions
 
 from conftest import tiny_config
 
+pytestmark = pytest.mark.xdist_group("security")  # one worker makes the module's sweep, not each
+
 
 class _Payload:
     """Unpickling this runs code: it writes ``path`` (what an attacker's tuner.pkl would do)."""
@@ -47,6 +49,7 @@ def finished_sweep(_swept, tmp_path):
     return cfg, replace(opts, storage=str(tmp_path / "ray"), resume=True), folder
 
 
+@pytest.mark.slow  # the fast tier's budget (issue 22)
 def test_a_resume_refuses_a_pickle_that_is_not_the_one_ray_wrote(finished_sweep, tmp_path):
     cfg, opts, folder = finished_sweep
     marker = tmp_path / "pwned"
@@ -57,6 +60,7 @@ def test_a_resume_refuses_a_pickle_that_is_not_the_one_ray_wrote(finished_sweep,
     assert not marker.exists()  # refused before anything unpickled it
 
 
+@pytest.mark.slow  # the fast tier's budget (issue 22)
 @pytest.mark.parametrize("what", ["folder", "tuner.pkl"])
 def test_a_resume_refuses_state_that_others_can_write(finished_sweep, what):
     cfg, opts, folder = finished_sweep
@@ -66,6 +70,7 @@ def test_a_resume_refuses_state_that_others_can_write(finished_sweep, what):
         sweep(cfg, "random", opts, tracking_uri=None)
 
 
+@pytest.mark.slow  # the fast tier's budget (issue 22)
 def test_an_untouched_experiment_resumes(finished_sweep):
     cfg, opts, folder = finished_sweep
     rows = sweep(cfg, "random", opts, tracking_uri=None).rows

@@ -171,6 +171,7 @@ CREATE = {
 }
 
 
+@pytest.mark.slow  # the fast tier's budget (issue 22)
 def test_writers_creating_a_new_store_at_once_all_succeed(tmp_path):
     """Two processes of each entry (six at once) create one new store: each entry races its twin
     and the others, once all have imported and wait (the race is the store's creation, which any
@@ -235,6 +236,7 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path, monkeypatch, mem
     from adalase_tune.tuning import SweepOptions, storage_root
 
     monkeypatch.setattr(locks, "LOCK_DIR", tmp_path / ".cache" / "adalase_tune" / "locks")
+    monkeypatch.setattr(locks.ExperimentLock, "WAIT_S", 0.3)  # the holder never lets go: no need to wait 2 s
     monkeypatch.setenv("HOME", str(tmp_path))  # the holder's ~/.cache is here too
     held, names, other, name, refused = LOCKS[member]
     held, other = held.format(t=tmp_path), other.format(t=tmp_path)

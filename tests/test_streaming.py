@@ -79,6 +79,7 @@ def test_augmentation_is_seeded_per_sample_and_independent_of_the_workers(folder
     assert moved.shape == x.shape and (moved == 0).any()  # a shift leaves zero fill
 
 
+@pytest.mark.slow  # the fast tier's budget (issue 22)
 def test_a_streamed_run_learns_and_resumes_exactly(folder, tmp_path):
     over = {"data.num_workers": 2, "data.n_train": None, "train.epochs": 10, "model.width": 8}
     cfg = from_dict(_tree(folder, True, **over))

@@ -119,6 +119,7 @@ def test_benchmark_logs_to_a_real_mlflow_server(ray_local, tmp_path, mlflow_serv
     check_run_tree(mlflow_server.url)
 
 
+@pytest.mark.slow  # the fast tier's budget (issue 22)
 def test_resumed_sweep_reuses_its_runs(ray_local, tmp_path):
     uri = f"sqlite:///{tmp_path}/m.db"
     args = [

@@ -39,6 +39,7 @@ def test_search_spaces_are_ray_tune_objects_nested_as_the_trainable_takes_them()
         tune_config("asha", cfg, budget={"grace_period": 5})
 
 
+@pytest.mark.slow  # the fast tier's budget (issue 22)
 def test_your_own_tuner_with_the_public_trainable_and_search_space(ray_local, tmp_path):
     cfg = tiny_config(**{"data.n_train": 60})
     budget = {"num_samples": 3}
@@ -62,6 +63,7 @@ def test_your_own_tuner_with_the_public_trainable_and_search_space(ray_local, tm
     assert best.metrics["val/acc"] == max(r.metrics["val/acc"] for r in grid)
 
 
+@pytest.mark.slow  # the fast tier's budget (issue 22)
 @NO_GPU
 def test_a_trial_error_raises_with_its_reason_unless_tolerated(ray_local, tmp_path):
     cfg = tiny_config(**{"train.device": "cuda", "train.epochs": 1, "data.n_train": 40})
@@ -77,6 +79,7 @@ def test_a_trial_error_raises_with_its_reason_unless_tolerated(ray_local, tmp_pa
     assert list(tolerated["status"]) == ["ERROR", "ERROR"] and list(tolerated["error"]) == [CUDA_ONLY] * 2
 
 
+@pytest.mark.slow  # the fast tier's budget (issue 22)
 @NO_GPU
 def test_the_cli_exits_1_with_the_reason_unless_told_to_tolerate_failures(ray_local, tmp_path, capsys):
     args = [

@@ -87,6 +87,7 @@ def test_a_sweep_on_a_real_local_ray_writes_rows_and_results_csv(ray_local, tmp_
     assert rows["node_id"].notna().all() and (rows["epochs"] == 2).all()
 
 
+@pytest.mark.slow  # the fast tier's budget (issue 22)
 def test_asha_stops_weak_trials_early(ray_local, tmp_path):
     cfg = tiny_config(**{"train.epochs": 4, "data.n_train": 200, "model.width": 8, "train.lr": 0.1})
     options = SweepOptions(
@@ -101,6 +102,7 @@ def test_asha_stops_weak_trials_early(ray_local, tmp_path):
     assert rows["epochs"].sum() < 6 * 4
 
 
+@pytest.mark.slow  # the fast tier's budget (issue 22)
 def test_resume_does_not_rerun_finished_trials(ray_local, tmp_path):
     cfg = tiny_config(**{"data.n_train": 60})
     opts = SweepOptions(seeds=[0], budgets={"random": {"num_samples": 2}}, storage=str(tmp_path), name="r")
@@ -197,7 +199,8 @@ def test_sweep_on_a_three_node_cluster_uses_several_nodes(tmp_path):
     assert result["nodes_used"] >= 2 and result["nodes_alive"] == 3
 
 
-@pytest.mark.parametrize("threads", [1, pytest.param(2, marks=pytest.mark.slow)])
+@pytest.mark.slow  # the fast tier's budget (issue 22)
+@pytest.mark.parametrize("threads", [1, 2])
 def test_train_and_a_sweep_trial_of_one_config_give_one_result(ray_local, tmp_path, threads):
     """Float sums depend on torch's thread count: both paths run cfg.train.threads, so the same
     config and seed give the same weights, hence the same accuracies, to the bit; rows record it.
