@@ -307,3 +307,32 @@ def test_a_train_run_nests_under_a_given_parent_or_the_active_run(tmp_path):
     kids = [r for r in _runs(client, exp).values() if r.data.tags.get("run_kind") == "train"]
     assert sorted(r.data.tags["mlflow.parentRunId"] for r in kids) == sorted([theirs, mine.info.run_id])
     assert all(r.info.status == "FINISHED" for r in kids) and client.get_experiment_by_name("train") is None
+
+
+@pytest.mark.parametrize("end", ["finish", "fail", "kill"])
+def test_a_run_writes_its_epochs_tags_and_end_in_two_calls_to_the_store(tmp_path, end):
+    """A short trial's run: its buffered epochs, its tags and its final metrics go in one batch,
+    then its status; nothing is lost by waiting (the real SQLite store, the real client counted)."""
+    from adalase_tune.tracking import Tracking
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    logger = Tracking(uri, "batched").run_logger("trial", {"run_kind": "trial"}, {"train.lr": 0.1})
+    calls: list[str] = []
+    for name in ("log_batch", "set_tag", "log_metric", "set_terminated"):
+        real = getattr(logger.client, name)
+        setattr(logger.client, name, lambda *a, _n=name, _f=real, **k: calls.append(_n) or _f(*a, **k))
+    for epoch in (1, 2, 3):
+        logger.log_epoch({"val/acc": 0.1 * epoch, "train/loss": 1.0 / epoch}, epoch)
+    for key in ("node_id", "device", "threads"):
+        logger.tag(key, f"{key}-value")
+    {"finish": lambda: logger.finish({"best_val_acc": 0.3, "epochs": 3}),
+     "fail": lambda: logger.fail("ValueError: bad"), "kill": logger.kill}[end]()  # fmt: skip
+    assert calls == ["log_batch", "set_terminated"]
+    run = MlflowClient(uri).get_run(logger.run_id)
+    assert run.info.status == {"finish": "FINISHED", "fail": "FAILED", "kill": "KILLED"}[end]
+    assert all(run.data.tags[k] == f"{k}-value" for k in ("node_id", "device", "threads"))
+    assert [m.value for m in MlflowClient(uri).get_metric_history(logger.run_id, "val/acc")] == pytest.approx(
+        [0.1, 0.2, 0.3]
+    )
+    assert (run.data.metrics.get("best_val_acc"), run.data.tags.get("error")) == {
+        "finish": (0.3, None), "fail": (None, "ValueError: bad"), "kill": (None, None)}[end]  # fmt: skip

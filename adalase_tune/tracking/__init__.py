@@ -375,32 +375,40 @@ def epoch_metrics(result: dict) -> dict:
     }
 
 
-def _log_final(client: Any, run_id: str, values: dict) -> None:
+def _final(values: dict) -> list:
+    """A run's final metrics (at step 0, its numeric and finite values), as MLflow ``Metric``s."""
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    metrics = [
+    return [
         Metric(k, float(v), now, 0)
         for k, v in values.items()
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
     ]
+
+
+def _log_final(client: Any, run_id: str, values: dict) -> None:
+    metrics = _final(values)
     if metrics:
         _retry(client.log_batch, run_id, metrics=metrics)
 
 
 class RunLogger:
-    """One run: epochs buffered and written in batches (every ``flush_s`` seconds and at the end),
-    epochs already logged skipped, and an end that is FINISHED, FAILED or KILLED."""
+    """One run: epochs and tags buffered and written in batches (every ``flush_s`` seconds and at
+    the end), epochs already logged skipped, and an end that is FINISHED, FAILED or KILLED: at most
+    two writes to the store (the last batch with the final metrics, then the status)."""
 
     def __init__(self, tracking: Tracking, run_id: str, logged_up_to: int = 0, flush_s: float = 5.0):
         self.tracking, self.client, self.run_id = tracking, tracking.client, run_id
         self.logged_up_to, self.flush_s = logged_up_to, flush_s
         self.buffer: list = []
+        self.tags: dict[str, str] = {}
         self.last_flush = time.monotonic()
         self.ended = False
 
     def tag(self, key: str, value: str) -> None:
-        _retry(self.client.set_tag, self.run_id, key, value)
+        """Set a tag with the next batch (at the latest, the run's end)."""
+        self.tags[key] = value
 
     def log_epoch(self, metrics: dict, step: int) -> None:
         """Buffer one epoch's numeric metrics at ``step`` (an epoch logged before is skipped)."""
@@ -414,29 +422,34 @@ class RunLogger:
         if time.monotonic() - self.last_flush >= self.flush_s:
             self.flush()
 
-    def flush(self) -> None:
-        for i in range(0, len(self.buffer), _BATCH):
-            _retry(self.client.log_batch, self.run_id, metrics=self.buffer[i : i + _BATCH])
-        self.buffer = []
+    def flush(self, final: Optional[dict] = None) -> None:
+        """Write the buffered epochs and tags, and ``final`` metrics, in as few batches as MLflow takes."""
+        from mlflow.entities import RunTag
+
+        metrics = self.buffer + _final(final or {})
+        tags = [RunTag(k, v) for k, v in self.tags.items()]
+        for i in range(0, max(len(metrics), 1 if tags else 0), _BATCH):
+            _retry(self.client.log_batch, self.run_id, metrics=metrics[i : i + _BATCH], tags=[] if i else tags)
+        self.buffer, self.tags = [], {}
         self.last_flush = time.monotonic()
 
     def finish(self, final: dict, q_history: Optional[list] = None, sites: Sequence[str] = ()) -> None:
-        self.flush()
         if q_history:
             self._log_q_plot(q_history, sites)
         self._end("FINISHED", final)
 
     def fail(self, reason: str) -> None:
-        self.flush()
         self._end("FAILED", error=reason)
 
     def kill(self) -> None:
-        self.flush()
         self._end("KILLED")
 
     def _end(self, status: str, metrics: Optional[dict] = None, error: str = "") -> None:
         if not self.ended:
-            self.tracking.end_run(self.run_id, status, metrics, error)
+            if error:
+                self.tags["error"] = error[:5000]
+            self.flush(metrics)
+            _retry(self.client.set_terminated, self.run_id, status)
             self.ended = True
 
     def _log_q_plot(self, q_history: list, sites: Sequence[str]) -> None:
