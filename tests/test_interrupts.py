@@ -346,17 +346,18 @@ def test_kill_9_train_again_and_again_gives_one_run_with_every_epoch_once(tmp_pa
     assert sorted(steps) == list(range(1, 9))
 
 
-KILL_INSTANTS = {  # the 5 instants of a driver SIGKILL
+# the 4 instants of a driver SIGKILL; one just after a trial's end (its checkpoint written) caught
+# nothing that mid-trial does not, in one Tune run of the same method, at 70 s a case (issue 22)
+KILL_INSTANTS = {
     "early (Ray starting)": 3.0,
     "mid-trial": r"\[1/2\] uniform: running",
-    "at a checkpoint write": r"trial 1/2 done",
     "between methods": r"\[1/2\] uniform: \d/2 trials done",
     "during the report": r"\[2/2\] none: \d/2 trials done",
 }
 
 
 def test_a_driver_killed_at_any_instant_resumes_and_finishes_with_one_run_per_trial(tmp_path):
-    """One loop over the five instants: each time kill -9 the benchmark's driver (and its process
+    """One loop over the four instants: each time kill -9 the benchmark's driver (and its process
     group, as a shell would), resume it, and check the outcome."""
     for i, (instant, trigger) in enumerate(KILL_INSTANTS.items()):
         db, out = tmp_path / f"m{i}.db", tmp_path / f"out{i}"
