@@ -69,15 +69,30 @@ def _wait_server(proc: subprocess.Popen, received: list, grace_s: float = 10.0) 
     return proc.returncode
 
 
-def _die_with_parent() -> None:
-    """In the ``mlflow server`` child, before it runs: on Linux, SIGTERM when ``ui`` dies, even of a
-    signal it cannot catch (SIGKILL); elsewhere nothing (``ui``'s handlers end it)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+# The process between ``ui`` and ``mlflow server``, in the server's process group: it asks the
+# kernel for SIGTERM when ``ui`` dies, even of SIGKILL (PR_SET_PDEATHSIG, Linux), and on SIGTERM,
+# SIGINT or SIGHUP stops the whole group. The death signal alone reaches one child only, and the
+# server, told to stop, leaves its job runner's huey consumers behind.
+GUARD = """
+import os, signal, subprocess, sys
+if sys.platform.startswith("linux"):
+    import ctypes
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != int(sys.argv[1]):
+        os.killpg(0, signal.SIGKILL)  # ui died before the line above
+server = subprocess.Popen(sys.argv[2:])
+def stop(signum, frame):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    os.killpg(0, signal.SIGTERM)
+    try:
+        server.wait(timeout=10)
+    finally:
+        os.killpg(0, signal.SIGKILL)
+for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(sig, stop)
+sys.exit(server.wait())
+"""
 
 
 def serve_ui(uri: str, port: int, startup_s: float = 90.0) -> int:
@@ -108,7 +123,9 @@ def serve_ui(uri: str, port: int, startup_s: float = 90.0) -> int:
         "--workers",
         "1",
     ]
-    proc = subprocess.Popen(cmd, stdout=sys.stderr, start_new_session=True, preexec_fn=_die_with_parent)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", GUARD, str(os.getpid()), *cmd], stdout=sys.stderr, start_new_session=True
+    )
     received: list = []
 
     def forward(signum: int, frame: Any) -> None:
