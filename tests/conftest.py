@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from adalase_tune.config import from_dict
+from adalase_tune.tracking.ui import GUARD  # the guard between a fixture's server and the test process
 
 
 def override(tree: dict, overrides: dict) -> dict:
@@ -91,28 +92,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-# The process a fixture starts, between the test process and the server: it asks the kernel for
-# SIGTERM when the test process dies, even of SIGKILL (PR_SET_PDEATHSIG; a death signal reaches
-# only that one child, and `mlflow server` left alone on SIGTERM leaves its job runner's consumers
-# behind), and on SIGTERM stops the whole process group: the server, its workers, itself.
-GUARD = """
-import ctypes, os, signal, subprocess, sys
-ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-if os.getppid() != int(sys.argv[1]):
-    os.killpg(0, signal.SIGKILL)  # the test process died before the line above
-server = subprocess.Popen(sys.argv[2:])
-def stop(signum, frame):
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    os.killpg(0, signal.SIGTERM)
-    try:
-        server.wait(timeout=float(os.environ.get("GUARD_GRACE_S", "10")))
-    finally:
-        os.killpg(0, signal.SIGKILL)
-signal.signal(signal.SIGTERM, stop)
-sys.exit(server.wait())
-"""
 
 
 def spawn(cmd: list, **kwargs) -> subprocess.Popen:

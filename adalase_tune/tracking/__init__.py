@@ -182,12 +182,8 @@ class Tracking:
             _retry(self.client.log_batch, run_id, params=items[i : i + 100])
 
     def end_run(self, run_id: str, status: str, metrics: Optional[dict] = None, error: str = "") -> None:
-        """End a run FINISHED, FAILED (with ``error`` as the reason) or KILLED."""
-        if metrics:
-            _log_final(self.client, run_id, metrics)
-        if error:
-            _retry(self.client.set_tag, run_id, "error", error[:5000])
-        _retry(self.client.set_terminated, run_id, status)
+        """End a run FINISHED, FAILED (with ``error`` as the reason) or KILLED (:meth:`RunLogger.end`)."""
+        RunLogger(self, run_id).end(status, metrics, error)
 
     def summary_run(
         self,
@@ -436,15 +432,16 @@ class RunLogger:
     def finish(self, final: dict, q_history: Optional[list] = None, sites: Sequence[str] = ()) -> None:
         if q_history:
             self._log_q_plot(q_history, sites)
-        self._end("FINISHED", final)
+        self.end("FINISHED", final)
 
     def fail(self, reason: str) -> None:
-        self._end("FAILED", error=reason)
+        self.end("FAILED", error=reason)
 
     def kill(self) -> None:
-        self._end("KILLED")
+        self.end("KILLED")
 
-    def _end(self, status: str, metrics: Optional[dict] = None, error: str = "") -> None:
+    def end(self, status: str, metrics: Optional[dict] = None, error: str = "") -> None:
+        """End the run ``status``: one batch of what is buffered, ``metrics`` and ``error`` (a tag), then the status."""
         if not self.ended:
             if error:
                 self.tags["error"] = error[:5000]
